@@ -1,0 +1,95 @@
+"""Password hashing (bcrypt, off the event loop) and JWT issue/verify."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from concurrent.futures import Executor
+from datetime import UTC, datetime, timedelta
+
+import bcrypt
+import jwt
+
+from chat.errors import Unauthorized
+
+JWT_ALGORITHM = "HS256"
+BCRYPT_MAX_BYTES = 72
+
+
+class PasswordHasher:
+    """bcrypt in an executor: a hash costs ~250 ms of CPU that the event loop must not pay."""
+
+    def __init__(self, rounds: int, executor: Executor | None = None) -> None:
+        self._rounds = rounds
+        self._executor = executor
+        # Verified against when the user does not exist, so both failures cost the same time.
+        self._dummy_hash = bcrypt.hashpw(b"not-a-password", bcrypt.gensalt(rounds)).decode()
+
+    async def hash(self, password: str) -> str:
+        """A salted bcrypt hash of a validated (<= 72 bytes) password."""
+        loop = asyncio.get_running_loop()
+        salt = bcrypt.gensalt(self._rounds)
+        hashed: bytes = await loop.run_in_executor(
+            self._executor, bcrypt.hashpw, password.encode(), salt
+        )
+        return hashed.decode()
+
+    async def verify(self, password: str, hashed: str | None) -> bool:
+        """True only if the password matches; spends the same time when hashed is None."""
+        raw = password.encode()
+        if len(raw) > BCRYPT_MAX_BYTES:
+            raw = b""  # never matches a stored hash, and bcrypt refuses long input
+        target = (hashed or self._dummy_hash).encode()
+        loop = asyncio.get_running_loop()
+        ok: bool = await loop.run_in_executor(self._executor, bcrypt.checkpw, raw, target)
+        return ok and hashed is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class Claims:
+    user_id: str
+    session_id: str
+    expires_at: datetime
+
+
+class TokenCodec:
+    """HS256 tokens carrying user id (sub) and session id (sid), with an expiry."""
+
+    def __init__(self, secret: str, ttl_secs: int) -> None:
+        self._secret = secret
+        self._ttl = timedelta(seconds=ttl_secs)
+
+    def expiry(self, now: datetime | None = None) -> datetime:
+        """When a token issued now stops working (second precision, as JWT's exp)."""
+        now = now or datetime.now(UTC)
+        return (now + self._ttl).replace(microsecond=0)
+
+    def issue(self, user_id: str, session_id: str, expires_at: datetime) -> str:
+        """A signed token; the session must be stored for it to be accepted."""
+        payload = {
+            "sub": user_id,
+            "sid": session_id,
+            "iat": int(datetime.now(UTC).timestamp()),
+            "exp": int(expires_at.timestamp()),
+        }
+        return jwt.encode(payload, self._secret, algorithm=JWT_ALGORITHM)
+
+    def decode(self, token: str) -> Claims:
+        """Verified claims, or Unauthorized for a forged, malformed or expired token."""
+        try:
+            payload = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[JWT_ALGORITHM],
+                options={"require": ["sub", "sid", "exp"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("The session has expired; sign in again.") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthorized("The token is not valid.") from exc
+        sub, sid = payload["sub"], payload["sid"]
+        if not isinstance(sub, str) or not isinstance(sid, str):
+            raise Unauthorized("The token is not valid.")
+        return Claims(
+            user_id=sub, session_id=sid, expires_at=datetime.fromtimestamp(payload["exp"], UTC)
+        )

@@ -1,0 +1,71 @@
+"""The command table: every command is a marked service method, reachable over both transports."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from chat.auth import PasswordHasher, TokenCodec
+from chat.config import Settings
+from chat.errors import NotFound, Unauthorized
+from chat.store import Store
+
+
+@dataclasses.dataclass(frozen=True)
+class Principal:
+    """Who is calling: the signed-in user and the session its token belongs to."""
+
+    user_id: str
+    session_id: str
+
+
+Reply = dict[str, Any]
+CommandFn = Callable[[Principal | None, Any], Awaitable[Reply]]
+F = TypeVar("F", bound=Callable[..., Awaitable[Reply]])
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    name: str
+    fn: CommandFn
+    public: bool  # callable before authentication (register, login)
+    status: int  # the HTTP status of success over REST
+
+
+def command(name: str, *, public: bool = False, status: int = 200) -> Callable[[F], F]:
+    """Mark a service method as the command `name`, reachable over REST and WebSocket."""
+
+    def mark(fn: F) -> F:
+        fn.__chat_command__ = (name, public, status)  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+class ServiceBase:
+    """Shared state of the command mixins; builds the command table from marked methods."""
+
+    def __init__(
+        self, settings: Settings, store: Store, hasher: PasswordHasher, tokens: TokenCodec
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.hasher = hasher
+        self.tokens = tokens
+        self.commands: dict[str, Command] = {}
+        for klass in reversed(type(self).__mro__):
+            for attr, value in vars(klass).items():
+                marker = getattr(value, "__chat_command__", None)
+                if marker is not None:
+                    name, public, status = marker
+                    self.commands[name] = Command(name, getattr(self, attr), public, status)
+
+    async def run(self, name: str, principal: Principal | None, data: Any) -> Reply:
+        """Run a command by name; Unauthorized when it needs a principal and has none."""
+        cmd = self.commands.get(name)
+        if cmd is None:
+            raise NotFound(f"Unknown command {name!r}.")
+        if principal is None and not cmd.public:
+            raise Unauthorized("Sign in first.")
+        return await cmd.fn(principal, data)

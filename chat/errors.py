@@ -1,0 +1,88 @@
+"""Expected failures: each has a stable code and an HTTP status, rendered in one JSON shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ChatError(Exception):
+    """A failure the client caused or must handle; never carries a traceback to the client."""
+
+    code = "error"
+    status = 400
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict[str, Any]:
+        """The contract's error shape: {"error": {"code", "message", "field"?}}."""
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            error["field"] = self.field
+        return {"error": error}
+
+
+class ValidationFailed(ChatError):
+    code = "validation_failed"
+    status = 400
+
+
+class BadRequest(ChatError):
+    code = "bad_request"
+    status = 400
+
+
+class Unauthorized(ChatError):
+    code = "unauthorized"
+    status = 401
+
+
+class InvalidCredentials(ChatError):
+    code = "invalid_credentials"
+    status = 401
+
+
+class Forbidden(ChatError):
+    code = "forbidden"
+    status = 403
+
+
+class Blocked(ChatError):
+    code = "blocked"
+    status = 403
+
+
+class NotFound(ChatError):
+    code = "not_found"
+    status = 404
+
+
+class MethodNotAllowed(ChatError):
+    code = "method_not_allowed"
+    status = 405
+
+
+class Conflict(ChatError):
+    code = "conflict"
+    status = 409
+
+
+class TooLarge(ChatError):
+    code = "too_large"
+    status = 413
+
+
+class RateLimited(ChatError):
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after_secs: float) -> None:
+        super().__init__(message)
+        self.retry_after_secs = retry_after_secs
+
+
+class DatabaseUnavailable(ChatError):
+    code = "database_unavailable"
+    status = 503

@@ -1,0 +1,126 @@
+"""Event queues and presence as the service sees them: open/resume a queue, hello, subscribe."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from chat.commands import Principal, Reply, ServiceBase, command
+from chat.errors import NotFound, Unauthorized, ValidationFailed
+from chat.events import EventQueue, QueueRegistry
+from chat.presence import InMemoryPresence, Presence
+from chat.validation import get_id_list, require_object
+
+log = logging.getLogger(__name__)
+
+SWEEP_INTERVAL_SECS = 5.0  # expired queues linger at most this long past their grace
+MAX_PRESENCE_SUBSCRIPTIONS = 1000  # users one queue may watch
+
+
+class RealtimeCommands(ServiceBase):
+    """Owns the queue registry and presence of this process."""
+
+    registry: QueueRegistry
+    presence: Presence
+    _sweeper: asyncio.Task[None] | None
+
+    def init_realtime(self) -> None:
+        """Create the registry and presence; start the sweeper (needs a running loop)."""
+        settings = self.settings
+        self.registry = QueueRegistry(
+            max_events=settings.queue_max_events, grace_secs=settings.queue_grace_secs
+        )
+        self.presence = InMemoryPresence(
+            self.registry,
+            audience=self.presence_audience,
+            is_blocked_between=self.is_blocked_between,
+            store_last_seen=self.store.users.set_last_seen,
+            grace_secs=settings.presence_grace_secs,
+        )
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_SECS)
+            for queue in self.registry.sweep():
+                self.presence.unsubscribe_queue(queue.queue_id)
+
+    async def close_realtime(self) -> None:
+        """Stop the sweeper and presence timers."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        self.presence.close()
+
+    def open_queue(
+        self, principal: Principal, queue_id: Any, epoch: Any, last_event_id: Any
+    ) -> tuple[EventQueue, bool, int]:
+        """Resume the client's queue if it can serve every event after the cursor, else a new
+        one; returns (queue, resumed, cursor)."""
+        cursor = last_event_id
+        if isinstance(cursor, str) and cursor.isdigit():
+            cursor = int(cursor)
+        if isinstance(cursor, bool) or not isinstance(cursor, int) or cursor < 0:
+            cursor = 0
+        queue, resumed = self.registry.resume(
+            principal.user_id,
+            principal.session_id,
+            queue_id if isinstance(queue_id, str) and queue_id else None,
+            epoch if isinstance(epoch, str) else None,
+            cursor,
+        )
+        return queue, resumed, cursor if resumed else 0
+
+    async def hello(
+        self, principal: Principal, queue: EventQueue, resumed: bool, cursor: int
+    ) -> Reply:
+        """The frame that opens a stream: where it resumes, or that state must be re-read."""
+        user = await self.store.users.get(principal.user_id)
+        if user is None:
+            raise Unauthorized("The account no longer exists.")
+        return {
+            "type": "hello",
+            "queue_id": queue.queue_id,
+            "epoch": self.registry.epoch,
+            "resumed": resumed,
+            "last_event_id": cursor,
+            "user": user.private(),
+            "heartbeat_secs": self.settings.heartbeat_secs,
+        }
+
+    async def session_ended(self, principal: Principal) -> None:
+        """Deliver session.ended to every queue of the session and close them."""
+        self.registry.end_session(principal.session_id)
+
+    async def presence_audience(self, user_id: str) -> set[str]:
+        """Who sees this user's presence changes; each domain adds its part, blocks excluded."""
+        return set()
+
+    async def is_blocked_between(self, a: str, b: str) -> bool:
+        """True when either user blocked the other (the social graph overrides this)."""
+        return False
+
+    def presence_of(self, user_ids: list[str]) -> dict[str, str]:
+        """online/offline of each user, from this process's memory."""
+        return self.presence.statuses(user_ids)
+
+    @command("presence.subscribe")
+    async def presence_subscribe(self, principal: Principal, data: Any) -> Reply:
+        """Also deliver presence of these users to one of the caller's queues."""
+        data = require_object(data)
+        queue_id = data.get("queue_id")
+        if not isinstance(queue_id, str):
+            raise ValidationFailed("queue_id is required.", field="queue_id")
+        queue = self.registry.get(queue_id)
+        if queue is None or queue.closed or queue.user_id != principal.user_id:
+            raise NotFound("No such queue.")
+        user_ids = get_id_list(data, "user_ids", max_items=MAX_PRESENCE_SUBSCRIPTIONS)
+        visible = [
+            uid for uid in user_ids if not await self.is_blocked_between(principal.user_id, uid)
+        ]
+        subscribed = self.presence.subscribe(queue_id, visible)
+        return {"user_ids": subscribed, "presence": self.presence_of(subscribed)}

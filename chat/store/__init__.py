@@ -1,0 +1,47 @@
+"""Storage: the only package that imports pymongo. Returns models, never raw documents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import AsyncMongoClient
+
+from chat.store.accounts import SessionStore, UserStore, normalize_friend_code
+from chat.store.base import db_errors
+
+__all__ = ["Store", "normalize_friend_code"]
+
+
+class Store:
+    """One database client and a wrapper per collection family."""
+
+    def __init__(self, uri: str, db_name: str, *, timeout_ms: int) -> None:
+        self.client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            uri,
+            tz_aware=True,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+            socketTimeoutMS=max(timeout_ms * 4, 10_000),
+        )
+        self.db = self.client[db_name]
+        self.users = UserStore(self.db)
+        self.sessions = SessionStore(self.db)
+
+    async def ping(self) -> None:
+        """Succeed if the database answers; DatabaseUnavailable otherwise."""
+        with db_errors():
+            await self.client.admin.command("ping")
+
+    async def ensure_indexes(self) -> None:
+        """Create every index the queries rely on (idempotent)."""
+        with db_errors():
+            await self.users.ensure_indexes()
+            await self.sessions.ensure_indexes()
+
+    async def drop_database(self) -> None:
+        """Remove all data of this database (tests)."""
+        await self.client.drop_database(self.db.name)
+
+    async def close(self) -> None:
+        """Close the client's connections."""
+        await self.client.close()

@@ -1,0 +1,166 @@
+"""Users and sessions collections."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ASCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from chat.errors import Conflict
+from chat.models import Session, User, utcnow
+from chat.store.base import duplicate_key_fields, object_id, translated
+
+# No 0/O, 1/I/L: a code read aloud or copied by hand must not be ambiguous.
+FRIEND_CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+FRIEND_CODE_LEN = 8  # 31**8 ~ 8.5e11 codes: collisions are rare and retried
+FRIEND_CODE_RETRIES = 5
+
+
+def new_friend_code() -> str:
+    """A random code in the unambiguous alphabet, without the dash."""
+    return "".join(secrets.choice(FRIEND_CODE_ALPHABET) for _ in range(FRIEND_CODE_LEN))
+
+
+def normalize_friend_code(code: str) -> str:
+    """Accept the code with or without the dash, in any case, with stray spaces."""
+    return code.replace("-", "").replace(" ", "").upper()
+
+
+def user_from_doc(doc: dict[str, Any]) -> User:
+    return User(
+        id=str(doc["_id"]),
+        username=doc["username"],
+        email=doc["email"],
+        friend_code=doc["friend_code"],
+        created_at=doc["created_at"],
+        last_seen=doc.get("last_seen"),
+    )
+
+
+class UserStore:
+    """Accounts: unique case-insensitive username and email, unique friend code."""
+
+    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+        self._users = db["users"]
+
+    async def ensure_indexes(self) -> None:
+        """Unique lower-cased username/email (also the prefix-search index) and friend code."""
+        await self._users.create_index([("username_lower", ASCENDING)], unique=True)
+        await self._users.create_index([("email_lower", ASCENDING)], unique=True)
+        await self._users.create_index([("friend_code", ASCENDING)], unique=True)
+
+    @translated
+    async def create(self, username: str, email: str, password_hash: str) -> User:
+        """Insert a new account; Conflict naming the field when username or email is taken."""
+        for _ in range(FRIEND_CODE_RETRIES):
+            doc = {
+                "_id": ObjectId(),
+                "username": username,
+                "username_lower": username.lower(),
+                "email": email,
+                "email_lower": email.lower(),
+                "password_hash": password_hash,
+                "friend_code": new_friend_code(),
+                "created_at": utcnow(),
+                "last_seen": None,
+            }
+            try:
+                await self._users.insert_one(doc)
+            except DuplicateKeyError as exc:
+                fields = duplicate_key_fields(exc)
+                if "username_lower" in fields:
+                    raise Conflict("That username is taken.", field="username") from exc
+                if "email_lower" in fields:
+                    raise Conflict(
+                        "An account with that email already exists.", field="email"
+                    ) from exc
+                continue  # friend code collision: draw another
+            return user_from_doc(doc)
+        raise Conflict("Could not allocate a friend code; try again.")
+
+    @translated
+    async def get(self, user_id: str) -> User | None:
+        """The user with this id, or None."""
+        doc = await self._users.find_one({"_id": object_id(user_id, "user")})
+        return user_from_doc(doc) if doc else None
+
+    @translated
+    async def get_many(self, user_ids: list[str]) -> dict[str, User]:
+        """Users by id; unknown ids are left out."""
+        oids = [object_id(uid, "user") for uid in user_ids]
+        docs = self._users.find({"_id": {"$in": oids}})
+        return {str(doc["_id"]): user_from_doc(doc) async for doc in docs}
+
+    @translated
+    async def get_login(self, login: str) -> tuple[User, str] | None:
+        """The user whose username or email matches (case-insensitively), with its hash."""
+        key = "email_lower" if "@" in login else "username_lower"
+        doc = await self._users.find_one({key: login.lower()})
+        return (user_from_doc(doc), doc["password_hash"]) if doc else None
+
+    @translated
+    async def get_by_friend_code(self, code: str) -> User | None:
+        """The user with this friend code (any case, dash optional), or None."""
+        doc = await self._users.find_one({"friend_code": normalize_friend_code(code)})
+        return user_from_doc(doc) if doc else None
+
+    @translated
+    async def set_last_seen(self, user_id: str, when: datetime) -> None:
+        """Record when the user was last online."""
+        await self._users.update_one(
+            {"_id": object_id(user_id, "user")}, {"$set": {"last_seen": when}}
+        )
+
+
+def session_from_doc(doc: dict[str, Any]) -> Session:
+    return Session(
+        id=doc["_id"],
+        user_id=doc["user_id"],
+        created_at=doc["created_at"],
+        expires_at=doc["expires_at"],
+        revoked=doc.get("revoked_at") is not None,
+    )
+
+
+class SessionStore:
+    """Sign-in sessions: a token is valid only while its session is stored and not revoked."""
+
+    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+        self._sessions = db["sessions"]
+
+    async def ensure_indexes(self) -> None:
+        """Sessions by user (to list or revoke them); expired ones removed by a TTL index."""
+        await self._sessions.create_index([("user_id", ASCENDING)])
+        await self._sessions.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
+
+    @translated
+    async def create(self, user_id: str, expires_at: datetime) -> Session:
+        """A new session with an unguessable id."""
+        doc = {
+            "_id": secrets.token_hex(16),
+            "user_id": user_id,
+            "created_at": utcnow(),
+            "expires_at": expires_at,
+            "revoked_at": None,
+        }
+        await self._sessions.insert_one(doc)
+        return session_from_doc(doc)
+
+    @translated
+    async def get(self, session_id: str) -> Session | None:
+        """The session, revoked or not, or None."""
+        doc = await self._sessions.find_one({"_id": session_id})
+        return session_from_doc(doc) if doc else None
+
+    @translated
+    async def revoke(self, session_id: str) -> bool:
+        """Mark the session revoked; True if it was live until now."""
+        result = await self._sessions.update_one(
+            {"_id": session_id, "revoked_at": None}, {"$set": {"revoked_at": utcnow()}}
+        )
+        return result.modified_count == 1

@@ -1,0 +1,69 @@
+"""REST: each route maps HTTP methods to commands of the service's one command table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tornado.web
+
+from chat.errors import ValidationFailed
+from chat.service import ChatService
+from handlers.base import ApiHandler, JsonHandler
+
+
+class CommandHandler(ApiHandler):
+    """Run the command mapped to this method; path arguments join the body or query."""
+
+    def initialize(self, service: ChatService, **methods: str) -> None:
+        super().initialize(service)
+        self.methods = {method.upper(): name for method, name in methods.items()}
+
+    async def prepare(self) -> None:
+        name = self.methods.get(self.request.method or "")
+        if name is None:
+            raise tornado.web.HTTPError(405, "Method not allowed here.")
+        self.command = self.service.commands[name]
+        if not self.command.public:
+            await super().prepare()
+
+    async def _run(self, **path_args: str) -> None:
+        data: Any
+        if self.request.method in ("GET", "DELETE") and not self.request.body:
+            data = self.query_args()
+        else:
+            data = self.json_body()
+        if path_args:
+            if not isinstance(data, dict):
+                raise ValidationFailed("The request body must be a JSON object.")
+            data = {**data, **path_args}
+        principal = None if self.command.public else self.principal
+        self.write_json(await self.command.fn(principal, data), status=self.command.status)
+
+    async def get(self, **path_args: str) -> None:
+        await self._run(**path_args)
+
+    async def post(self, **path_args: str) -> None:
+        await self._run(**path_args)
+
+    async def put(self, **path_args: str) -> None:
+        await self._run(**path_args)
+
+    async def patch(self, **path_args: str) -> None:
+        await self._run(**path_args)
+
+    async def delete(self, **path_args: str) -> None:
+        await self._run(**path_args)
+
+
+class HealthHandler(JsonHandler):
+    """GET /healthz: 200 when the database answers, 503 when it does not."""
+
+    async def get(self) -> None:
+        healthy = await self.service.database_healthy()
+        self.write_json(
+            {
+                "status": "ok" if healthy else "unavailable",
+                "db": "ok" if healthy else "unavailable",
+            },
+            status=200 if healthy else 503,
+        )

@@ -1,0 +1,81 @@
+"""The URL table: one place maps every path to its handler and the service it needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import tornado.web
+
+from chat.service import ChatService
+from handlers.api import CommandHandler, HealthHandler
+from handlers.base import ApiNotFoundHandler
+from handlers.events import LongPollHandler
+from handlers.pages import IndexHandler
+from handlers.socket import MAX_FRAME_BYTES, ChatSocket
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# (path, {http method: command}) -- the REST face of the command table.
+COMMAND_ROUTES: list[tuple[str, dict[str, str]]] = [
+    (r"/api/auth/register", {"post": "auth.register"}),
+    (r"/api/auth/login", {"post": "auth.login"}),
+    (r"/api/auth/logout", {"post": "auth.logout"}),
+    (r"/api/me", {"get": "me"}),
+    (r"/api/presence/subscribe", {"post": "presence.subscribe"}),
+    (r"/api/users", {"get": "users.search"}),
+    (r"/api/users/by-code/(?P<code>[^/]+)", {"get": "users.by_code"}),
+    (r"/api/friends", {"get": "friends.list"}),
+    (r"/api/friends/requests", {"get": "friends.requests", "post": "friends.request"}),
+    (r"/api/friends/requests/(?P<request_id>[^/]+)", {"delete": "friends.cancel"}),
+    (r"/api/friends/requests/(?P<request_id>[^/]+)/accept", {"post": "friends.accept"}),
+    (r"/api/friends/requests/(?P<request_id>[^/]+)/decline", {"post": "friends.decline"}),
+    (r"/api/friends/(?P<user_id>[^/]+)", {"delete": "friends.remove"}),
+    (r"/api/blocks", {"get": "blocks.list"}),
+    (r"/api/blocks/(?P<user_id>[^/]+)", {"put": "blocks.add", "delete": "blocks.remove"}),
+    (r"/api/conversations", {"get": "conversations.list"}),
+    (r"/api/conversations/dm", {"post": "conversations.open_dm"}),
+    (
+        r"/api/conversations/(?P<conversation_id>[^/]+)/messages",
+        {"get": "messages.history", "post": "messages.send"},
+    ),
+    (r"/api/conversations/(?P<conversation_id>[^/]+)/read", {"post": "conversations.read"}),
+    (r"/api/conversations/(?P<conversation_id>[^/]+)/typing", {"post": "typing"}),
+    (r"/api/groups", {"post": "groups.create"}),
+    (r"/api/groups/(?P<conversation_id>[^/]+)", {"get": "groups.get", "patch": "groups.update"}),
+    (r"/api/groups/(?P<conversation_id>[^/]+)/members", {"post": "groups.add_members"}),
+    (
+        r"/api/groups/(?P<conversation_id>[^/]+)/members/(?P<user_id>[^/]+)",
+        {"delete": "groups.remove_member", "patch": "groups.set_role"},
+    ),
+]
+
+
+def make_app(
+    service: ChatService, extra_routes: list[Any] | None = None
+) -> tornado.web.Application:
+    """The Tornado application for one service instance (tests build as many as they like)."""
+    deps = {"service": service}
+    routes: list[Any] = [
+        (r"/healthz", HealthHandler, deps),
+        (r"/ws", ChatSocket, deps),
+        (r"/api/events", LongPollHandler, deps),
+    ]
+    for path, methods in COMMAND_ROUTES:
+        if all(name in service.commands for name in methods.values()):
+            routes.append((path, CommandHandler, {**deps, **methods}))
+    routes += extra_routes or []
+    routes += [
+        (r"/api/.*", ApiNotFoundHandler, deps),
+        (r"/", IndexHandler),
+    ]
+    return tornado.web.Application(
+        routes,
+        template_path=str(ROOT / "templates"),
+        static_path=str(ROOT / "static"),
+        debug=service.settings.debug,
+        websocket_ping_interval=service.settings.heartbeat_secs,
+        websocket_ping_timeout=service.settings.heartbeat_secs * 2,
+        websocket_max_message_size=MAX_FRAME_BYTES,
+        compress_response=True,
+    )

@@ -1,0 +1,130 @@
+"""JSON in and out, the contract's error shape, and bearer-token auth in prepare()."""
+
+from __future__ import annotations
+
+import json
+import logging
+from http import HTTPStatus
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import tornado.web
+
+from chat.errors import BadRequest, ChatError, NotFound, RateLimited, TooLarge
+
+if TYPE_CHECKING:
+    from chat.commands import Principal
+    from chat.service import ChatService
+
+log = logging.getLogger(__name__)
+
+MAX_JSON_BODY_BYTES = 1024 * 1024  # the contract's request body limit
+
+# Codes for failures that do not come from a ChatError (Tornado's own HTTPErrors).
+STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    429: "rate_limited",
+    503: "database_unavailable",
+}
+
+
+def json_dumps(value: Any) -> str:
+    """Compact JSON; '</' escaped so a body can never close a script tag."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).replace("</", "<\\/")
+
+
+class JsonHandler(tornado.web.RequestHandler):
+    """Every /api/* handler: JSON responses and errors, never HTML or a traceback."""
+
+    service: ChatService
+
+    def initialize(self, service: ChatService) -> None:
+        self.service = service
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Content-Type-Options", "nosniff")
+
+    def check_xsrf_cookie(self) -> None:
+        """Bearer tokens, not cookies, authenticate the API: there is no CSRF to guard."""
+
+    def json_body(self) -> Any:
+        """The parsed request body ({} when empty); 400 when it is not JSON, 413 when too big."""
+        body = self.request.body
+        if len(body) > MAX_JSON_BODY_BYTES:
+            raise TooLarge("The request body is larger than 1 MiB.")
+        if not body.strip():
+            return {}
+        try:
+            return json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BadRequest("The request body is not valid JSON.") from exc
+
+    def query_args(self) -> dict[str, str]:
+        """The query string as a flat dict (last value wins)."""
+        return {name: self.get_query_argument(name) for name in self.request.query_arguments}
+
+    def write_json(self, value: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(json_dumps(value))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc_info = kwargs.get("exc_info")
+        exc = exc_info[1] if exc_info else None
+        if isinstance(exc, ChatError):
+            self.set_status(exc.status)
+            if isinstance(exc, RateLimited):
+                self.set_header("Retry-After", str(max(1, round(exc.retry_after_secs))))
+            body = exc.to_dict()
+        else:
+            if isinstance(exc, tornado.web.HTTPError) and exc.log_message and status_code < 500:
+                message = exc.log_message % exc.args if exc.args else exc.log_message
+            else:
+                message = (
+                    HTTPStatus(status_code).phrase
+                    if status_code in HTTPStatus._value2member_map_
+                    else "Error"
+                )
+            code = STATUS_CODES.get(status_code, "internal_error")
+            body = {"error": {"code": code, "message": message}}
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json_dumps(body))
+
+    def log_exception(
+        self,
+        typ: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(value, ChatError):
+            log.debug(
+                "%s %s -> %s %s", self.request.method, self.request.path, value.status, value.code
+            )
+            return
+        super().log_exception(typ, value, tb)
+
+
+class ApiHandler(JsonHandler):
+    """An authenticated endpoint: prepare() turns the bearer token into self.principal."""
+
+    principal: Principal
+
+    async def prepare(self) -> None:
+        header = self.request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        self.principal = await self.service.authenticate(
+            token.strip() if scheme.lower() == "bearer" else None
+        )
+
+
+class ApiNotFoundHandler(JsonHandler):
+    """Any unknown /api/* path: a JSON 404 whatever the method."""
+
+    def prepare(self) -> None:
+        raise NotFound(f"No API endpoint at {self.request.path}.")

@@ -1,0 +1,205 @@
+"""WebSocket transport: auth, hello, pushed events, acks, and command frames answered by reply."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+import tornado.websocket
+
+from chat.commands import Principal
+from chat.errors import BadRequest, ChatError, RateLimited, Unauthorized
+from chat.events import EventQueue
+from chat.service import ChatService
+from handlers.base import json_dumps
+
+log = logging.getLogger(__name__)
+
+MAX_FRAME_BYTES = 64 * 1024  # the contract's frame limit; Tornado closes with 1009 beyond it
+CLOSE_UNAUTHORIZED = 4401  # no, bad or revoked token; auth timeout; session ended
+CLOSE_REPLACED = 4409  # another connection resumed this queue
+CLOSE_POLICY = 1008  # kept flooding after being told to slow down
+PUBLIC_FRAMES = frozenset({"auth", "auth.register", "auth.login"})
+FRAMES_PER_SEC = 20.0  # sustained command rate of one socket: far above a person's typing
+FRAME_BURST = 60.0  # what a client may send at once (a resume, a reconnect storm)
+MAX_REJECTED_FRAMES = 100  # past this many rate-limited frames in a row, close
+
+
+class TokenBucket:
+    """Allows `rate` operations a second with bursts of `burst`."""
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens, self.stamp = burst, time.monotonic()
+
+    def take(self) -> float:
+        """0 if allowed now; otherwise the seconds until one more is allowed."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+class ChatSocket(tornado.websocket.WebSocketHandler):
+    """One client connection; the queue, not the socket, owns the events."""
+
+    def initialize(self, service: ChatService) -> None:
+        self.service = service
+        self.principal: Principal | None = None
+        self.queue: EventQueue | None = None
+        self.consumer: int | None = None
+        self.writer: asyncio.Task[None] | None = None
+        self.auth_timer: asyncio.TimerHandle | None = None
+        self.bucket = TokenBucket(FRAMES_PER_SEC, FRAME_BURST)
+        self.rejected = 0
+
+    def check_origin(self, origin: str) -> bool:
+        # Tornado (>= 6.6) accepts same-origin requests before asking: this decides the rest.
+        return origin in self.service.settings.allowed_origins
+
+    async def open(self, *args: str, **kwargs: str) -> None:
+        token = self.get_query_argument("token", None)
+        if token:
+            frame = {
+                "token": token,
+                "queue_id": self.get_query_argument("queue_id", None),
+                "epoch": self.get_query_argument("epoch", None),
+                "last_event_id": self.get_query_argument("last_event_id", "0"),
+            }
+            await self._authenticate(frame)
+        else:
+            loop = asyncio.get_running_loop()
+            self.auth_timer = loop.call_later(
+                self.service.settings.auth_timeout_secs, self._auth_timed_out
+            )
+
+    def _auth_timed_out(self) -> None:
+        if self.principal is None:
+            self.close(CLOSE_UNAUTHORIZED, "authentication timed out")
+
+    async def on_message(self, message: str | bytes) -> None:
+        ref: Any = None
+        try:
+            frame = self._parse(message)
+            ref = frame.get("ref")
+            self._throttle()
+            kind = frame.get("type")
+            if not isinstance(kind, str):
+                raise BadRequest("Every frame needs a string 'type'.")
+            if kind == "auth":
+                await self._authenticate(frame)
+                return
+            if kind == "ack":
+                self._ack(frame)
+                return
+            if self.principal is None and kind not in PUBLIC_FRAMES:
+                raise Unauthorized("Authenticate first: send an 'auth' frame.")
+            data = await self.service.run(kind, self.principal, frame)
+        except ChatError as exc:
+            self._send({"type": "reply", "ref": ref, "ok": False, **exc.to_dict()})
+            return
+        except Exception:
+            log.exception("command frame failed")
+            error = {"code": "internal_error", "message": "Something went wrong on the server."}
+            self._send({"type": "reply", "ref": ref, "ok": False, "error": error})
+            return
+        self._send({"type": "reply", "ref": ref, "ok": True, "data": data})
+        if kind in ("auth.login", "auth.register") and self.principal is None:
+            # Signing in over the socket also signs the socket in.
+            await self._authenticate({"token": data["token"]})
+        elif kind == "auth.logout":
+            self.close(CLOSE_UNAUTHORIZED, "session ended")
+
+    def _parse(self, message: str | bytes) -> dict[str, Any]:
+        if isinstance(message, bytes):
+            raise BadRequest("Frames must be text (JSON).")
+        try:
+            frame = json.loads(message)
+        except json.JSONDecodeError as exc:
+            raise BadRequest("The frame is not valid JSON.") from exc
+        if not isinstance(frame, dict):
+            raise BadRequest("A frame must be a JSON object.")
+        return frame
+
+    def _throttle(self) -> None:
+        wait = self.bucket.take()
+        if not wait:
+            self.rejected = 0
+            return
+        self.rejected += 1
+        if self.rejected > MAX_REJECTED_FRAMES:
+            self.close(CLOSE_POLICY, "too many frames")
+        raise RateLimited("Too many frames; slow down.", retry_after_secs=wait)
+
+    def _ack(self, frame: dict[str, Any]) -> None:
+        last = frame.get("last_event_id")
+        if isinstance(last, bool) or not isinstance(last, int):
+            raise BadRequest("ack needs an integer last_event_id.")
+        if self.queue is not None:
+            self.queue.ack(last)
+
+    async def _authenticate(self, frame: dict[str, Any]) -> None:
+        """Verify the token, attach (or resume) the queue, send hello and start pushing."""
+        if self.principal is not None:
+            raise BadRequest("This socket is already authenticated.")
+        try:
+            token = frame.get("token")
+            principal = await self.service.authenticate(token if isinstance(token, str) else None)
+        except ChatError:
+            self.close(CLOSE_UNAUTHORIZED, "unauthorized")
+            return
+        if self.auth_timer is not None:
+            self.auth_timer.cancel()
+        self.principal = principal
+        queue, resumed, cursor = self.service.open_queue(
+            principal, frame.get("queue_id"), frame.get("epoch"), frame.get("last_event_id")
+        )
+        self.queue = queue
+        self.consumer = self.service.registry.attach(queue)
+        self._send(await self.service.hello(principal, queue, resumed, cursor))
+        self.writer = asyncio.create_task(self._push_events(queue, self.consumer, cursor))
+
+    async def _push_events(self, queue: EventQueue, consumer: int, cursor: int) -> None:
+        """Send every event after cursor in order; the client's acks, not sends, prune."""
+        heartbeat = self.service.settings.heartbeat_secs
+        try:
+            while True:
+                items = await queue.wait_after(cursor, heartbeat, prune=False, token=consumer)
+                if not queue.is_current(consumer):
+                    self.close(CLOSE_REPLACED, "queue resumed by another connection")
+                    return
+                for item in items:
+                    await self.write_message(json_dumps({"type": "event", **item}))
+                    cursor = item["id"]
+                    if item["event"].get("type") == "session.ended":
+                        self.close(CLOSE_UNAUTHORIZED, "session ended")
+                        return
+                if queue.closed and not queue.events_after(cursor, prune=False):
+                    self.close(CLOSE_REPLACED, "queue closed")
+                    return
+        except tornado.websocket.WebSocketClosedError:
+            pass
+
+    def _send(self, frame: dict[str, Any]) -> None:
+        if self.ws_connection is None or self.ws_connection.is_closing():
+            return
+        with contextlib.suppress(tornado.websocket.WebSocketClosedError):
+            self.write_message(json_dumps(frame))
+
+    def on_close(self) -> None:
+        if self.auth_timer is not None:
+            self.auth_timer.cancel()
+        if self.writer is not None:
+            self.writer.cancel()
+        if self.queue is not None and self.consumer is not None:
+            self.service.registry.detach(self.queue, self.consumer)
+            self.consumer = None

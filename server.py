@@ -1,0 +1,176 @@
+"""Start the chat server: options -> Settings, database, service, listen. Run with --help."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from chat.config import DEFAULT_DB_NAME, DEFAULT_PORT, MIN_SECRET_BYTES, Settings
+from chat.dbserver import DatabaseStartError, EmbeddedDatabase, plan_embedded
+from chat.errors import DatabaseUnavailable
+
+log = logging.getLogger("chat.server")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="chat-server",
+        description="Real-time chat server: REST, WebSocket and long-polling on one port.",
+    )
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="HTTP port (default %(default)s)"
+    )
+    parser.add_argument(
+        "--mongo-uri",
+        default=os.environ.get("CHAT_MONGO_URI"),
+        help="MongoDB connection string (env CHAT_MONGO_URI); its path names the database "
+        f"(default '{DEFAULT_DB_NAME}'). Without it the server starts an embedded database: "
+        "a mongod found on PATH, else SecantusDB, with its data under --data-dir.",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("CHAT_DATA_DIR", "data")),
+        help="where the embedded database, its log and the generated secret live "
+        "(env CHAT_DATA_DIR, default ./data)",
+    )
+    parser.add_argument(
+        "--secret",
+        default=os.environ.get("CHAT_SECRET"),
+        help=f"key that signs session tokens, at least {MIN_SECRET_BYTES} bytes (env CHAT_SECRET). "
+        "Without it one is generated and kept in the data dir so tokens survive restarts.",
+    )
+    parser.add_argument(
+        "--allowed-origin",
+        action="append",
+        default=[],
+        help="an origin allowed to open WebSockets, e.g. https://chat.example.com "
+        "(repeatable; default: the same host as the request)",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="debug logging and Tornado's debug mode"
+    )
+    return parser.parse_args(argv)
+
+
+def load_or_create_secret(data_dir: Path) -> str:
+    """The development secret kept in the data dir; created (mode 0600) on first start."""
+    path = data_dir / "secret"
+    if path.exists():
+        return path.read_text().strip()
+    secret = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+    return secret
+
+
+def database_name(uri: str) -> str:
+    """The database named by the URI's path, or the default."""
+    name = urlsplit(uri).path.lstrip("/")
+    return name or DEFAULT_DB_NAME
+
+
+def redact(uri: str) -> str:
+    """The URI without its password, for logs."""
+    parts = urlsplit(uri)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return uri
+
+
+async def serve(settings: Settings) -> int:
+    """Connect, create indexes, listen; return the exit code once stopped by a signal."""
+    import tornado.httpserver
+
+    from chat.service import ChatService
+    from chat.store import Store
+    from handlers.app import make_app
+
+    store = Store(settings.mongo_uri, settings.db_name, timeout_ms=settings.db_timeout_ms)
+    try:
+        await store.ping()
+        await store.ensure_indexes()
+    except DatabaseUnavailable:
+        print(
+            f"error: cannot reach the database at {redact(settings.mongo_uri)} "
+            f"within {settings.db_timeout_ms / 1000:.0f} s",
+            file=sys.stderr,
+        )
+        await store.close()
+        return 1
+    service = ChatService.build(settings, store)
+    server = tornado.httpserver.HTTPServer(
+        make_app(service), xheaders=True, max_body_size=8 * 1024 * 1024
+    )
+    server.listen(settings.port)
+    log.info("listening on http://localhost:%d", settings.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    server.stop()
+    await service.close()
+    await store.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `chat-server` console script."""
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    data_dir: Path = args.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = args.secret or load_or_create_secret(data_dir)
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        print(f"error: the secret must be at least {MIN_SECRET_BYTES} bytes long", file=sys.stderr)
+        return 2
+    embedded: EmbeddedDatabase | None = None
+    uri = args.mongo_uri
+    if not uri:
+        try:
+            embedded = plan_embedded(data_dir)
+            embedded.start()
+        except DatabaseStartError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        uri = embedded.uri
+        log.info(
+            "database: embedded %s (pid %s) on port %d, data in %s",
+            embedded.kind, embedded.pid, embedded.port, embedded.data_path,
+        )  # fmt: skip
+    else:
+        log.info("database: %s", redact(uri))
+    settings = Settings(
+        secret=secret,
+        mongo_uri=uri,
+        db_name=database_name(uri),
+        port=args.port,
+        data_dir=data_dir,
+        debug=args.debug,
+        allowed_origins=tuple(args.allowed_origin),
+    )
+    try:
+        return asyncio.run(serve(settings))
+    finally:
+        if embedded is not None:
+            embedded.stop()
+            log.info("embedded database stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""Packaging for the chat server: `pip install -e .[dev]` for development."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="tornado-chat",
+    version="0.1.0",
+    description="Real-time chat server on Tornado and MongoDB, over WebSocket or long-polling",
+    python_requires=">=3.11",
+    packages=find_packages(include=["chat", "chat.*", "handlers", "handlers.*"]),
+    py_modules=["server"],
+    include_package_data=True,
+    install_requires=[
+        "tornado>=6.6,<7",  # 6.6 accepts same-origin WebSockets before check_origin
+        "pymongo>=4.13,<5",  # AsyncMongoClient, the successor of Motor
+        "pyjwt>=2.8,<3",
+        "bcrypt>=4.1,<6",
+    ],
+    extras_require={
+        # The embedded default database. GPL-2.0: we start it as a separate
+        # process and talk to it over the socket only; nothing imports it.
+        "embedded": ["SecantusDB==0.7.0b3"],
+        "dev": [
+            "pytest>=8",
+            "pytest-asyncio>=0.24",
+            "mypy>=1.10",
+            "ruff>=0.6",
+        ],
+    },
+    entry_points={"console_scripts": ["chat-server=server:main"]},
+)

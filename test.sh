@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install into ./.venv and run the whole suite: ruff, mypy, then pytest against a real
+# database server that the tests start themselves. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")"
+scripts/install.sh embedded,dev
+
+echo "== ruff" && .venv/bin/ruff check . && .venv/bin/ruff format --check .
+echo "== mypy" && .venv/bin/mypy
+echo "== pytest"
+status=0
+.venv/bin/pytest "$@" || status=$?
+if [ "$status" = 5 ]; then
+  echo "error: pytest collected no tests" >&2
+  exit 1
+fi
+exit "$status"

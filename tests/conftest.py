@@ -1,0 +1,142 @@
+"""Fixtures: one real database server per test session, a fresh database per test, and the real
+application listening on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tornado.httpserver
+import tornado.netutil
+
+from chat.config import Settings
+from chat.dbserver import plan_embedded
+from chat.service import ChatService
+from chat.store import Store
+from handlers.app import make_app
+from tests.client import OPEN_CLIENTS, ApiClient
+
+TEST_SECRET = "test-secret-" + "x" * 40
+TEST_BCRYPT_ROUNDS = 4  # the minimum: tests register hundreds of users; production uses 12
+
+
+@pytest.fixture(autouse=True)
+async def close_clients() -> AsyncIterator[None]:
+    """Close every HTTP and WebSocket client the test opened, inside the test's loop."""
+    yield
+    while OPEN_CLIENTS:
+        OPEN_CLIENTS.pop().close()
+    await asyncio.sleep(0)
+
+
+@pytest.fixture(scope="session")
+def database_uri() -> Iterator[str]:
+    """CHAT_TEST_MONGO_URI when given; else a mongod on PATH, else SecantusDB in memory."""
+    uri = os.environ.get("CHAT_TEST_MONGO_URI")
+    if uri:
+        yield uri
+        return
+    with tempfile.TemporaryDirectory(prefix="chat-test-db-") as tmp:
+        db = plan_embedded(Path(tmp), in_memory=True)
+        db.start()
+        try:
+            yield db.uri
+        finally:
+            db.stop()
+
+
+def unique_db_name() -> str:
+    return f"test_{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture
+def db_name() -> str:
+    return unique_db_name()
+
+
+def make_settings(uri: str, db_name: str, **overrides: Any) -> Settings:
+    base = Settings(
+        secret=TEST_SECRET,
+        mongo_uri=uri,
+        db_name=db_name,
+        bcrypt_rounds=TEST_BCRYPT_ROUNDS,
+        db_timeout_ms=2000,
+    )
+    return dataclasses.replace(base, **overrides)
+
+
+@pytest.fixture
+async def store(database_uri: str, db_name: str) -> AsyncIterator[Store]:
+    """A Store on a database of its own, with indexes, dropped after the test."""
+    s = Store(database_uri, db_name, timeout_ms=2000)
+    await s.ensure_indexes()
+    try:
+        yield s
+    finally:
+        await s.drop_database()
+        await s.close()
+
+
+@dataclasses.dataclass
+class RunningServer:
+    """The real application on a free loopback port."""
+
+    service: ChatService
+    store: Store
+    http: tornado.httpserver.HTTPServer
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def client(self, token: str | None = None) -> ApiClient:
+        return ApiClient(self.base_url, token=token)
+
+
+ServerFactory = Callable[..., Awaitable[RunningServer]]
+
+
+@pytest.fixture
+async def make_server(database_uri: str, db_name: str) -> AsyncIterator[ServerFactory]:
+    """Start servers with setting overrides; all share this test's database; all stopped after."""
+    started: list[RunningServer] = []
+
+    async def start(**overrides: Any) -> RunningServer:
+        settings = make_settings(database_uri, db_name, **overrides)
+        store = Store(settings.mongo_uri, settings.db_name, timeout_ms=settings.db_timeout_ms)
+        await store.ensure_indexes()
+        service = ChatService.build(settings, store)
+        http = tornado.httpserver.HTTPServer(make_app(service), max_body_size=8 * 1024 * 1024)
+        [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")
+        http.add_sockets([sock])
+        running = RunningServer(service, store, http, sock.getsockname()[1])
+        started.append(running)
+        return running
+
+    yield start
+    for running in reversed(started):
+        running.http.stop()
+        await running.http.close_all_connections()
+        await running.service.close()
+    if started:
+        await started[0].store.drop_database()
+    for running in started:
+        await running.store.close()
+
+
+@pytest.fixture
+async def server(make_server: ServerFactory) -> RunningServer:
+    """The application with default test settings."""
+    return await make_server()
