@@ -61,6 +61,18 @@ class ServiceBase:
                     name, public, status = marker
                     self.commands[name] = Command(name, getattr(self, attr), public, status)
 
+    async def presence_candidates(self, user_id: str) -> set[str]:
+        """Users who should see this user's presence; each mixin adds its part via super()."""
+        return set()
+
+    async def blocked_either_way(self, user_id: str) -> set[str]:
+        """Users this user blocked or who blocked it (the social graph overrides this)."""
+        return set()
+
+    async def is_blocked_between(self, a: str, b: str) -> bool:
+        """True when either user blocked the other (the social graph overrides this)."""
+        return False
+
     async def run(self, name: str, principal: Principal | None, data: Any) -> Reply:
         """Run a command by name; Unauthorized when it needs a principal and has none."""
         cmd = self.commands.get(name)

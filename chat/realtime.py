@@ -97,12 +97,10 @@ class RealtimeCommands(ServiceBase):
         self.registry.end_session(principal.session_id)
 
     async def presence_audience(self, user_id: str) -> set[str]:
-        """Who sees this user's presence changes; each domain adds its part, blocks excluded."""
-        return set()
-
-    async def is_blocked_between(self, a: str, b: str) -> bool:
-        """True when either user blocked the other (the social graph overrides this)."""
-        return False
+        """Who sees this user's presence changes: every domain's candidates, minus blocks."""
+        candidates = await self.presence_candidates(user_id)
+        candidates.discard(user_id)
+        return candidates - await self.blocked_either_way(user_id)
 
     def presence_of(self, user_ids: list[str]) -> dict[str, str]:
         """online/offline of each user, from this process's memory."""

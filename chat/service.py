@@ -6,13 +6,15 @@ from chat.accounts import AccountCommands
 from chat.auth import PasswordHasher, TokenCodec
 from chat.commands import Command, Principal, Reply
 from chat.config import Settings
+from chat.conversations import ConversationCommands
 from chat.realtime import RealtimeCommands
+from chat.social import SocialCommands
 from chat.store import Store
 
 __all__ = ["ChatService", "Command", "Principal", "Reply"]
 
 
-class ChatService(RealtimeCommands, AccountCommands):
+class ChatService(RealtimeCommands, ConversationCommands, SocialCommands, AccountCommands):
     """The core: validate, check access, store, then publish."""
 
     @classmethod

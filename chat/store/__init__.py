@@ -8,6 +8,8 @@ from pymongo import AsyncMongoClient
 
 from chat.store.accounts import SessionStore, UserStore, normalize_friend_code
 from chat.store.base import db_errors
+from chat.store.conversations import ConversationStore
+from chat.store.social import SocialStore
 
 __all__ = ["Store", "normalize_friend_code"]
 
@@ -26,6 +28,8 @@ class Store:
         self.db = self.client[db_name]
         self.users = UserStore(self.db)
         self.sessions = SessionStore(self.db)
+        self.social = SocialStore(self.db)
+        self.conversations = ConversationStore(self.db)
 
     async def ping(self) -> None:
         """Succeed if the database answers; DatabaseUnavailable otherwise."""
@@ -37,6 +41,8 @@ class Store:
         with db_errors():
             await self.users.ensure_indexes()
             await self.sessions.ensure_indexes()
+            await self.social.ensure_indexes()
+            await self.conversations.ensure_indexes()
 
     async def drop_database(self) -> None:
         """Remove all data of this database (tests)."""

@@ -1,0 +1,3 @@
+"""Streamed JSON/NDJSON export of message history."""
+
+from __future__ import annotations
