@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from chat.auth import PasswordHasher, TokenCodec
 from chat.config import Settings
 from chat.errors import NotFound, Unauthorized
+from chat.events import Event, QueueRegistry
+from chat.presence import Presence
 from chat.store import Store
 
 
@@ -46,6 +48,9 @@ def command(name: str, *, public: bool = False, status: int = 200) -> Callable[[
 class ServiceBase:
     """Shared state of the command mixins; builds the command table from marked methods."""
 
+    registry: QueueRegistry  # every client's event queue: publish here after storing
+    presence: Presence
+
     def __init__(
         self, settings: Settings, store: Store, hasher: PasswordHasher, tokens: TokenCodec
     ) -> None:
@@ -60,6 +65,14 @@ class ServiceBase:
                 if marker is not None:
                     name, public, status = marker
                     self.commands[name] = Command(name, getattr(self, attr), public, status)
+
+    def publish(self, user_ids: Iterable[str], event: Event) -> None:
+        """Push the event to every open queue of these users (after it is stored)."""
+        self.registry.publish(user_ids, event)
+
+    def presence_of(self, user_ids: Iterable[str]) -> dict[str, str]:
+        """online/offline of each user, from this process's memory."""
+        return self.presence.statuses(user_ids)
 
     async def presence_candidates(self, user_id: str) -> set[str]:
         """Users who should see this user's presence; each mixin adds its part via super()."""

@@ -10,7 +10,7 @@ from typing import Any
 from chat.commands import Principal, Reply, ServiceBase, command
 from chat.errors import NotFound, Unauthorized, ValidationFailed
 from chat.events import EventQueue, QueueRegistry
-from chat.presence import InMemoryPresence, Presence
+from chat.presence import InMemoryPresence
 from chat.validation import get_id_list, require_object
 
 log = logging.getLogger(__name__)
@@ -22,8 +22,6 @@ MAX_PRESENCE_SUBSCRIPTIONS = 1000  # users one queue may watch
 class RealtimeCommands(ServiceBase):
     """Owns the queue registry and presence of this process."""
 
-    registry: QueueRegistry
-    presence: Presence
     _sweeper: asyncio.Task[None] | None
 
     def init_realtime(self) -> None:
@@ -101,10 +99,6 @@ class RealtimeCommands(ServiceBase):
         candidates = await self.presence_candidates(user_id)
         candidates.discard(user_id)
         return candidates - await self.blocked_either_way(user_id)
-
-    def presence_of(self, user_ids: list[str]) -> dict[str, str]:
-        """online/offline of each user, from this process's memory."""
-        return self.presence.statuses(user_ids)
 
     @command("presence.subscribe")
     async def presence_subscribe(self, principal: Principal, data: Any) -> Reply:
