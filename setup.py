@@ -25,6 +25,8 @@ setup(
             "pytest-asyncio>=0.24",
             "mypy>=1.10",
             "ruff>=0.6",
+            # Drives Debian's chromium (no browser download): the browser tests.
+            "playwright>=1.45",
         ],
     },
     entry_points={"console_scripts": ["chat-server=server:main"]},

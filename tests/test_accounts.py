@@ -8,8 +8,14 @@ from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
+import tornado.httpserver
+import tornado.netutil
 
 from chat.auth import TokenCodec
+from chat.dbserver import free_port
+from chat.service import ChatService
+from chat.store import Store
+from handlers.app import make_app
 from tests.client import ApiClient
 from tests.conftest import TEST_SECRET, RunningServer, ServerFactory
 
@@ -246,18 +252,23 @@ async def test_healthz(server: RunningServer) -> None:
     api.close()
 
 
-async def test_healthz_503_when_database_unreachable(make_server: ServerFactory) -> None:
-    server = await make_server()
-    # Point a second server at a port where nothing listens: same code, dead database.
-    from chat.dbserver import free_port
-    from chat.service import ChatService
-    from chat.store import Store
-
+async def test_healthz_and_api_503_when_database_unreachable(server: RunningServer) -> None:
+    # The same application on a store whose database does not listen anywhere.
     settings = dataclasses.replace(
         server.service.settings, mongo_uri=f"mongodb://127.0.0.1:{free_port()}/", db_timeout_ms=500
     )
     store = Store(settings.mongo_uri, "x", timeout_ms=500)
     service = ChatService.build(settings, store)
-    assert await service.database_healthy() is False
-    await service.close()
-    await store.close()
+    http = tornado.httpserver.HTTPServer(make_app(service))
+    [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")
+    http.add_sockets([sock])
+    api = ApiClient(f"http://127.0.0.1:{sock.getsockname()[1]}")
+    try:
+        r = await api.get("/healthz")
+        assert r.status == 503 and r.body == {"status": "unavailable", "db": "unavailable"}
+        r = await api.post("/api/auth/login", {"login": "alice", "password": "correct horse"})
+        assert r.status == 503 and r.body["error"]["code"] == "database_unavailable"
+    finally:
+        http.stop()
+        await service.close()
+        await store.close()
