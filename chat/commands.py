@@ -23,6 +23,16 @@ class Principal:
 
 
 Reply = dict[str, Any]
+
+
+class StatusReply(dict[str, Any]):
+    """A reply whose REST status is not the command's usual one (e.g. 200 instead of 201)."""
+
+    def __init__(self, status: int, data: Reply) -> None:
+        super().__init__(data)
+        self.status = status
+
+
 CommandFn = Callable[[Principal | None, Any], Awaitable[Reply]]
 F = TypeVar("F", bound=Callable[..., Awaitable[Reply]])
 

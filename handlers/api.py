@@ -6,6 +6,7 @@ from typing import Any
 
 import tornado.web
 
+from chat.commands import StatusReply
 from chat.errors import ValidationFailed
 from chat.service import ChatService
 from handlers.base import ApiHandler, JsonHandler
@@ -37,7 +38,9 @@ class CommandHandler(ApiHandler):
                 raise ValidationFailed("The request body must be a JSON object.")
             data = {**data, **path_args}
         principal = None if self.command.public else self.principal
-        self.write_json(await self.command.fn(principal, data), status=self.command.status)
+        reply = await self.command.fn(principal, data)
+        status = reply.status if isinstance(reply, StatusReply) else self.command.status
+        self.write_json(reply, status=status)
 
     async def get(self, **path_args: str) -> None:
         await self._run(**path_args)

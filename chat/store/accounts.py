@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+import sys
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +21,7 @@ from chat.store.base import duplicate_key_fields, object_id, translated
 FRIEND_CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 FRIEND_CODE_LEN = 8  # 31**8 ~ 8.5e11 codes: collisions are rare and retried
 FRIEND_CODE_RETRIES = 5
+SURROGATES_START, SURROGATES_END = 0xD800, 0xDFFF
 
 
 def new_friend_code() -> str:
@@ -29,6 +32,18 @@ def new_friend_code() -> str:
 def normalize_friend_code(code: str) -> str:
     """Accept the code with or without the dash, in any case, with stray spaces."""
     return code.replace("-", "").replace(" ", "").upper()
+
+
+def prefix_upper_bound(prefix: str) -> str | None:
+    """The least string above every string that starts with prefix; None for "" (no bound)."""
+    while prefix:
+        last = ord(prefix[-1]) + 1
+        if last == SURROGATES_START:
+            last = SURROGATES_END + 1  # surrogates cannot be stored: skip to the next character
+        if last <= sys.maxunicode:
+            return prefix[:-1] + chr(last)
+        prefix = prefix[:-1]  # the last character is the largest: bound on the shorter prefix
+    return None
 
 
 def user_from_doc(doc: dict[str, Any]) -> User:
@@ -115,6 +130,37 @@ class UserStore:
         await self._users.update_one(
             {"_id": object_id(user_id, "user")}, {"$set": {"last_seen": when}}
         )
+
+    @translated
+    async def search(
+        self, prefix: str, *, after: str | None, limit: int, exclude: Collection[str] = ()
+    ) -> tuple[list[User], bool]:
+        """Users whose lower-cased username starts with prefix ("" matches everyone), in that
+        order, strictly after the cursor `after`; at most `limit` of them and whether more
+        follow. Users in `exclude` are skipped without shortening the page."""
+        # One range on the unique username_lower index: [prefix, next string after the
+        # prefix). MongoDB walks that index range in order and stops at the limit; a
+        # case-insensitive regex would have to test every key of the index.
+        bounds: dict[str, str] = {}
+        if after is not None and after >= prefix:
+            bounds["$gt"] = after
+        else:
+            bounds["$gte"] = prefix
+        upper = prefix_upper_bound(prefix)
+        if upper is not None:
+            if after is not None and after >= upper:
+                return [], False
+            bounds["$lt"] = upper
+        skipped = set(exclude)
+        # Over-fetch by the number of excluded users so the page stays full when some of
+        # them fall in the range; one more than the page tells whether another follows.
+        cursor = (
+            self._users.find({"username_lower": bounds}, {"password_hash": 0})
+            .sort("username_lower", ASCENDING)
+            .limit(limit + 1 + len(skipped))
+        )
+        users = [user_from_doc(d) async for d in cursor if str(d["_id"]) not in skipped]
+        return users[:limit], len(users) > limit
 
 
 def session_from_doc(doc: dict[str, Any]) -> Session:
