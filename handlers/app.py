@@ -11,6 +11,7 @@ from chat.service import ChatService
 from handlers.api import CommandHandler, HealthHandler
 from handlers.base import ApiNotFoundHandler
 from handlers.events import LongPollHandler
+from handlers.export import AllExportHandler, ConversationExportHandler
 from handlers.pages import IndexHandler
 from handlers.socket import MAX_FRAME_BYTES, ChatSocket
 
@@ -66,6 +67,8 @@ def make_app(
             routes.append((path, CommandHandler, {**deps, **methods}))
     routes += extra_routes or []
     routes += [
+        (r"/api/conversations/([^/]+)/export", ConversationExportHandler, deps),
+        (r"/api/export", AllExportHandler, deps),
         (r"/api/.*", ApiNotFoundHandler, deps),
         (r"/", IndexHandler),
     ]

@@ -1,17 +1,566 @@
-"""Conversations, memberships and messages collections."""
+"""Conversations and messages collections.
+
+A conversation document holds its members (with role and username), the members who were
+removed (with the last seq they may still read), every member's read pointer, the last
+allocated seq and a version that every membership change bumps. Messages live in their own
+collection, keyed by (conversation_id, seq).
+
+Writes that must not interleave (allocating a seq, changing the members) are compare-and-set
+updates on (version, last_seq): correct across any number of server processes; the service
+serializes them per conversation in-process so that they rarely have to retry.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any, Literal
 
+from bson import ObjectId
+from bson.errors import InvalidId
+from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from chat.errors import Conflict
+from chat.models import iso, utcnow
+from chat.store.base import db_errors, duplicate_key_fields, object_id, translated
+
+Kind = Literal["dm", "group"]
+Role = Literal["owner", "admin", "member"]
+
+# Seqs looked at per query when finding the newest message or counting unread: gaps in seq
+# are rare, so the first window nearly always answers, and every query is a bounded range.
+LATEST_WINDOW = 8
+# Unread messages are counted among at most this many seqs after the read pointer: the count
+# costs a bounded index range whatever the backlog (clients show "999+").
+UNREAD_SCAN_MAX = 1000
+EXPORT_BATCH = 500  # messages per cursor batch (and per flushed chunk) when exporting
+IMPORT_BATCH = 5000  # documents per insert_many when importing messages in bulk
+IMPORT_RETRIES = 100  # compare-and-set attempts to reserve a block of seqs
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    user_id: str
+    username: str
+    role: Role
+    joined_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        """The member as the API shows it."""
+        return {
+            "user_id": self.user_id,
+            "username": self.username,
+            "role": self.role,
+            "joined_at": iso(self.joined_at),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class FormerMember:
+    """A removed member: may still read messages up to until_seq, and nothing after."""
+
+    user_id: str
+    username: str
+    until_seq: int
+    removed_at: datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class Message:
+    id: str
+    conversation_id: str
+    seq: int
+    sender_id: str
+    body: str
+    client_msg_id: str
+    created_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        """The contract's message shape."""
+        return {
+            "id": self.id,
+            "conversation_id": self.conversation_id,
+            "seq": self.seq,
+            "sender_id": self.sender_id,
+            "body": self.body,
+            "client_msg_id": self.client_msg_id,
+            "created_at": iso(self.created_at),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Conversation:
+    id: str
+    kind: Kind
+    name: str | None
+    members: tuple[Member, ...]
+    former: tuple[FormerMember, ...]
+    reads: dict[str, int]  # user_id -> seq of the last message the user has read
+    last_seq: int  # the last seq allocated (its message may have failed: gaps are allowed)
+    version: int  # bumped by every membership or name change
+    created_at: datetime
+    last_activity_at: datetime
+
+    def member(self, user_id: str) -> Member | None:
+        """The current membership of the user, or None."""
+        for member in self.members:
+            if member.user_id == user_id:
+                return member
+        return None
+
+    def former_member(self, user_id: str) -> FormerMember | None:
+        """The user's removal record when it was removed and is not a member again."""
+        for former in self.former:
+            if former.user_id == user_id:
+                return former
+        return None
+
+    @property
+    def member_ids(self) -> list[str]:
+        return [m.user_id for m in self.members]
+
+    def shared_dict(self) -> dict[str, Any]:
+        """What every member sees alike (the payload of group.* events)."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "name": self.name,
+            "members": [m.to_dict() for m in self.members],
+            "last_seq": self.last_seq,
+            "created_at": iso(self.created_at),
+            "last_activity_at": iso(self.last_activity_at),
+        }
+
+
+def member_doc(member: Member) -> dict[str, Any]:
+    return dataclasses.asdict(member)
+
+
+def conversation_from_doc(doc: dict[str, Any]) -> Conversation:
+    return Conversation(
+        id=str(doc["_id"]),
+        kind=doc["kind"],
+        name=doc.get("name"),
+        members=tuple(
+            Member(m["user_id"], m["username"], m["role"], m["joined_at"])
+            for m in doc.get("members", [])
+        ),
+        former=tuple(
+            FormerMember(f["user_id"], f["username"], f["until_seq"], f["removed_at"])
+            for f in doc.get("former", [])
+        ),
+        reads={k: int(v) for k, v in (doc.get("reads") or {}).items()},
+        last_seq=doc.get("last_seq", 0),
+        version=doc.get("version", 0),
+        created_at=doc["created_at"],
+        last_activity_at=doc["last_activity_at"],
+    )
+
+
+def message_from_doc(doc: dict[str, Any]) -> Message:
+    return Message(
+        id=str(doc["_id"]),
+        conversation_id=doc["conversation_id"],
+        seq=doc["seq"],
+        sender_id=doc["sender_id"],
+        body=doc["body"],
+        client_msg_id=doc["client_msg_id"],
+        created_at=doc["created_at"],
+    )
+
+
+def dm_key(a: str, b: str) -> str:
+    """The one key of the pair, whoever opens the DM."""
+    return ":".join(sorted((a, b)))
+
+
+@dataclasses.dataclass(frozen=True)
+class ListCursor:
+    """Where a page of the conversation list ends: (last_activity_at, id) of its last item."""
+
+    last_activity_at: datetime
+    conversation_id: str
 
 
 class ConversationStore:
-    """Conversations, members, messages."""
+    """Conversations (DMs and groups) with their members and read pointers; messages."""
 
     def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
         self._db = db
+        self._conversations = db["conversations"]
+        self._messages = db["messages"]
 
     async def ensure_indexes(self) -> None:
-        """Create the indexes the conversation queries rely on."""
+        """One DM per pair; a user's conversations by activity; messages by (conversation, seq);
+        one message per (sender, client_msg_id)."""
+        conv, msgs = self._conversations, self._messages
+        await conv.create_index(
+            [("dm_key", ASCENDING)], unique=True, partialFilterExpression={"kind": "dm"}
+        )
+        # A member's conversations. Deliberately without last_activity_at: in a multikey index
+        # every message would rewrite one key per member (1,000 for a full group).
+        await conv.create_index([("members.user_id", ASCENDING)])
+        await conv.create_index([("former.user_id", ASCENDING)])
+        # History pages, the newest message, unread counts and exports are ranges of this one.
+        await msgs.create_index([("conversation_id", ASCENDING), ("seq", ASCENDING)], unique=True)
+        await msgs.create_index(
+            [("sender_id", ASCENDING), ("client_msg_id", ASCENDING)], unique=True
+        )
+
+    # -- conversations --------------------------------------------------------
+
+    @translated
+    async def get(self, conversation_id: str) -> Conversation | None:
+        """The conversation with this id, or None (also for ids that cannot be ours)."""
+        try:
+            oid = ObjectId(conversation_id)
+        except (InvalidId, TypeError):
+            return None
+        doc = await self._conversations.find_one({"_id": oid})
+        return conversation_from_doc(doc) if doc else None
+
+    @translated
+    async def open_dm(self, a: Member, b: Member) -> Conversation:
+        """The one DM of the pair, created on first use; concurrent calls get the same one."""
+        key = dm_key(a.user_id, b.user_id)
+        doc = await self._conversations.find_one({"dm_key": key})
+        if doc is not None:
+            return conversation_from_doc(doc)
+        now = utcnow()
+        doc = {
+            "_id": ObjectId(),
+            "kind": "dm",
+            "dm_key": key,
+            "name": None,
+            "members": [member_doc(a), member_doc(b)],
+            "member_count": 2,
+            "former": [],
+            "reads": {},
+            "last_seq": 0,
+            "version": 0,
+            "created_at": now,
+            "last_activity_at": now,
+        }
+        try:
+            await self._conversations.insert_one(doc)
+        except DuplicateKeyError:
+            # The other open_dm won the race: its conversation is the pair's one.
+            found = await self._conversations.find_one({"dm_key": key})
+            if found is None:  # deleted in between: not something this product does
+                raise Conflict("The conversation changed; try again.") from None
+            return conversation_from_doc(found)
+        return conversation_from_doc(doc)
+
+    @translated
+    async def create_group(self, name: str, members: Sequence[Member]) -> Conversation:
+        """A new group with these members (the first is the owner)."""
+        now = utcnow()
+        doc = {
+            "_id": ObjectId(),
+            "kind": "group",
+            "name": name,
+            "members": [member_doc(m) for m in members],
+            "member_count": len(members),
+            "former": [],
+            "reads": {},
+            "last_seq": 0,
+            "version": 0,
+            "created_at": now,
+            "last_activity_at": now,
+        }
+        await self._conversations.insert_one(doc)
+        return conversation_from_doc(doc)
+
+    @translated
+    async def allocate_seq(self, conv: Conversation) -> datetime | None:
+        """Take seq conv.last_seq + 1 if the conversation is still exactly `conv` (same version
+        and last seq); the time of the activity, or None when it changed meanwhile."""
+        now = utcnow()
+        result = await self._conversations.update_one(
+            {"_id": ObjectId(conv.id), "version": conv.version, "last_seq": conv.last_seq},
+            {"$set": {"last_seq": conv.last_seq + 1, "last_activity_at": now}},
+        )
+        return now if result.matched_count == 1 else None
+
+    @translated
+    async def change_group(
+        self,
+        conv: Conversation,
+        *,
+        members: Sequence[Member],
+        name: str | None = None,
+        removed: Sequence[Member] = (),
+        readded: Sequence[str] = (),
+    ) -> Conversation | None:
+        """Replace the members (and name) if the group is still exactly `conv`; removed members
+        keep read access up to conv.last_seq. The new state, or None when it changed meanwhile."""
+        now = utcnow()
+        update: dict[str, Any] = {
+            "$set": {
+                "members": [member_doc(m) for m in members],
+                "member_count": len(members),
+                "name": conv.name if name is None else name,
+            },
+            "$inc": {"version": 1},
+        }
+        gone = {m.user_id for m in removed} | set(readded)
+        kept_former = [f for f in conv.former if f.user_id not in gone]
+        former_docs = [dataclasses.asdict(f) for f in kept_former] + [
+            {"user_id": m.user_id, "username": m.username, "until_seq": conv.last_seq,
+             "removed_at": now}
+            for m in removed
+        ]  # fmt: skip
+        if former_docs != [dataclasses.asdict(f) for f in conv.former]:
+            update["$set"]["former"] = former_docs
+        # A member's read pointer outlives a removal (it is read-only access, not amnesia).
+        result = await self._conversations.update_one(
+            {"_id": ObjectId(conv.id), "version": conv.version, "last_seq": conv.last_seq},
+            update,
+        )
+        if result.matched_count != 1:
+            return None
+        new_former = tuple(
+            FormerMember(f["user_id"], f["username"], f["until_seq"], f["removed_at"])
+            for f in former_docs
+        )
+        return dataclasses.replace(
+            conv,
+            members=tuple(members),
+            name=conv.name if name is None else name,
+            former=new_former,
+            version=conv.version + 1,
+        )
+
+    @translated
+    async def advance_read(self, conversation_id: str, user_id: str, seq: int) -> bool:
+        """Move the member's read pointer forward to seq; False when it already was there or
+        beyond (it never moves back), or the user is not a member."""
+        field = f"reads.{user_id}"
+        result = await self._conversations.update_one(
+            {
+                "_id": object_id(conversation_id, "conversation"),
+                "members.user_id": user_id,
+                field: {"$not": {"$gte": seq}},
+            },
+            {"$set": {field: seq}},
+        )
+        return result.modified_count == 1
+
+    @translated
+    async def list_for_member(
+        self, user_id: str, limit: int, before: ListCursor | None
+    ) -> list[Conversation]:
+        """The user's current conversations, newest activity first, after the cursor."""
+        # Order the (id, time) pairs of all the member's conversations -- small, one index
+        # lookup -- then load only the page's documents, which can be large (groups).
+        heads = [
+            (doc["last_activity_at"], doc["_id"])
+            async for doc in self._conversations.find(
+                {"members.user_id": user_id}, projection={"last_activity_at": 1}
+            )
+        ]
+        heads.sort(reverse=True)
+        if before is not None:
+            after = (before.last_activity_at, object_id(before.conversation_id, "conversation"))
+            heads = [h for h in heads if h < after]
+        ids = [oid for _, oid in heads[:limit]]
+        if not ids:
+            return []
+        docs = {d["_id"]: d async for d in self._conversations.find({"_id": {"$in": ids}})}
+        return [conversation_from_doc(docs[oid]) for oid in ids if oid in docs]
+
+    @translated
+    async def readable_by(self, user_id: str) -> list[Conversation]:
+        """Every conversation the user is or was a member of, oldest first."""
+        found: dict[str, Conversation] = {}
+        for field in ("members.user_id", "former.user_id"):
+            async for doc in self._conversations.find({field: user_id}):
+                conv = conversation_from_doc(doc)
+                found[conv.id] = conv
+        return sorted(found.values(), key=lambda c: (c.created_at, c.id))
+
+    @translated
+    async def dm_partners(self, user_id: str) -> set[str]:
+        """Users this user has a DM conversation with."""
+        partners: set[str] = set()
+        cursor = self._conversations.find(
+            {"members.user_id": user_id}, projection={"kind": 1, "dm_key": 1}
+        )
+        async for doc in cursor:
+            if doc.get("kind") == "dm":
+                partners.update(doc["dm_key"].split(":"))
+        partners.discard(user_id)
+        return partners
+
+    # -- messages -------------------------------------------------------------
+
+    @translated
+    async def find_by_client_msg_id(self, sender_id: str, client_msg_id: str) -> Message | None:
+        """The message this sender already stored under this idempotency key, or None."""
+        doc = await self._messages.find_one(
+            {"sender_id": sender_id, "client_msg_id": client_msg_id}
+        )
+        return message_from_doc(doc) if doc else None
+
+    @translated
+    async def insert_message(
+        self,
+        conversation_id: str,
+        seq: int,
+        sender_id: str,
+        body: str,
+        client_msg_id: str,
+        created_at: datetime,
+    ) -> tuple[Message, bool]:
+        """Store the message at its allocated seq; (message, True) once the database has
+        acknowledged it, or (the one already stored under the client_msg_id, False)."""
+        doc = {
+            "_id": ObjectId(),
+            "conversation_id": conversation_id,
+            "seq": seq,
+            "sender_id": sender_id,
+            "body": body,
+            "client_msg_id": client_msg_id,
+            "created_at": created_at,
+        }
+        try:
+            await self._messages.insert_one(doc)
+        except DuplicateKeyError as exc:
+            if "client_msg_id" not in duplicate_key_fields(exc):
+                raise Conflict("That message position is taken; try again.") from exc
+            stored = await self._messages.find_one(
+                {"sender_id": sender_id, "client_msg_id": client_msg_id}
+            )
+            if stored is None:
+                raise Conflict("The message changed; try again.") from exc
+            return message_from_doc(stored), False
+        return message_from_doc(doc), True
+
+    async def _range(
+        self, conversation_id: str, low: int, high: int, *, descending: bool, limit: int = 0
+    ) -> list[Message]:
+        # Bounded on both sides: one index range of at most high - low entries.
+        cursor = self._messages.find(
+            {"conversation_id": conversation_id, "seq": {"$gt": low, "$lte": high}}
+        ).sort("seq", DESCENDING if descending else ASCENDING)
+        if limit:
+            cursor = cursor.limit(limit)
+        return [message_from_doc(d) async for d in cursor]
+
+    @translated
+    async def page_before(
+        self, conversation_id: str, before_seq: int, after_seq: int, limit: int
+    ) -> tuple[list[Message], bool]:
+        """Up to `limit` messages with after_seq < seq < before_seq, the newest of them,
+        oldest first; and whether older ones in the range remain."""
+        found: list[Message] = []
+        high = before_seq - 1
+        window = limit + 1
+        # The window grows only when seq gaps left it short: normally one query.
+        while high > after_seq and len(found) <= limit:
+            low = max(after_seq, high - window)
+            found += await self._range(
+                conversation_id, low, high, descending=True, limit=limit + 1 - len(found)
+            )
+            high, window = low, window * 2
+        return list(reversed(found[:limit])), len(found) > limit
+
+    @translated
+    async def page_after(
+        self, conversation_id: str, after_seq: int, before_seq: int, limit: int
+    ) -> tuple[list[Message], bool]:
+        """Up to `limit` messages with after_seq < seq < before_seq, the oldest of them,
+        oldest first; and whether newer ones in the range remain."""
+        found: list[Message] = []
+        low = after_seq
+        window = limit + 1
+        while low < before_seq - 1 and len(found) <= limit:
+            high = min(before_seq - 1, low + window)
+            found += await self._range(
+                conversation_id, low, high, descending=False, limit=limit + 1 - len(found)
+            )
+            low, window = high, window * 2
+        return found[:limit], len(found) > limit
+
+    @translated
+    async def latest_message(self, conversation_id: str, last_seq: int) -> Message | None:
+        """The stored message with the highest seq up to last_seq, or None."""
+        messages, _ = await self.page_before(conversation_id, last_seq + 1, 0, 1)
+        return messages[0] if messages else None
+
+    @translated
+    async def count_unread(
+        self, conversation_id: str, user_id: str, read_seq: int, last_seq: int
+    ) -> int:
+        """Messages after read_seq not sent by the user, among the newest UNREAD_SCAN_MAX seqs
+        up to last_seq (exact below that backlog)."""
+        low = max(read_seq, last_seq - UNREAD_SCAN_MAX)
+        if last_seq <= low:
+            return 0
+        cursor = self._messages.find(
+            {"conversation_id": conversation_id, "seq": {"$gt": low, "$lte": last_seq}},
+            projection={"sender_id": 1, "_id": 0},
+        )
+        return sum([1 async for doc in cursor if doc["sender_id"] != user_id])
+
+    async def iter_messages(
+        self, conversation_id: str, max_seq: int, batch_size: int = EXPORT_BATCH
+    ) -> AsyncIterator[list[Message]]:
+        """Every message of the conversation up to max_seq in seq order, in bounded batches."""
+        cursor = (
+            self._messages.find(
+                {"conversation_id": conversation_id, "seq": {"$gt": 0, "$lte": max_seq}}
+            )
+            .sort("seq", ASCENDING)
+            .batch_size(batch_size)
+        )
+        try:
+            while True:
+                with db_errors():
+                    docs = await cursor.to_list(batch_size)
+                if not docs:
+                    return
+                yield [message_from_doc(d) for d in docs]
+        finally:
+            await cursor.close()
+
+    @translated
+    async def import_messages(
+        self, conversation_id: str, sender_id: str, bodies: Sequence[str], key_prefix: str
+    ) -> int:
+        """Append many messages at once (imports, tests, benchmarks): reserves a block of seqs
+        and inserts in batches; returns the first seq. client_msg_ids are key_prefix + index."""
+        oid = object_id(conversation_id, "conversation")
+        count = len(bodies)
+        for _ in range(IMPORT_RETRIES):
+            doc = await self._conversations.find_one({"_id": oid}, projection={"last_seq": 1})
+            if doc is None:
+                raise Conflict("No such conversation.")
+            first = int(doc.get("last_seq", 0)) + 1
+            result = await self._conversations.update_one(
+                {"_id": oid, "last_seq": first - 1},
+                {"$set": {"last_seq": first - 1 + count, "last_activity_at": utcnow()}},
+            )
+            if result.matched_count == 1:
+                break
+        else:
+            raise Conflict("The conversation is too busy to import into; try again.")
+        now = utcnow()
+        for start in range(0, count, IMPORT_BATCH):
+            docs = [
+                {
+                    "_id": ObjectId(),
+                    "conversation_id": conversation_id,
+                    "seq": first + i,
+                    "sender_id": sender_id,
+                    "body": bodies[i],
+                    "client_msg_id": f"{key_prefix}{i}",
+                    "created_at": now,
+                }
+                for i in range(start, min(count, start + IMPORT_BATCH))
+            ]
+            await self._messages.insert_many(docs, ordered=False)
+        return first

@@ -1,0 +1,77 @@
+"""Stored before delivered: with the database process stopped, a send fails with 503 on both
+transports and nobody sees anything; once it is back, the same chat server sends again."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chat.dbserver import EmbeddedDatabase, plan_embedded
+from tests.conftest import ServerFactory
+from tests.test_conversations import close_sockets_cleanly, history, join, open_dm, send
+
+__all__ = ["close_sockets_cleanly"]  # the autouse fixture, for this module too
+
+
+class Restartable:
+    """A database server of this test's own, on disk so that its data survives a restart."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.db = plan_embedded(tmp_path)
+        self.db.start()
+
+    def stop(self) -> None:
+        self.db.stop()
+
+    def restart(self) -> None:
+        """The same program on the same port with the same files."""
+        db = self.db
+        self.db = EmbeddedDatabase(db.kind, db.argv, db.port, db.data_path, db.log_path)
+        self.db.start()
+
+
+@pytest.fixture
+def own_database(tmp_path: Path) -> Iterator[Restartable]:
+    # Requested before make_server, so it outlives the server's teardown (which drops the db).
+    database = Restartable(tmp_path)
+    yield database
+    database.stop()
+
+
+async def test_send_fails_with_503_while_the_database_is_down_and_works_after(
+    own_database: Restartable, make_server: ServerFactory
+) -> None:
+    server = await make_server(mongo_uri=own_database.db.uri, db_timeout_ms=1000)
+    alice = await join(server, "alice", "ws")  # commands over an open socket: no token lookup
+    bob = await join(server, "bob", "rest")
+    cid = (await open_dm(alice, bob))["id"]
+    first = await send(alice, cid, "before the outage")
+    assert (await bob.event("message.new"))["message"]["id"] == first["id"]
+    assert (await alice.event("message.new"))["message"]["id"] == first["id"]
+
+    own_database.stop()
+    over_socket = await alice.call(
+        "messages.send", conversation_id=cid, body="lost?", client_msg_id="k1"
+    )
+    over_socket.fails(503, "database_unavailable")
+    over_rest = await bob.call("messages.send", conversation_id=cid, body="lost too?")
+    over_rest.fails(503, "database_unavailable")
+    assert (await bob.api.get("/healthz")).status == 503
+    await bob.no_event("message.new", wait=0.5)
+    await alice.no_event("message.new", wait=0.01)
+
+    own_database.restart()  # the chat server is not restarted
+    for _ in range(100):
+        if (await bob.api.get("/healthz")).status == 200:
+            break
+        await asyncio.sleep(0.1)
+    # The retry of the failed send (same key) is stored now, once, and delivered once.
+    again = await send(alice, cid, "lost?", client_msg_id="k1")
+    assert again["seq"] > first["seq"]
+    assert (await bob.event("message.new"))["message"]["id"] == again["id"]
+    await bob.no_event("message.new")
+    page = await history(bob, cid)
+    assert [m["body"] for m in page["messages"]] == ["before the outage", "lost?"]
