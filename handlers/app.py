@@ -62,9 +62,7 @@ def make_app(
         (r"/ws", ChatSocket, deps),
         (r"/api/events", LongPollHandler, deps),
     ]
-    for path, methods in COMMAND_ROUTES:
-        if all(name in service.commands for name in methods.values()):
-            routes.append((path, CommandHandler, {**deps, **methods}))
+    routes += [(path, CommandHandler, {**deps, **methods}) for path, methods in COMMAND_ROUTES]
     routes += extra_routes or []
     routes += [
         (r"/api/conversations/([^/]+)/export", ConversationExportHandler, deps),

@@ -1,0 +1,641 @@
+// What the user can do, and what the server tells us: REST calls and events, written into the
+// store. Views call these and never talk to the server themselves.
+
+import { ApiError, path } from './api.js';
+import { toast } from './dom.js';
+
+const HISTORY_PAGE = 50;
+const DIRECTORY_PAGE = 30;
+const TYPING_EVERY_MS = 3000; // the server relays each typing call; the others show it ~6 s
+const SEND_ATTEMPTS = 3; // automatic retries of a send that failed for lack of a server
+const SEND_RETRY_MS = 1000;
+const CATCH_UP_PAGES = 20; // at most this many pages of missed messages before giving up
+const MAX_PRESENCE_SUBSCRIBE = 1000; // the server's limit per queue
+const READ_DELAY_MS = 250; // a burst of messages in the open conversation: one read call
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** An idempotency key for a send; crypto.randomUUID needs a secure context, this does not. */
+function newClientMsgId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return `c-${[...bytes].map((b) => b.toString(16).padStart(2, '0')).join('')}`;
+}
+
+/** Worth retrying by itself: the server was not reached, or was briefly unavailable. */
+const transient = (err) => err instanceof ApiError && (err.status === 0 || err.status === 503 || err.status === 429);
+
+export class Actions {
+  constructor(api, store, realtime = null) {
+    this.api = api;
+    this.store = store;
+    this.realtime = realtime;
+    this.lastTypingSent = new Map();
+    this.readSent = new Map(); // conversation id -> seq we told the server
+    this.conversationsReload = null;
+    this.session = 0; // bumped at sign-out
+  }
+
+  /**
+   * Run a request; on failure show a toast and return null (every failure gets one). An
+   * answer that arrives after sign-out is dropped: it belongs to the previous session.
+   */
+  async guard(promise, what) {
+    const session = this.session;
+    try {
+      const reply = await promise;
+      return session === this.session ? reply : null;
+    } catch (err) {
+      if (err?.name === 'AbortError' || session !== this.session) return null;
+      // A 401 signs the page out, which says so itself.
+      if (err?.status !== 401) toast(what ? `${what}: ${err.message}` : err.message, 'error');
+      return null;
+    }
+  }
+
+  get me() {
+    return this.store.me;
+  }
+
+  // -- loading state --------------------------------------------------------------------------
+
+  /** Re-read everything: at sign-in, and whenever the event queue could not be resumed. */
+  async resync() {
+    const store = this.store;
+    for (const t of store.timelines.values()) t.stale = true;
+    await Promise.all([
+      this.loadConversations(),
+      this.loadFriends(),
+      this.loadRequests(),
+      this.loadBlocks(),
+      this.searchDirectory(store.directory.query),
+    ]);
+    // The open conversation gets what it missed (a first opening is the router's business).
+    const active = store.activeId && store.timelines.get(store.activeId);
+    if (active?.loaded && store.conversations.has(store.activeId)) await this.catchUp(store.activeId);
+  }
+
+  /** Forget what belonged to the signed-out user. */
+  reset() {
+    this.session += 1;
+    this.lastTypingSent.clear();
+    this.readSent.clear();
+    clearTimeout(this.readTimer);
+  }
+
+  async loadConversations() {
+    const reply = await this.guard(this.api.get('/api/conversations'), 'Could not load conversations');
+    if (!reply) return;
+    const store = this.store;
+    const seen = new Set();
+    for (const conv of reply.conversations || []) {
+      store.upsertConversation(conv);
+      seen.add(conv.id);
+      this.noteReads(conv);
+    }
+    for (const id of [...store.conversations.keys()]) if (!seen.has(id)) store.conversations.delete(id);
+    store.conversationsLoaded = true;
+    store.emit('conversations');
+    store.emit('users');
+    // Group members who are not friends: their dots stay live too.
+    const others = new Set();
+    for (const conv of store.conversations.values()) {
+      for (const m of conv.members || []) if (m.user_id !== this.me?.id && !store.friends.has(m.user_id)) others.add(m.user_id);
+    }
+    this.subscribePresence([...others].slice(0, MAX_PRESENCE_SUBSCRIBE));
+  }
+
+  /** Coalesce reloads asked for by several events at once. */
+  reloadConversationsSoon() {
+    if (!this.conversationsReload) {
+      this.conversationsReload = sleep(100)
+        .then(() => this.loadConversations())
+        .finally(() => {
+          this.conversationsReload = null;
+        });
+    }
+    return this.conversationsReload;
+  }
+
+  /** Read pointers of the other members, when the conversation carries them. */
+  noteReads(conv) {
+    const timeline = this.store.timeline(conv.id);
+    for (const [userId, seq] of Object.entries(conv.reads || {})) {
+      if (userId !== this.me?.id && Number.isInteger(seq)) {
+        timeline.reads.set(userId, Math.max(seq, timeline.reads.get(userId) || 0));
+      }
+    }
+  }
+
+  async loadFriends() {
+    const reply = await this.guard(this.api.get('/api/friends'), 'Could not load friends');
+    if (!reply) return;
+    const store = this.store;
+    store.friends = new Set();
+    for (const friend of reply.friends || []) {
+      const user = friend.user || friend;
+      store.upsertUser(user);
+      store.friends.add(user.id);
+    }
+    store.friendsLoaded = true;
+    store.emit('friends');
+    store.emit('users');
+  }
+
+  async loadRequests() {
+    const reply = await this.guard(this.api.get('/api/friends/requests'), 'Could not load friend requests');
+    if (!reply) return;
+    const store = this.store;
+    store.incoming = new Map();
+    store.outgoing = new Map();
+    for (const r of reply.requests?.incoming || []) this.noteRequest(r);
+    for (const r of reply.requests?.outgoing || []) this.noteRequest(r);
+    store.requestsLoaded = true;
+    store.emit('requests');
+    store.emit('users');
+  }
+
+  /** File a request under incoming or outgoing; remember the users it names. */
+  noteRequest(request) {
+    const store = this.store;
+    for (const key of ['from_user', 'to_user']) if (request[key]) store.upsertUser(request[key]);
+    const fromId = request.from_user_id ?? request.from_user?.id;
+    if (fromId === this.me?.id) store.outgoing.set(request.id, request);
+    else store.incoming.set(request.id, request);
+  }
+
+  /** The other person of a request, from our side. */
+  requestPeer(request) {
+    const fromId = request.from_user_id ?? request.from_user?.id;
+    const toId = request.to_user_id ?? request.to_user?.id;
+    return fromId === this.me?.id ? toId : fromId;
+  }
+
+  forgetRequest(requestId) {
+    const store = this.store;
+    const removed = store.incoming.delete(requestId) || store.outgoing.delete(requestId);
+    if (removed) store.emit('requests');
+    return removed;
+  }
+
+  async loadBlocks() {
+    const reply = await this.guard(this.api.get('/api/blocks'), 'Could not load blocked users');
+    if (!reply) return;
+    const store = this.store;
+    store.blocked = new Set();
+    for (const entry of reply.blocks || []) {
+      store.upsertUser(entry.user);
+      store.blocked.add(entry.user.id);
+    }
+    store.emit('blocks');
+    store.emit('users');
+  }
+
+  /** The user directory: a page of users whose name starts with `query` (all without one). */
+  async searchDirectory(query, { more = false } = {}) {
+    const store = this.store;
+    const dir = store.directory;
+    const token = {};
+    this.directoryToken = token;
+    if (dir.query !== query) dir.ids = []; // another search: the old names do not match
+    dir.query = query;
+    dir.loading = true;
+    store.emit('directory');
+    const params = { limit: DIRECTORY_PAGE };
+    if (query) params.q = query;
+    if (more && dir.cursor) Object.assign(params, dir.cursor);
+    const reply = await this.guard(this.api.get('/api/users', params), 'Could not load people');
+    if (this.directoryToken !== token) return; // a newer search replaced this one
+    dir.loading = false;
+    if (reply) {
+      const users = (reply.users || []).filter((u) => u.id !== this.me?.id);
+      for (const u of reply.users || []) store.upsertUser(u);
+      if (!more) dir.ids = [];
+      const known = new Set(dir.ids);
+      for (const u of users) if (!known.has(u.id)) dir.ids.push(u.id);
+      dir.hasMore = Boolean(reply.has_more);
+      dir.cursor = reply.next_after ? { after: reply.next_after } : null;
+      this.subscribePresence(users.map((u) => u.id));
+    }
+    store.emit('directory');
+    store.emit('users');
+  }
+
+  /** Ask for live presence of users who are neither friends nor DM partners (the directory). */
+  async subscribePresence(userIds) {
+    const queueId = this.realtime?.queueId;
+    if (!queueId || !userIds.length) return;
+    try {
+      const reply = await this.api.post('/api/presence/subscribe', { queue_id: queueId, user_ids: userIds });
+      for (const [id, status] of Object.entries(reply.presence || {})) {
+        const user = this.store.users.get(id);
+        if (user) this.store.users.set(id, { ...user, status });
+      }
+      this.store.emit('users');
+    } catch (err) {
+      // A queue replaced meanwhile: the next hello subscribes again. Nothing to tell the user.
+      if (!(err instanceof ApiError && err.status === 404)) console.warn('presence subscribe failed', err);
+    }
+  }
+
+  // -- people ---------------------------------------------------------------------------------
+
+  /** The user with this friend code; throws ApiError (404 when nobody has it). */
+  async findByCode(code) {
+    const reply = await this.api.get(path`/api/users/by-code/${code}`);
+    this.store.upsertUser(reply.user);
+    this.subscribePresence([reply.user.id]);
+    this.store.emit('users');
+    return reply.user;
+  }
+
+  async requestFriend(userId) {
+    const reply = await this.guard(this.api.post('/api/friends/requests', { user_id: userId }), 'Friend request failed');
+    if (!reply) return false;
+    if (reply.request) this.noteRequest(reply.request);
+    if (reply.user) {
+      // Asking someone who had asked us makes us friends at once.
+      this.store.upsertUser(reply.user);
+      this.store.friends.add(reply.user.id);
+      this.forgetRequest(reply.request.id);
+      this.store.emit('friends');
+    } else {
+      this.store.emit('requests');
+    }
+    this.store.emit('users');
+    return true;
+  }
+
+  async acceptRequest(requestId) {
+    const reply = await this.guard(this.api.post(path`/api/friends/requests/${requestId}/accept`), 'Could not accept');
+    if (!reply) return;
+    this.forgetRequest(requestId);
+    this.store.upsertUser(reply.user);
+    this.store.friends.add(reply.user.id);
+    this.store.emit('friends');
+    this.store.emit('users');
+  }
+
+  async declineRequest(requestId) {
+    const reply = await this.guard(this.api.post(path`/api/friends/requests/${requestId}/decline`), 'Could not decline');
+    if (reply) this.forgetRequest(requestId);
+    this.store.emit('users');
+  }
+
+  async cancelRequest(requestId) {
+    const reply = await this.guard(this.api.del(path`/api/friends/requests/${requestId}`), 'Could not cancel');
+    if (reply) this.forgetRequest(requestId);
+    this.store.emit('users');
+  }
+
+  async removeFriend(userId) {
+    const reply = await this.guard(this.api.del(path`/api/friends/${userId}`), 'Could not remove the friend');
+    if (!reply) return;
+    this.store.friends.delete(userId);
+    this.store.emit('friends');
+    this.store.emit('users');
+  }
+
+  async block(userId) {
+    const reply = await this.guard(this.api.put(path`/api/blocks/${userId}`), 'Could not block');
+    if (!reply) return false;
+    this.store.blocked.add(userId);
+    this.store.friends.delete(userId);
+    for (const [id, r] of [...this.store.incoming, ...this.store.outgoing]) {
+      if (this.requestPeer(r) === userId) this.forgetRequest(id);
+    }
+    this.store.emit('blocks');
+    this.store.emit('friends');
+    this.store.emit('users');
+    return true;
+  }
+
+  async unblock(userId) {
+    const reply = await this.guard(this.api.del(path`/api/blocks/${userId}`), 'Could not unblock');
+    if (!reply) return;
+    this.store.blocked.delete(userId);
+    this.store.emit('blocks');
+    this.store.emit('users');
+  }
+
+  // -- conversations --------------------------------------------------------------------------
+
+  async openDm(userId) {
+    const reply = await this.guard(this.api.post('/api/conversations/dm', { user_id: userId }), 'Could not open the conversation');
+    if (!reply) return null;
+    const conv = this.store.upsertConversation(reply.conversation);
+    this.noteReads(conv);
+    this.store.emit('conversations');
+    return conv;
+  }
+
+  /** Make the conversation current: newest page (or what was missed), then mark it read. */
+  async showConversation(conversationId) {
+    const timeline = this.store.timeline(conversationId);
+    if (!timeline.loaded) await this.loadLatest(conversationId);
+    else if (timeline.stale) await this.catchUp(conversationId);
+    this.markRead(conversationId);
+  }
+
+  async loadLatest(conversationId) {
+    const timeline = this.store.timeline(conversationId);
+    const reply = await this.guard(
+      this.api.get(path`/api/conversations/${conversationId}/messages`, { limit: HISTORY_PAGE }),
+      'Could not load messages',
+    );
+    if (!reply) return;
+    timeline.add(reply.messages || []);
+    timeline.hasMore = Boolean(reply.has_more);
+    timeline.loaded = true;
+    timeline.stale = false;
+    this.store.emit('timeline', conversationId);
+  }
+
+  /** The page before the oldest message shown. */
+  async loadOlder(conversationId) {
+    const timeline = this.store.timeline(conversationId);
+    if (timeline.loadingOlder || !timeline.hasMore || !timeline.loaded) return;
+    timeline.loadingOlder = true;
+    this.store.emit('timeline', conversationId);
+    const reply = await this.guard(
+      this.api.get(path`/api/conversations/${conversationId}/messages`, {
+        before_seq: timeline.firstSeq,
+        limit: HISTORY_PAGE,
+      }),
+      'Could not load older messages',
+    );
+    timeline.loadingOlder = false;
+    if (reply) {
+      timeline.add(reply.messages || []);
+      timeline.hasMore = Boolean(reply.has_more);
+    }
+    this.store.emit('timeline', conversationId);
+  }
+
+  /** Everything after the newest message we have (after the event queue was lost). */
+  async catchUp(conversationId) {
+    const timeline = this.store.timeline(conversationId);
+    if (!timeline.messages.length) return this.loadLatest(conversationId);
+    for (let page = 0; page < CATCH_UP_PAGES; page++) {
+      const reply = await this.guard(
+        this.api.get(path`/api/conversations/${conversationId}/messages`, {
+          after_seq: timeline.lastSeq,
+          limit: HISTORY_PAGE,
+        }),
+        'Could not load new messages',
+      );
+      if (!reply) return;
+      timeline.add(reply.messages || []);
+      this.store.emit('timeline', conversationId);
+      if (!reply.has_more || !(reply.messages || []).length) break;
+    }
+    timeline.stale = false;
+  }
+
+  /** Show at once as pending, then send; the server's copy replaces it (same client_msg_id). */
+  sendMessage(conversationId, body) {
+    const timeline = this.store.timeline(conversationId);
+    const clientMsgId = newClientMsgId();
+    timeline.pending.set(clientMsgId, {
+      client_msg_id: clientMsgId,
+      body,
+      state: 'sending',
+      created_at: new Date().toISOString(),
+    });
+    this.store.emit('timeline', conversationId);
+    this.lastTypingSent.delete(conversationId);
+    this.deliver(conversationId, clientMsgId);
+  }
+
+  retry(conversationId, clientMsgId) {
+    this.deliver(conversationId, clientMsgId);
+  }
+
+  async deliver(conversationId, clientMsgId) {
+    const timeline = this.store.timeline(conversationId);
+    for (let attempt = 1; ; attempt++) {
+      const pending = timeline.pending.get(clientMsgId);
+      if (!pending) return; // the server's copy already arrived as an event
+      pending.state = 'sending';
+      this.store.emit('timeline', conversationId);
+      try {
+        // A retry sends the same client_msg_id: the server returns the stored copy, never a second.
+        const reply = await this.api.post(path`/api/conversations/${conversationId}/messages`, {
+          body: pending.body,
+          client_msg_id: clientMsgId,
+        });
+        this.acceptMessage(reply.message);
+        return;
+      } catch (err) {
+        if (!timeline.pending.has(clientMsgId) || err.status === 401) return;
+        if (transient(err) && attempt < SEND_ATTEMPTS) {
+          await sleep(SEND_RETRY_MS * attempt);
+          continue;
+        }
+        pending.state = 'failed';
+        pending.error = err.message;
+        this.store.emit('timeline', conversationId);
+        toast(`Message not sent: ${err.message}`, 'error');
+        return;
+      }
+    }
+  }
+
+  /** A stored message, from our send's answer or from an event: shown once, list updated. */
+  acceptMessage(message) {
+    const store = this.store;
+    const cid = message.conversation_id;
+    const timeline = store.timeline(cid);
+    const fresh = timeline.add([message]);
+    const conv = store.conversations.get(cid);
+    if (!conv) {
+      this.reloadConversationsSoon();
+    } else if (!conv.last_message || conv.last_message.seq < message.seq) {
+      conv.last_message = message;
+      const mine = message.sender_id === this.me?.id;
+      if (fresh.length && !mine && !this.isWatching(cid)) conv.unread_count = (conv.unread_count || 0) + 1;
+      store.emit('conversations');
+    }
+    if (fresh.length) {
+      store.clearTyping(cid, message.sender_id);
+      store.emit('timeline', cid);
+      if (this.isWatching(cid)) this.markReadSoon(cid);
+    }
+  }
+
+  /** The user has this conversation in front of them. */
+  isWatching(conversationId) {
+    return this.store.activeId === conversationId && document.visibilityState === 'visible';
+  }
+
+  markReadSoon(conversationId) {
+    clearTimeout(this.readTimer);
+    this.readTimer = setTimeout(() => {
+      if (this.isWatching(conversationId)) this.markRead(conversationId);
+    }, READ_DELAY_MS);
+  }
+
+  async markRead(conversationId) {
+    const store = this.store;
+    const timeline = store.timeline(conversationId);
+    const conv = store.conversations.get(conversationId);
+    const seq = Math.max(timeline.lastSeq, conv?.last_message?.seq || 0);
+    if (conv && conv.unread_count) {
+      conv.unread_count = 0;
+      store.emit('conversations');
+    }
+    if (!seq || (this.readSent.get(conversationId) || 0) >= seq) return;
+    this.readSent.set(conversationId, seq);
+    try {
+      await this.api.post(path`/api/conversations/${conversationId}/read`, { seq });
+    } catch (err) {
+      this.readSent.delete(conversationId);
+      if (![401, 403, 404].includes(err.status)) toast(`Could not mark as read: ${err.message}`, 'error');
+    }
+  }
+
+  /** Tell the others we are typing, at most every few seconds. */
+  typing(conversationId) {
+    const now = Date.now();
+    if (now - (this.lastTypingSent.get(conversationId) || 0) < TYPING_EVERY_MS) return;
+    this.lastTypingSent.set(conversationId, now);
+    this.api.post(path`/api/conversations/${conversationId}/typing`).catch(() => {
+      // Typing is a hint; a failure is not worth a toast (the send will report real trouble).
+    });
+  }
+
+  // -- groups ---------------------------------------------------------------------------------
+
+  /** Throws ApiError so the dialog can show it next to the field. */
+  async createGroup(name, memberIds) {
+    const reply = await this.api.post('/api/groups', { name, member_ids: memberIds });
+    const conv = this.store.upsertConversation(reply.conversation);
+    this.store.emit('conversations');
+    return conv;
+  }
+
+  async renameGroup(conversationId, name) {
+    const reply = await this.api.patch(path`/api/groups/${conversationId}`, { name });
+    this.applyGroup(reply.conversation);
+  }
+
+  async addMembers(conversationId, userIds) {
+    const reply = await this.guard(
+      this.api.post(path`/api/groups/${conversationId}/members`, { user_ids: userIds }),
+      'Could not add the member',
+    );
+    if (reply?.conversation) this.applyGroup(reply.conversation);
+    return Boolean(reply);
+  }
+
+  async removeMember(conversationId, userId) {
+    const reply = await this.guard(
+      this.api.del(path`/api/groups/${conversationId}/members/${userId}`),
+      userId === this.me?.id ? 'Could not leave the group' : 'Could not remove the member',
+    );
+    if (!reply) return false;
+    if (userId === this.me?.id) this.dropConversation(conversationId);
+    else if (reply.conversation) this.applyGroup(reply.conversation);
+    return true;
+  }
+
+  async setRole(conversationId, userId, role) {
+    const reply = await this.guard(
+      this.api.patch(path`/api/groups/${conversationId}/members/${userId}`, { role }),
+      'Could not change the role',
+    );
+    if (reply?.conversation) this.applyGroup(reply.conversation);
+  }
+
+  /** A group as the server now has it; gone from our list when we are no longer in it. */
+  applyGroup(conv) {
+    if (!conv) return;
+    if (!(conv.members || []).some((m) => m.user_id === this.me?.id)) {
+      if (this.store.conversations.has(conv.id)) {
+        this.dropConversation(conv.id);
+        toast(`You are no longer in ${conv.name || 'the group'}.`);
+      }
+      return;
+    }
+    this.store.upsertConversation(conv);
+    this.store.emit('conversations');
+    this.store.emit('users');
+  }
+
+  dropConversation(conversationId) {
+    this.store.conversations.delete(conversationId);
+    this.store.timelines.delete(conversationId);
+    this.store.emit('conversations');
+    if (this.store.activeId === conversationId) this.store.emit('active');
+  }
+
+  // -- events ---------------------------------------------------------------------------------
+
+  handleEvent(event) {
+    const store = this.store;
+    switch (event.type) {
+      case 'message.new':
+        this.acceptMessage(event.message);
+        break;
+      case 'conversation.read': {
+        if (event.user_id === this.me?.id) {
+          const conv = store.conversations.get(event.conversation_id);
+          if (conv && event.seq >= (conv.last_message?.seq || 0) && conv.unread_count) {
+            conv.unread_count = 0;
+            store.emit('conversations');
+          }
+        } else {
+          const reads = store.timeline(event.conversation_id).reads;
+          reads.set(event.user_id, Math.max(event.seq, reads.get(event.user_id) || 0));
+          store.emit('receipts', event.conversation_id);
+        }
+        break;
+      }
+      case 'typing':
+        if (event.user_id !== this.me?.id) store.setTyping(event.conversation_id, event.user_id);
+        break;
+      case 'presence':
+        store.setPresence(event.user_id, event.status, event.last_seen);
+        break;
+      case 'friend.request':
+        if (event.request) {
+          this.noteRequest(event.request);
+          store.emit('requests');
+          store.emit('users');
+          if (this.requestPeer(event.request) && store.incoming.has(event.request.id)) {
+            toast(`${store.nameOf(this.requestPeer(event.request))} sent you a friend request.`);
+          }
+        }
+        break;
+      case 'friend.request.cancelled':
+      case 'friend.request.declined':
+        if (event.request) this.forgetRequest(event.request.id);
+        store.emit('users');
+        break;
+      case 'friend.accepted': {
+        // The new friend comes with its presence: from now on its changes reach us too.
+        const wasMine = event.request && store.outgoing.has(event.request.id);
+        if (event.request) this.forgetRequest(event.request.id);
+        store.upsertUser(event.user);
+        store.friends.add(event.user.id);
+        store.emit('friends');
+        store.emit('users');
+        if (wasMine) toast(`${store.nameOf(event.user.id)} accepted your friend request.`, 'success');
+        break;
+      }
+      case 'friend.removed':
+        store.friends.delete(event.user.id);
+        store.emit('friends');
+        store.emit('users');
+        break;
+      case 'group.created':
+      case 'group.updated':
+      case 'group.member_added':
+      case 'group.member_removed':
+        if (event.conversation) this.applyGroup(event.conversation);
+        else this.reloadConversationsSoon();
+        break;
+      default:
+        break;
+    }
+  }
+}

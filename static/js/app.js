@@ -1,0 +1,180 @@
+// Entry point: restore the session, wire the views, run the event stream.
+
+import { Actions } from './actions.js';
+import { Api } from './api.js';
+import { $, toast } from './dom.js';
+import { Realtime } from './realtime.js';
+import { Store } from './store.js';
+import { setupAuth } from './views/auth.js';
+import { setupChat } from './views/chat.js';
+import { setupGroups } from './views/groups.js';
+import { setupSidebar } from './views/sidebar.js';
+
+const api = new Api();
+const store = new Store();
+const actions = new Actions(api, store);
+const forceLongPoll = new URLSearchParams(location.search).get('transport') === 'longpoll';
+let realtime = null;
+
+// The open conversation lives in the URL (#c=<id>): a reload, Back and links keep it.
+const conversationInHash = () => new URLSearchParams(location.hash.slice(1)).get('c');
+const wide = matchMedia('(min-width: 760px)'); // the two-pane layout (app.css)
+
+function openConversation(id) {
+  if (conversationInHash() === id) route();
+  else location.hash = `c=${encodeURIComponent(id)}`;
+}
+
+function closeConversation() {
+  if (conversationInHash()) history.pushState(null, '', `${location.pathname}${location.search}`);
+  route();
+}
+
+const auth = setupAuth(api, (reply) => {
+  api.setToken(reply.token);
+  startSession(reply.user);
+});
+const sidebar = setupSidebar({ store, actions, openConversation });
+const groups = setupGroups({ store, actions, openConversation });
+const chat = setupChat({
+  store,
+  actions,
+  openGroupPanel: (id) => groups.openPanel(id),
+  closeConversation,
+});
+
+function route() {
+  if (!store.me) return;
+  const id = conversationInHash();
+  const shell = $('main-view');
+  if (id && (store.conversations.has(id) || !store.conversationsLoaded)) {
+    store.activeId = id;
+    shell.classList.add('chat-open');
+    store.emit('active');
+    if (store.conversations.has(id) && chat.current !== id) {
+      // On a phone the keyboard would cover the messages: there the user taps the box.
+      chat.show(id).then(() => wide.matches && chat.current === id && chat.focusComposer());
+    }
+  } else {
+    if (id) history.replaceState(null, '', `${location.pathname}${location.search}`);
+    store.activeId = null;
+    shell.classList.remove('chat-open');
+    chat.hide();
+    store.emit('active');
+  }
+}
+window.addEventListener('hashchange', route);
+window.addEventListener('popstate', route);
+
+// The conversation named in the URL can be shown once the list has arrived.
+store.on('conversations', () => {
+  const id = conversationInHash();
+  if (!store.me || !id) return;
+  if (!store.conversations.has(id) && store.conversationsLoaded) route();
+  else if (store.conversations.has(id) && chat.current !== id) route();
+});
+store.on('active', () => {
+  if (store.activeId && !store.conversations.has(store.activeId) && store.conversationsLoaded) route();
+});
+
+// Back on the tab: what arrived meanwhile is now read.
+document.addEventListener('visibilitychange', () => {
+  if (document.visibilityState === 'visible' && store.activeId) actions.markRead(store.activeId);
+});
+
+function startSession(user) {
+  store.me = user;
+  store.emit('me');
+  $('boot').hidden = true;
+  auth.hide();
+  $('main-view').hidden = false;
+  realtime = new Realtime({
+    api,
+    forceLongPoll,
+    onHello: (hello, resumed) => {
+      store.me = hello.user;
+      store.emit('me');
+      // A new queue may have missed events: read the state again (never silently stale).
+      if (!resumed) actions.resync().then(route);
+    },
+    onEvent: (event) => actions.handleEvent(event),
+    onStatus: (state) => {
+      store.transport = state;
+      store.emit('transport');
+    },
+    onSessionEnded: () => endSession('Your session has ended. Please sign in again.'),
+  });
+  actions.realtime = realtime;
+  realtime.start();
+  route();
+}
+
+/** Back to the sign-in form, with nothing of the last user left in memory. */
+function endSession(message = '') {
+  if (!store.me) return;
+  realtime?.stop();
+  realtime = null;
+  api.setToken(null);
+  groups.closeAll();
+  chat.reset();
+  sidebar.reset();
+  actions.reset();
+  store.reset();
+  $('main-view').hidden = true;
+  $('main-view').classList.remove('chat-open');
+  history.replaceState(null, '', `${location.pathname}${location.search}`);
+  $('toasts').replaceChildren();
+  document.title = 'Chat';
+  auth.show();
+  if (message) toast(message, 'error');
+}
+
+api.onUnauthorized = () => endSession('Your session has ended. Please sign in again.');
+
+// The skip link jumps to the message box, or to the conversations when none is open (and
+// never touches the URL's hash, which names the open conversation).
+document.querySelector('.skip-link').addEventListener('click', (event) => {
+  event.preventDefault();
+  if (chat.current) chat.focusComposer();
+  else document.querySelector('#conversation-list button, #new-group')?.focus();
+});
+
+$('logout').addEventListener('click', async (event) => {
+  const button = event.currentTarget;
+  button.disabled = true;
+  try {
+    await api.post('/api/auth/logout');
+  } catch (err) {
+    // Signed out here anyway; the token is dropped from this browser.
+    if (err.status !== 401) toast(`Sign-out could not reach the server: ${err.message}`, 'error');
+  } finally {
+    button.disabled = false;
+  }
+  endSession();
+});
+
+async function boot() {
+  if (!api.token) {
+    $('boot').hidden = true;
+    auth.show();
+    return;
+  }
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const reply = await api.get('/api/me');
+      startSession(reply.user);
+      return;
+    } catch (err) {
+      if (err.status === 401) {
+        api.setToken(null);
+        $('boot').hidden = true;
+        auth.show();
+        return;
+      }
+      if (attempt === 0) toast(`${err.message} Retrying…`, 'error');
+      await new Promise((resolve) => setTimeout(resolve, Math.min(10000, 1000 * 2 ** attempt)));
+    }
+  }
+}
+
+boot();
