@@ -399,15 +399,26 @@ class QueueRegistry:
         epoch: str | None,
         last_event_id: int,
     ) -> tuple[EventQueue, bool]:
-        """Return (queue, True) if it can serve every event after the cursor, else (new, False)."""
+        """Return (queue, True) if it can serve every event after the cursor, else (new, False).
+
+        A queue resumes only for the user and session that created it, while it
+        has not expired, with the current epoch (``epoch=None`` skips that check:
+        an unknown queue id already tells a restart apart), and when every event
+        after ``last_event_id`` is still kept.
+        """
         queue = self._queues.get(queue_id) if queue_id is not None else None
-        if queue is not None and queue.user_id == user_id:
-            if epoch == self.epoch and queue.can_resume_from(last_event_id):
+        if queue is not None and queue.user_id == user_id and queue.session_id == session_id:
+            if self._expired(queue, self._clock()):
+                queue.close()  # dead already; the sweep removes it
+            elif (epoch is None or epoch == self.epoch) and queue.can_resume_from(last_event_id):
                 return queue, True
-            # The client gives this queue up (it cannot be served): free it now
-            # rather than at expiry, so a tab never holds two queues.
-            queue.close()
-        # Another user's queue is left untouched: the caller must not affect it.
+            # Otherwise the queue is left alone: an unservable cursor is most often a
+            # stale request (a poll the client gave up on, delivered late) while the
+            # client goes on with a newer cursor; closing the queue would lose it.
+            # An abandoned queue simply expires after its grace.
+        # Another user's (or session's) queue is left untouched: the caller must
+        # not affect it, nor learn anything from it. A session must not adopt
+        # another's queue either: logging that session out would leave it open.
         return self.create(user_id, session_id), False
 
     def get(self, queue_id: str) -> EventQueue | None:
@@ -454,19 +465,22 @@ class QueueRegistry:
     def sweep(self) -> list[EventQueue]:
         """Remove and return overflowed, drained closed, and expired queues."""
         now = self._clock()
-        grace = self._grace_secs
         removed: list[EventQueue] = []
         for queue in self._queues.values():
-            since = queue.detached_since
-            expired = not queue.attached and since is not None and now - since > grace
             # A closed queue still holding events (e.g. session.ended) is kept
             # until it expires, so a client between two polls can still read it.
             drained = queue.closed and queue.pending_count == 0
-            if queue.overflowed or drained or expired:
+            if queue.overflowed or drained or self._expired(queue, now):
                 removed.append(queue)
         for queue in removed:
             self._remove(queue)
         return removed
+
+    def _expired(self, queue: EventQueue, now: float) -> bool:
+        # Past its grace a queue is gone even before the sweep removes it, so
+        # that resuming does not depend on when the sweep last ran.
+        since = queue.detached_since
+        return not queue.attached and since is not None and now - since > self._grace_secs
 
     def _remove(self, queue: EventQueue) -> None:
         queue.close()  # counts as a detach if it was attached

@@ -16,6 +16,7 @@ from chat.validation import get_id_list, require_object
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_SECS = 5.0  # expired queues linger at most this long past their grace
+MIN_SWEEP_INTERVAL_SECS = 0.05  # a tiny grace (tests) must not turn the sweep into a busy loop
 MAX_PRESENCE_SUBSCRIPTIONS = 1000  # users one queue may watch
 
 
@@ -40,10 +41,18 @@ class RealtimeCommands(ServiceBase):
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
 
     async def _sweep_forever(self) -> None:
+        # Never sleep longer than the grace itself: a short grace means short lingering.
+        interval = max(
+            MIN_SWEEP_INTERVAL_SECS, min(SWEEP_INTERVAL_SECS, self.settings.queue_grace_secs)
+        )
         while True:
-            await asyncio.sleep(SWEEP_INTERVAL_SECS)
-            for queue in self.registry.sweep():
-                self.presence.unsubscribe_queue(queue.queue_id)
+            await asyncio.sleep(interval)
+            try:
+                for queue in self.registry.sweep():
+                    self.presence.unsubscribe_queue(queue.queue_id)
+            except Exception:
+                # One bad sweep must not end sweeping for the life of the process.
+                log.exception("sweeping event queues failed")
 
     async def close_realtime(self) -> None:
         """Stop the sweeper and presence timers."""
@@ -58,7 +67,7 @@ class RealtimeCommands(ServiceBase):
         self, principal: Principal, queue_id: Any, epoch: Any, last_event_id: Any
     ) -> tuple[EventQueue, bool, int]:
         """Resume the client's queue if it can serve every event after the cursor, else a new
-        one; returns (queue, resumed, cursor)."""
+        one; returns (queue, resumed, cursor). A resumed cursor acknowledges up to itself."""
         cursor = last_event_id
         if isinstance(cursor, str) and cursor.isdigit():
             cursor = int(cursor)
@@ -68,10 +77,13 @@ class RealtimeCommands(ServiceBase):
             principal.user_id,
             principal.session_id,
             queue_id if isinstance(queue_id, str) and queue_id else None,
-            epoch if isinstance(epoch, str) else None,
+            epoch if isinstance(epoch, str) and epoch else None,  # "" (an empty query arg) = none
             cursor,
         )
-        return queue, resumed, cursor if resumed else 0
+        if not resumed:
+            return queue, False, 0
+        queue.ack(cursor)  # the contract: last_event_id acknowledges, on either transport
+        return queue, True, cursor
 
     async def hello(
         self, principal: Principal, queue: EventQueue, resumed: bool, cursor: int

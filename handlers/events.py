@@ -8,14 +8,15 @@ from chat.events import Item
 from chat.validation import get_int
 from handlers.base import ApiHandler
 
-DEFAULT_POLL_SECS = 25
-MAX_POLL_SECS = 60
+DEFAULT_POLL_SECS = 25  # below the 30-60 s idle timeouts of common proxies
+MAX_POLL_SECS = 60  # the contract's maximum; longer polls are refused, not shortened
 
 
 class LongPollHandler(ApiHandler):
     """One poll: create or resume the queue, then return its events or [] at the timeout."""
 
     wait: asyncio.Future[list[Item]] | None = None
+    gone = False  # the client closed the connection
 
     async def get(self) -> None:
         args = self.query_args()
@@ -26,21 +27,32 @@ class LongPollHandler(ApiHandler):
             self.principal, args.get("queue_id"), args.get("epoch"), last_event_id
         )
         if not resumed:
-            # A new queue: its hello (id 0, not stored) tells the client to re-read state.
+            # A new queue: its hello (id 0, never stored) tells the client to re-read
+            # state, and carries the queue_id its next poll resumes with cursor 0.
             hello = await self.service.hello(self.principal, queue, resumed, cursor)
             self.write_json({"queue_id": queue.queue_id, "events": [{"id": 0, "event": hello}]})
             return
+        if self.gone:
+            return  # left during authentication: attaching now would pin the queue
         registry = self.service.registry
-        consumer = registry.attach(queue)
+        consumer = registry.attach(queue)  # supersedes an older poll or a WebSocket
         try:
-            self.wait = asyncio.ensure_future(queue.wait_after(last_event_id, timeout))
+            # The token keeps this poll, if it is taken over before it starts
+            # waiting, from stealing (and acknowledging) its successor's events.
+            self.wait = asyncio.ensure_future(queue.wait_after(cursor, timeout, token=consumer))
             events = await self.wait
         except asyncio.CancelledError:
-            return  # the client went away; the events stay queued for its next poll
+            if self.gone:
+                return  # the client went away; unacknowledged events stay for its next poll
+            # Cancelled from outside (the server is stopping): answer like a heartbeat, so
+            # the client polls again with the same cursor instead of reading a broken reply.
+            events = []
         finally:
-            registry.detach(queue, consumer)
+            self.wait = None
+            registry.detach(queue, consumer)  # a no-op if another transport took over
         self.write_json({"queue_id": queue.queue_id, "events": events})
 
     def on_connection_close(self) -> None:
+        self.gone = True
         if self.wait is not None:
             self.wait.cancel()

@@ -21,11 +21,18 @@ log = logging.getLogger(__name__)
 
 MAX_FRAME_BYTES = 64 * 1024  # the contract's frame limit; Tornado closes with 1009 beyond it
 CLOSE_UNAUTHORIZED = 4401  # no, bad or revoked token; auth timeout; session ended
-CLOSE_REPLACED = 4409  # another connection resumed this queue
+CLOSE_REPLACED = 4409  # another connection (or long-polling) took this queue over
+CLOSE_QUEUE_LOST = 4410  # the queue was dropped (overflow): reconnect, hello says resumed false
 CLOSE_POLICY = 1008  # kept flooding after being told to slow down
+CLOSE_TRY_AGAIN = 1013  # the database could not be reached while signing the socket in
+CLOSE_INTERNAL = 1011  # an unexpected failure in the writer
 PUBLIC_FRAMES = frozenset({"auth", "auth.register", "auth.login"})
 FRAMES_PER_SEC = 20.0  # sustained command rate of one socket: far above a person's typing
 FRAME_BURST = 60.0  # what a client may send at once (a resume, a reconnect storm)
+# Acks have their own, larger allowance: a client acknowledging every event of a burst must
+# not lose its command budget. Acks are cumulative, so one over the limit is simply ignored.
+ACKS_PER_SEC = 100.0
+ACK_BURST = 200.0
 MAX_REJECTED_FRAMES = 100  # past this many rate-limited frames in a row, close
 
 
@@ -60,6 +67,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         self.writer: asyncio.Task[None] | None = None
         self.auth_timer: asyncio.TimerHandle | None = None
         self.bucket = TokenBucket(FRAMES_PER_SEC, FRAME_BURST)
+        self.ack_bucket = TokenBucket(ACKS_PER_SEC, ACK_BURST)
         self.rejected = 0
 
     def check_origin(self, origin: str) -> bool:
@@ -89,17 +97,22 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
     async def on_message(self, message: str | bytes) -> None:
         ref: Any = None
         try:
-            frame = self._parse(message)
+            try:
+                frame = self._parse(message)
+            except BadRequest:
+                self._throttle()  # a flood of garbage is a flood too
+                raise
             ref = frame.get("ref")
-            self._throttle()
             kind = frame.get("type")
+            if kind == "ack":
+                if self._allow_ack():
+                    self._ack(frame)  # no reply: acks are frequent and need no answer
+                return
+            self._throttle()
             if not isinstance(kind, str):
                 raise BadRequest("Every frame needs a string 'type'.")
             if kind == "auth":
                 await self._authenticate(frame)
-                return
-            if kind == "ack":
-                self._ack(frame)
                 return
             if self.principal is None and kind not in PUBLIC_FRAMES:
                 raise Unauthorized("Authenticate first: send an 'auth' frame.")
@@ -116,7 +129,9 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         if kind in ("auth.login", "auth.register") and self.principal is None:
             # Signing in over the socket also signs the socket in.
             await self._authenticate({"token": data["token"]})
-        elif kind == "auth.logout":
+        elif kind == "auth.logout" and (self.writer is None or self.writer.done()):
+            # Normally the writer delivers session.ended and then closes; without
+            # a running writer nobody else would.
             self.close(CLOSE_UNAUTHORIZED, "session ended")
 
     def _parse(self, message: str | bytes) -> dict[str, Any]:
@@ -135,59 +150,108 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         if not wait:
             self.rejected = 0
             return
+        self._rejected_one()
+        raise RateLimited("Too many frames; slow down.", retry_after_secs=wait)
+
+    def _allow_ack(self) -> bool:
+        if not self.ack_bucket.take():
+            self.rejected = 0
+            return True
+        self._rejected_one()  # dropped without a reply: the next ack covers it
+        return False
+
+    def _rejected_one(self) -> None:
         self.rejected += 1
         if self.rejected > MAX_REJECTED_FRAMES:
             self.close(CLOSE_POLICY, "too many frames")
-        raise RateLimited("Too many frames; slow down.", retry_after_secs=wait)
 
     def _ack(self, frame: dict[str, Any]) -> None:
         last = frame.get("last_event_id")
+        if self.principal is None or self.queue is None:
+            raise Unauthorized("Authenticate first: send an 'auth' frame.")
         if isinstance(last, bool) or not isinstance(last, int):
             raise BadRequest("ack needs an integer last_event_id.")
-        if self.queue is not None:
-            self.queue.ack(last)
+        # Also valid after a takeover: the client did receive what it acknowledges.
+        self.queue.ack(last)
+
+    def _gone(self) -> bool:
+        # The peer may leave while we await the database: attaching a queue to a
+        # socket whose on_close already ran would keep it attached (and its user
+        # online) forever.
+        return self.ws_connection is None or self.ws_connection.is_closing()
 
     async def _authenticate(self, frame: dict[str, Any]) -> None:
         """Verify the token, attach (or resume) the queue, send hello and start pushing."""
         if self.principal is not None:
             raise BadRequest("This socket is already authenticated.")
+        token = frame.get("token")
         try:
-            token = frame.get("token")
             principal = await self.service.authenticate(token if isinstance(token, str) else None)
-        except ChatError:
+        except Unauthorized:
             self.close(CLOSE_UNAUTHORIZED, "unauthorized")
+            return
+        except ChatError as exc:
+            # Not the client's fault (database down): it must not drop its token.
+            self.close(CLOSE_TRY_AGAIN, exc.code)
+            return
+        if self._gone():
             return
         if self.auth_timer is not None:
             self.auth_timer.cancel()
+            self.auth_timer = None
         self.principal = principal
         queue, resumed, cursor = self.service.open_queue(
             principal, frame.get("queue_id"), frame.get("epoch"), frame.get("last_event_id")
         )
-        self.queue = queue
-        self.consumer = self.service.registry.attach(queue)
-        self._send(await self.service.hello(principal, queue, resumed, cursor))
-        self.writer = asyncio.create_task(self._push_events(queue, self.consumer, cursor))
+        registry = self.service.registry
+        consumer = registry.attach(queue)
+        # Set before awaiting: on_close (which may run during the await) detaches them.
+        self.queue, self.consumer = queue, consumer
+        try:
+            hello = await self.service.hello(principal, queue, resumed, cursor)
+        except ChatError as exc:
+            registry.detach(queue, consumer)
+            self.queue = self.consumer = None
+            unauthorized = isinstance(exc, Unauthorized)
+            self.close(CLOSE_UNAUTHORIZED if unauthorized else CLOSE_TRY_AGAIN, exc.code)
+            return
+        if self._gone():
+            return  # on_close already detached it
+        if not queue.is_current(consumer):
+            # Taken over while hello was being built: this socket has nothing to push.
+            self.close(CLOSE_REPLACED, "queue taken over by another connection")
+            return
+        self._send(hello)
+        self.writer = asyncio.create_task(self._push_events(queue, consumer, cursor))
 
     async def _push_events(self, queue: EventQueue, consumer: int, cursor: int) -> None:
         """Send every event after cursor in order; the client's acks, not sends, prune."""
         heartbeat = self.service.settings.heartbeat_secs
         try:
             while True:
+                # prune=False: the cursor is what was sent, not what the client got.
+                # token: once taken over, this wait returns [] instead of stealing
+                # the successor's wait.
                 items = await queue.wait_after(cursor, heartbeat, prune=False, token=consumer)
-                if not queue.is_current(consumer):
-                    self.close(CLOSE_REPLACED, "queue resumed by another connection")
-                    return
                 for item in items:
+                    if not queue.is_current(consumer):
+                        break  # taken over mid-batch: the successor sends the rest
                     await self.write_message(json_dumps({"type": "event", **item}))
                     cursor = item["id"]
                     if item["event"].get("type") == "session.ended":
                         self.close(CLOSE_UNAUTHORIZED, "session ended")
                         return
+                if not queue.is_current(consumer):
+                    self.close(CLOSE_REPLACED, "queue taken over by another connection")
+                    return
                 if queue.closed and not queue.events_after(cursor, prune=False):
-                    self.close(CLOSE_REPLACED, "queue closed")
+                    self.close(CLOSE_QUEUE_LOST, "queue dropped; reconnect to get a new one")
                     return
         except tornado.websocket.WebSocketClosedError:
             pass
+        except Exception:
+            log.exception("event writer failed")
+            self.close(CLOSE_INTERNAL, "internal error")
 
     def _send(self, frame: dict[str, Any]) -> None:
         if self.ws_connection is None or self.ws_connection.is_closing():
@@ -201,5 +265,6 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         if self.writer is not None:
             self.writer.cancel()
         if self.queue is not None and self.consumer is not None:
+            # A no-op if another transport took the queue over: it stays attached.
             self.service.registry.detach(self.queue, self.consumer)
             self.consumer = None

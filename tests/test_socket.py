@@ -195,3 +195,57 @@ async def test_allowed_origins_setting(make_server: ServerFactory) -> None:
     else:
         raise AssertionError("an origin outside the list was accepted")
     await asyncio.sleep(0)
+
+
+async def test_flood_of_garbage_frames_is_rate_limited_too(server: RunningServer) -> None:
+    ws = await WsClient.connect(server.ws_url)
+    for _ in range(400):
+        try:
+            await ws.conn.write_message("not json")
+        except tornado.websocket.WebSocketClosedError:
+            break
+    codes: list[str] = []
+    while True:
+        try:
+            codes.append((await ws.next_frame("reply", timeout=5))["error"]["code"])
+        except ConnectionError:
+            break
+    assert codes[0] == "bad_request" and "rate_limited" in codes
+    assert ws.conn.close_code == 1008
+
+
+async def test_a_burst_of_acks_costs_no_command_budget(server: RunningServer) -> None:
+    api = server.client()
+    reply = await api.register("alice")
+    ws = await WsClient.connect(server.ws_url)
+    hello = await ws.auth(reply["token"])
+    for n in range(150):
+        server.service.publish([reply["user"]["id"]], {"type": "test.event", "n": n})
+    for _ in range(150):  # a naive client acknowledging every single event
+        frame = await ws.event()
+        await ws.send({"type": "ack", "last_event_id": frame["id"]})
+    # Commands still have their whole burst: none of these is refused.
+    replies = [await ws.command("me") for _ in range(50)]
+    assert all(r["ok"] for r in replies)
+    assert not [f for f in ws.frames if f.get("type") == "reply"]  # acks got no replies
+    queue = server.service.registry.get(hello["queue_id"])
+    assert queue is not None and queue.acked_id == 150 and queue.pending_count == 0
+    ws.close()
+    api.close()
+
+
+async def test_second_auth_and_revoked_token(server: RunningServer) -> None:
+    api = server.client()
+    token = (await api.register("alice"))["token"]
+    ws = await WsClient.connect(server.ws_url)
+    await ws.auth(token)
+    reply = await ws.command("auth", token=token)
+    assert reply["ok"] is False and reply["error"]["code"] == "bad_request"
+    assert (await api.post("/api/auth/logout")).status == 200
+    assert (await ws.event())["event"]["type"] == "session.ended"
+    assert await ws.wait_closed() == 4401
+    # The revoked token no longer opens a socket.
+    ws = await WsClient.connect(server.ws_url)
+    await ws.send({"type": "auth", "token": token})
+    assert await ws.wait_closed() == 4401
+    api.close()
