@@ -126,6 +126,8 @@ async def serve(settings: Settings) -> int:
     await stop.wait()
     log.info("stopping")
     server.stop()
+    # Close connections first so no request reaches a closed store.
+    await server.close_all_connections()
     await service.close()
     await store.close()
     return 0

@@ -76,7 +76,9 @@ def make_app(
         static_path=str(ROOT / "static"),
         debug=service.settings.debug,
         websocket_ping_interval=service.settings.heartbeat_secs,
-        websocket_ping_timeout=service.settings.heartbeat_secs * 2,
+        # A peer that does not answer a ping before the next one is dropped (Tornado caps the
+        # timeout at the interval).
+        websocket_ping_timeout=service.settings.heartbeat_secs,
         websocket_max_message_size=MAX_FRAME_BYTES,
         compress_response=True,
     )
