@@ -232,8 +232,11 @@ class EventQueue:
         self._waiter = fut
         self._waiter_token = token
         try:
-            async with asyncio.timeout(timeout):
-                await fut
+            if timeout is None:
+                await fut  # no timeout context: nothing to schedule or cancel
+            else:
+                async with asyncio.timeout(timeout):
+                    await fut
         except TimeoutError:
             pass
         finally:

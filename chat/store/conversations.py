@@ -226,7 +226,9 @@ class ConversationStore:
     async def open_dm(self, a: Member, b: Member) -> Conversation:
         """The one DM of the pair, created on first use; concurrent calls get the same one."""
         key = dm_key(a.user_id, b.user_id)
-        doc = await self._conversations.find_one({"dm_key": key})
+        # "kind" makes the query match the partial index's filter: without it neither MongoDB
+        # nor SecantusDB may use the dm_key index, and each call scanned every conversation.
+        doc = await self._conversations.find_one({"dm_key": key, "kind": "dm"})
         if doc is not None:
             return conversation_from_doc(doc)
         now = utcnow()
@@ -248,7 +250,7 @@ class ConversationStore:
             await self._conversations.insert_one(doc)
         except DuplicateKeyError:
             # The other open_dm won the race: its conversation is the pair's one.
-            found = await self._conversations.find_one({"dm_key": key})
+            found = await self._conversations.find_one({"dm_key": key, "kind": "dm"})
             if found is None:  # deleted in between: not something this product does
                 raise Conflict("The conversation changed; try again.") from None
             return conversation_from_doc(found)
