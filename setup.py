@@ -28,6 +28,12 @@ setup(
             # Drives Debian's chromium (no browser download): the browser tests.
             "playwright>=1.45",
         ],
+        # The comparison benchmarks (bench/compare.py, bench/soak.py): the peer server a user
+        # would otherwise pick, and a sampling profiler that attaches to the server process.
+        "bench": [
+            "python-socketio>=5.11,<6",
+            "py-spy>=0.3.14",
+        ],
     },
     entry_points={"console_scripts": ["chat-server=server:main"]},
 )

@@ -39,20 +39,16 @@ def database(uri: str | None = None) -> Iterator[str]:
             db.stop()
 
 
-class ServerProcess:
-    """server.py in a child process on a free port."""
+class ChildServer:
+    """An HTTP server in a child process on a free loopback port, ready once /healthz says ok."""
 
-    def __init__(self, mongo_uri: str, db_name: str, extra_args: Sequence[str] = ()) -> None:
-        self.port = free_port()
-        uri = mongo_uri.split("?")[0].rstrip("/") + f"/{db_name}"
-        if "?" in mongo_uri:
-            uri += "?" + mongo_uri.split("?", 1)[1]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
+    def __init__(
+        self, command: Sequence[str], port: int, env: dict[str, str] | None = None
+    ) -> None:
+        self.port = port
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "server.py"), "--port", str(self.port),
-             "--mongo-uri", uri, "--secret", BENCH_SECRET, *extra_args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT,
-        )  # fmt: skip
+            list(command), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT
+        )
         self._wait_healthy()
 
     @property
@@ -78,6 +74,7 @@ class ServerProcess:
                         return
             except OSError:
                 time.sleep(0.1)
+        self.stop()
         raise RuntimeError("server did not become healthy")
 
     def rss_bytes(self) -> int:
@@ -92,6 +89,20 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+class ServerProcess(ChildServer):
+    """server.py in a child process on a free port."""
+
+    def __init__(self, mongo_uri: str, db_name: str, extra_args: Sequence[str] = ()) -> None:
+        port = free_port()
+        uri = mongo_uri.split("?")[0].rstrip("/") + f"/{db_name}"
+        if "?" in mongo_uri:
+            uri += "?" + mongo_uri.split("?", 1)[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
+        command = [sys.executable, str(ROOT / "server.py"), "--port", str(port),
+                   "--mongo-uri", uri, "--secret", BENCH_SECRET, *extra_args]  # fmt: skip
+        super().__init__(command, port, env)
 
 
 def rss_bytes(pid: int) -> int:

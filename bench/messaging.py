@@ -84,9 +84,10 @@ class Socket:
                 self.unacked = 0
                 self.conn.write_message(json.dumps({"type": "ack", "last_event_id": frame["id"]}))
         elif kind == "reply":
-            fut = self.pending.pop(frame.get("ref"), None)
-            if fut is not None and not fut.done():
-                fut.set_result(frame)
+            ref = frame.get("ref")
+            waiter = self.pending.pop(ref) if ref in self.pending else None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(frame)
         elif kind == "hello" and not self.hello.done():
             self.hello.set_result(frame)
 

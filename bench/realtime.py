@@ -38,6 +38,7 @@ import tornado.httpclient
 import tornado.websocket
 
 from bench.common import BENCH_SECRET, ServerProcess, database, percentile, print_table
+from bench.loadgen import gather_limited
 from chat.auth import PasswordHasher, TokenCodec
 from chat.store import Store
 
@@ -282,19 +283,6 @@ async def connect_poll(http: Http, account: Account) -> PollClient:
 # -- phases -----------------------------------------------------------------------------------
 
 
-async def gather_limited(
-    factories: Sequence[Callable[[], Awaitable[Any]]], limit: int
-) -> list[Any]:
-    """Run the coroutines with at most `limit` in flight; results in order."""
-    gate = asyncio.Semaphore(limit)
-
-    async def run(factory: Callable[[], Awaitable[Any]]) -> Any:
-        async with gate:
-            return await factory()
-
-    return list(await asyncio.gather(*(run(f) for f in factories)))
-
-
 async def phase(
     transport: str,
     args: argparse.Namespace,
@@ -320,7 +308,9 @@ async def phase(
             def ws_factory(a: Account) -> Callable[[], Awaitable[WsClient]]:
                 return lambda: connect_ws(server, a)
 
-            ws_clients = await gather_limited([ws_factory(a) for a in clients], args.concurrency)
+            ws_clients = await gather_limited(
+                [ws_factory(a) for a in clients], args.concurrency, return_exceptions=False
+            )
             connect_secs = time.perf_counter() - start
             tasks = [asyncio.create_task(c.read_forever(deliveries)) for c in ws_clients]
         else:
@@ -328,7 +318,9 @@ async def phase(
             def poll_factory(a: Account) -> Callable[[], Awaitable[PollClient]]:
                 return lambda: connect_poll(http, a)
 
-            pollers = await gather_limited([poll_factory(a) for a in clients], args.concurrency)
+            pollers = await gather_limited(
+                [poll_factory(a) for a in clients], args.concurrency, return_exceptions=False
+            )
             connect_secs = time.perf_counter() - start
             tasks = [asyncio.create_task(p.poll_forever(deliveries, stop)) for p in pollers]
         await wait_idle(server.pid)  # every client attached: a held poll or a waiting writer
