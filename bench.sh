@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Install into ./.venv and run the benchmarks, each printing a table:
-#   ./bench.sh                 all of them (realtime, messaging, search)
+#   ./bench.sh                 realtime, messaging and search
 #   ./bench.sh realtime        one of them
+#   ./bench.sh compare         this server beside bare Tornado and python-socketio
+#   ./bench.sh soak            the soak test (exits 1 on any loss, duplicate or reordering)
 #   ./bench.sh search -- --users 20000   options for the named benchmarks
 set -euo pipefail
 cd "$(dirname "$0")"
-scripts/install.sh embedded,dev
+scripts/install.sh embedded,dev,bench
 exec .venv/bin/python -m bench "$@"

@@ -1,6 +1,8 @@
-"""Run the benchmarks: `python -m bench [realtime|messaging|search ...] [-- options]`.
+"""Run the benchmarks: `python -m bench [realtime|messaging|search|compare|soak ...] [-- options]`.
 
-With no name, runs all three one after another; each prints its own table. Options after
+With no name, runs realtime, messaging and search one after another; each prints its own
+table. `compare` (this server beside bare Tornado and python-socketio, about 10 minutes) and
+`soak` (5 minutes of chaos, then the delivery checks) run only when named. Options after
 `--` go to every benchmark named (see `python -m bench.<name> --help`).
 """
 
@@ -9,7 +11,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("realtime", "messaging", "search")
+BENCHMARKS = ("realtime", "messaging", "search", "compare", "soak")
+DEFAULT = ("realtime", "messaging", "search")
 
 
 def main(argv: list[str]) -> int:
@@ -21,7 +24,7 @@ def main(argv: list[str]) -> int:
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
         return 2
-    for name in names or BENCHMARKS:
+    for name in names or DEFAULT:
         print(f"\n=== bench.{name} ===", flush=True)
         module = importlib.import_module(f"bench.{name}")
         status = module.main(options)

@@ -1,0 +1,74 @@
+"""The soak test's verdict (bench/soak.py): the checks must catch a loss, a duplicate and a
+reordering, and pass a clean run. Pure functions: no server, no database."""
+
+from __future__ import annotations
+
+from bench.soak import check_deliveries, memory_returned
+
+MIB = 2**20
+MEMBERS = {"dm": ["alice", "bob"], "group": ["alice", "bob", "carol"]}
+ACKED = [("dm", 1), ("dm", 2), ("group", 1), ("group", 3)]  # group seq 2 failed: a gap
+
+
+def clean() -> dict[str, dict[str, list[int]]]:
+    return {
+        "alice": {"dm": [1, 2], "group": [1, 3]},
+        "bob": {"dm": [1, 2], "group": [1, 3]},
+        "carol": {"group": [1, 3]},
+    }
+
+
+def test_a_clean_run_passes_and_counts_every_delivery() -> None:
+    verdict = check_deliveries(MEMBERS, ACKED, clean())
+    assert verdict.ok
+    assert verdict.messages == 4
+    assert verdict.deliveries == 2 * 2 + 2 * 3
+
+
+def test_a_message_missing_at_one_member_is_a_loss() -> None:
+    received = clean()
+    received["carol"]["group"] = [1]
+    verdict = check_deliveries(MEMBERS, ACKED, received)
+    assert not verdict.ok
+    assert verdict.losses == ["carol never got seq 3 of group"]
+    assert not verdict.duplicates and not verdict.reorders
+
+
+def test_a_member_that_got_nothing_loses_everything() -> None:
+    received = clean()
+    del received["carol"]
+    verdict = check_deliveries(MEMBERS, ACKED, received)
+    assert len(verdict.losses) == 2
+
+
+def test_a_message_delivered_twice_is_a_duplicate_not_a_reordering() -> None:
+    received = clean()
+    received["bob"]["dm"] = [1, 2, 2]
+    verdict = check_deliveries(MEMBERS, ACKED, received)
+    assert verdict.duplicates == ["bob got seq 2 of dm 2 times"]
+    assert not verdict.reorders and not verdict.losses
+
+
+def test_seqs_out_of_order_are_a_reordering() -> None:
+    received = clean()
+    received["alice"]["group"] = [3, 1]
+    verdict = check_deliveries(MEMBERS, ACKED, received)
+    assert verdict.reorders == ["alice got seq 1 of group after seq 3"]
+    assert not verdict.duplicates and not verdict.losses
+
+
+def test_unacknowledged_messages_are_only_checked_for_order() -> None:
+    # Seq 2 of the group was stored but its sender never saw the answer: nobody has to have
+    # it, but whoever got it must have got it in order.
+    received = clean()
+    received["bob"]["group"] = [1, 2, 3]
+    assert check_deliveries(MEMBERS, ACKED, received).ok
+    received["bob"]["group"] = [1, 3, 2]
+    assert check_deliveries(MEMBERS, ACKED, received).reorders
+
+
+def test_memory_must_come_back_near_its_start() -> None:
+    assert memory_returned(start=100 * MIB, peak=300 * MIB, end=140 * MIB)  # within 25 % of 200
+    assert not memory_returned(start=100 * MIB, peak=300 * MIB, end=160 * MIB)
+    assert memory_returned(start=100 * MIB, peak=105 * MIB, end=110 * MIB)  # within 16 MiB
+    assert not memory_returned(start=100 * MIB, peak=120 * MIB, end=120 * MIB)
