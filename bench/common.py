@@ -43,13 +43,39 @@ class ChildServer:
     """An HTTP server in a child process on a free loopback port, ready once /healthz says ok."""
 
     def __init__(
-        self, command: Sequence[str], port: int, env: dict[str, str] | None = None
+        self,
+        command: Sequence[str],
+        port: int,
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
     ) -> None:
+        """log: where the server's output goes (discarded when None)."""
         self.port = port
-        self.process = subprocess.Popen(
-            list(command), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT
-        )
+        self.log = log
+        if log is not None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log or os.devnull, "wb") as out:  # the child keeps its own copy of the fd
+            self.process = subprocess.Popen(
+                list(command), stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT
+            )
         self._wait_healthy()
+
+    def logged_errors(self) -> list[str]:
+        """The ERROR and CRITICAL lines of the server's log (with the traceback's last line)."""
+        if self.log is None or not self.log.exists():
+            return []
+        found: list[str] = []
+        lines = self.log.read_text(errors="replace").splitlines()
+        for i, line in enumerate(lines):
+            if " ERROR " in line or " CRITICAL " in line:
+                # A logged exception's lines follow until the next record (which starts with
+                # its date); the last of them names the exception.
+                j = i + 1
+                while j < len(lines) and not lines[j][:2].isdigit():
+                    j += 1
+                cause = lines[j - 1].strip() if j > i + 1 else ""
+                found.append(f"{line} | {cause}" if cause else line)
+        return found
 
     @property
     def base_url(self) -> str:
@@ -94,7 +120,13 @@ class ChildServer:
 class ServerProcess(ChildServer):
     """server.py in a child process on a free port."""
 
-    def __init__(self, mongo_uri: str, db_name: str, extra_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        mongo_uri: str,
+        db_name: str,
+        extra_args: Sequence[str] = (),
+        log: Path | None = None,
+    ) -> None:
         port = free_port()
         uri = mongo_uri.split("?")[0].rstrip("/") + f"/{db_name}"
         if "?" in mongo_uri:
@@ -102,7 +134,7 @@ class ServerProcess(ChildServer):
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
         command = [sys.executable, str(ROOT / "server.py"), "--port", str(port),
                    "--mongo-uri", uri, "--secret", BENCH_SECRET, *extra_args]  # fmt: skip
-        super().__init__(command, port, env)
+        super().__init__(command, port, env, log)
 
 
 def rss_bytes(pid: int) -> int:

@@ -29,7 +29,8 @@ leave for good, and after --leave-wait seconds (the queue grace is 120 s) the se
 resident memory must be back near where it started.
 
 Prints a verdict; exits 1 on any loss, duplicate, reordering, lost queue, unexpected error,
-or memory that did not come back.
+ERROR line in the server's log (kept in bench/results/soak-<time>-server.log), or memory
+that did not come back.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import datetime
 import functools
 import itertools
 import json
@@ -48,7 +50,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from bench.common import ServerProcess, database, print_table
+from bench.common import ROOT, ServerProcess, database, print_table
 from bench.loadgen import (
     CommandTarget,
     GeneratorPool,
@@ -625,7 +627,9 @@ async def run(args: argparse.Namespace) -> tuple[bool, list[tuple[str, str]]]:
     rows: list[tuple[str, str]] = []
     with database(args.mongo_uri) as uri:
         db_name = f"bench_soak_{uuid.uuid4().hex[:8]}"
-        server = ServerProcess(uri, db_name)
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        server_log = ROOT / "bench" / "results" / f"soak-{stamp}-server.log"
+        server = ServerProcess(uri, db_name, log=server_log)
         pool: GeneratorPool | None = None
         try:
             accounts = await seed_accounts(uri, db_name, args.clients)
@@ -692,6 +696,7 @@ async def run(args: argparse.Namespace) -> tuple[bool, list[tuple[str, str]]]:
             await asyncio.sleep(args.leave_wait)
             await wait_idle(server.pid)
             rss_end = server.rss_bytes()
+            server_errors = server.logged_errors()
         finally:
             if pool is not None:
                 await pool.close()
@@ -707,7 +712,7 @@ async def run(args: argparse.Namespace) -> tuple[bool, list[tuple[str, str]]]:
     memory_ok = memory_returned(rss_start, rss_peak, rss_end)
     queue_problems = [p for p in problems if p.startswith(("queue lost", "event"))]
     other_problems = [p for p in problems if p not in queue_problems]
-    passed = verdict.ok and not problems and memory_ok and unconfirmed == 0
+    passed = verdict.ok and not problems and not server_errors and memory_ok and unconfirmed == 0
     cpu = [round(x * 100) for x in summarize_cpu(cpu_before, cpu_after)]
     mib = 2**20
     rows = [
@@ -733,6 +738,7 @@ async def run(args: argparse.Namespace) -> tuple[bool, list[tuple[str, str]]]:
         ("out of order", f"{len(verdict.reorders)}"),
         ("event id gaps/repeats, lost queues", f"{len(queue_problems)}"),
         ("other problems", f"{len(other_problems)}"),
+        ("errors in the server's log", f"{len(server_errors)}"),
         ("sends never acknowledged", f"{unconfirmed}"),
         ("generator CPU per process", " / ".join(f"{c} %" for c in cpu)),
         (
@@ -747,9 +753,11 @@ async def run(args: argparse.Namespace) -> tuple[bool, list[tuple[str, str]]]:
         ("duplicate", verdict.duplicates),
         ("out of order", verdict.reorders),
         ("problem", problems),
+        ("server error", server_errors),
     ):
         for line in found[:10]:
             print(f"{label}: {line}")
+    print(f"server log: {server_log}")
     return passed, rows
 
 

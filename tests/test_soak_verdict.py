@@ -1,8 +1,11 @@
-"""The soak test's verdict (bench/soak.py): the checks must catch a loss, a duplicate and a
-reordering, and pass a clean run. Pure functions: no server, no database."""
+"""The soak test's verdict (bench/soak.py): the checks must catch a loss, a duplicate, a
+reordering and an error in the server's log, and pass a clean run. No server, no database."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from bench.common import ChildServer
 from bench.soak import check_deliveries, memory_returned
 
 MIB = 2**20
@@ -72,3 +75,25 @@ def test_memory_must_come_back_near_its_start() -> None:
     assert not memory_returned(start=100 * MIB, peak=300 * MIB, end=160 * MIB)
     assert memory_returned(start=100 * MIB, peak=105 * MIB, end=110 * MIB)  # within 16 MiB
     assert not memory_returned(start=100 * MIB, peak=120 * MIB, end=120 * MIB)
+
+
+def test_errors_in_the_server_log_are_found_with_their_exception(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    log.write_text(
+        "2026-11-21 03:16:31,000 INFO chat.server: listening\n"
+        "2026-11-21 03:16:31,569 ERROR asyncio: Task exception was never retrieved\n"
+        "future: <Task finished>\n"
+        "Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\n'
+        "    raise WebSocketClosedError()\n"
+        "tornado.websocket.WebSocketClosedError\n"
+        "2026-11-21 03:16:32,000 ERROR chat.presence: plain message\n"
+        "2026-11-21 03:16:33,000 INFO tornado.access: 200 GET /healthz\n"
+    )
+    server = ChildServer.__new__(ChildServer)  # no process: only its log is read
+    server.log = log
+    assert server.logged_errors() == [
+        "2026-11-21 03:16:31,569 ERROR asyncio: Task exception was never retrieved"
+        " | tornado.websocket.WebSocketClosedError",
+        "2026-11-21 03:16:32,000 ERROR chat.presence: plain message",
+    ]
