@@ -38,6 +38,12 @@ MAX_REJECTED_FRAMES = 100  # past this many rate-limited frames in a row, close
 INTERNAL_ERROR = {"code": "internal_error", "message": "Something went wrong on the server."}
 
 
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """Mark a write's outcome as seen (a closed connection is not an error worth logging)."""
+    if not future.cancelled():
+        future.exception()
+
+
 class TokenBucket:
     """Allows `rate` operations a second with bursts of `burst`."""
 
@@ -281,7 +287,10 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         if self.ws_connection is None or self.ws_connection.is_closing():
             return
         with contextlib.suppress(tornado.websocket.WebSocketClosedError):
-            self.write_message(json_dumps(frame))
+            # Not awaited: a reply is fire-and-forget. If the connection drops before the
+            # write completes, its future fails with WebSocketClosedError; retrieve that so
+            # asyncio does not log "Task exception was never retrieved".
+            self.write_message(json_dumps(frame)).add_done_callback(_retrieve)
 
     def on_close(self) -> None:
         if self.auth_timer is not None:
