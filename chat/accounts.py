@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import collections
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,23 +13,81 @@ from chat.errors import DatabaseUnavailable, InvalidCredentials, Unauthorized
 from chat.models import User, iso
 from chat.validation import parse_login, parse_register
 
+SESSION_CACHE_MAX = 100_000  # sessions remembered at most (least recently checked dropped)
+
+
+class SessionCache:
+    """Sessions found valid in the database within the last `ttl` seconds.
+
+    A revocation made here (forget) takes effect at once; one made by another process
+    sharing the database is seen within ttl. The token's own expiry is checked on every
+    request regardless (it equals the session's)."""
+
+    def __init__(
+        self,
+        ttl: float,
+        max_entries: int = SESSION_CACHE_MAX,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ttl = ttl
+        self._max = max_entries
+        self._clock = clock
+        self._valid: collections.OrderedDict[str, tuple[str, float]] = collections.OrderedDict()
+        # Revoked here within ttl: a check that read the session just before the revocation
+        # must not put it back.
+        self._ended: dict[str, float] = {}
+
+    def valid(self, session_id: str, user_id: str) -> bool:
+        """True if the session was found valid for this user within ttl."""
+        entry = self._valid.get(session_id)
+        if entry is None:
+            return False
+        if entry[1] <= self._clock():
+            del self._valid[session_id]
+            return False
+        return entry[0] == user_id
+
+    def remember(self, session_id: str, user_id: str) -> None:
+        if self._ttl <= 0 or session_id in self._ended:
+            return
+        self._valid[session_id] = (user_id, self._clock() + self._ttl)
+        self._valid.move_to_end(session_id)
+        while len(self._valid) > self._max:
+            self._valid.popitem(last=False)
+
+    def forget(self, session_id: str) -> None:
+        """The session was revoked: never trust it from memory again."""
+        now = self._clock()
+        self._valid.pop(session_id, None)
+        self._ended = {s: until for s, until in self._ended.items() if until > now}
+        self._ended[session_id] = now + self._ttl
+
+    def __len__(self) -> int:
+        return len(self._valid)
+
 
 class AccountCommands(ServiceBase):
     """Sign-up, sign-in, sign-out and the current user."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.checked_sessions = SessionCache(self.settings.session_check_secs)
 
     async def authenticate(self, token: str | None) -> Principal:
         """The principal of a valid, unrevoked, unexpired token; Unauthorized otherwise."""
         if not token:
             raise Unauthorized("Sign in first.")
-        claims = self.tokens.decode(token)
-        session = await self.store.sessions.get(claims.session_id)
-        if (
-            session is None
-            or session.revoked
-            or session.user_id != claims.user_id
-            or session.expires_at <= datetime.now(UTC)
-        ):
-            raise Unauthorized("The session has ended; sign in again.")
+        claims = self.tokens.decode(token)  # signature and expiry, every time
+        if not self.checked_sessions.valid(claims.session_id, claims.user_id):
+            session = await self.store.sessions.get(claims.session_id)
+            if (
+                session is None
+                or session.revoked
+                or session.user_id != claims.user_id
+                or session.expires_at <= datetime.now(UTC)
+            ):
+                raise Unauthorized("The session has ended; sign in again.")
+            self.checked_sessions.remember(claims.session_id, claims.user_id)
         return Principal(user_id=claims.user_id, session_id=claims.session_id)
 
     async def _start_session(self, user: User) -> Reply:
@@ -55,8 +116,10 @@ class AccountCommands(ServiceBase):
 
     @command("auth.logout")
     async def logout(self, principal: Principal, data: Any) -> Reply:
-        """Revoke this session: its token stops working everywhere at once."""
+        """Revoke this session: its token stops working at once (in another process sharing the
+        database, within settings.session_check_secs)."""
         await self.store.sessions.revoke(principal.session_id)
+        self.checked_sessions.forget(principal.session_id)  # after: see SessionCache.forget
         await self.session_ended(principal)
         return {}
 

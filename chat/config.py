@@ -16,6 +16,10 @@ PRESENCE_GRACE_SECS = 10.0  # a page reload must not flap online/offline
 HEARTBEAT_SECS = 25.0  # below the 30-60 s idle timeouts of common proxies
 AUTH_TIMEOUT_SECS = 10.0  # an unauthenticated socket is closed after this
 MAX_GROUP_SIZE = 1000
+# A session checked in the database is trusted this long without checking again, so a
+# long-polling client (which authenticates every poll) costs a read per interval, not per
+# poll. A logout in this process takes effect at once regardless.
+SESSION_CHECK_SECS = 5.0
 DB_TIMEOUT_MS = 3000  # a request fails with 503 instead of hanging when the database is gone
 
 
@@ -38,6 +42,7 @@ class Settings:
     auth_timeout_secs: float = AUTH_TIMEOUT_SECS
     max_group_size: int = MAX_GROUP_SIZE
     db_timeout_ms: int = DB_TIMEOUT_MS
+    session_check_secs: float = SESSION_CHECK_SECS
     # Origins allowed to open a WebSocket; empty means "same host as the request".
     allowed_origins: tuple[str, ...] = ()
 

@@ -11,6 +11,7 @@ import pytest
 import tornado.httpserver
 import tornado.netutil
 
+from chat.accounts import SessionCache
 from chat.auth import TokenCodec
 from chat.dbserver import free_port
 from chat.service import ChatService
@@ -119,6 +120,23 @@ async def test_missing_forged_expired_tokens_are_401(api: ApiClient, server: Run
         assert r.status == 401, name
         assert r.body["error"]["code"] == "unauthorized", name
         assert r.headers["Content-Type"].startswith("application/json")
+
+
+async def test_a_logout_in_another_process_is_honoured_within_the_check_interval(
+    make_server: ServerFactory,
+) -> None:
+    # Two servers on one database, as two processes would be: a logout on one reaches the
+    # other's memory of checked sessions within settings.session_check_secs.
+    one = await make_server(session_check_secs=0.5)
+    two = await make_server(session_check_secs=0.5)
+    reg = await one.client().post("/api/auth/register", GOOD)
+    token = reg.body["token"]
+    assert (await two.client(token).get("/api/me")).status == 200  # checked and remembered
+    assert (await one.client(token).post("/api/auth/logout")).status == 200
+    assert (await one.client(token).get("/api/me")).status == 401  # here: at once
+    await asyncio.sleep(0.6)
+    r = await two.client(token).get("/api/me")
+    assert r.status == 401 and r.body["error"]["code"] == "unauthorized"
 
 
 async def test_session_past_its_stored_expiry_is_401(api: ApiClient, server: RunningServer) -> None:
@@ -272,3 +290,48 @@ async def test_healthz_and_api_503_when_database_unreachable(server: RunningServ
         http.stop()
         await service.close()
         await store.close()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_session_cache_trusts_a_checked_session_for_its_ttl_only() -> None:
+    clock = FakeClock()
+    cache = SessionCache(5.0, clock=clock)
+    assert not cache.valid("s1", "u1")
+    cache.remember("s1", "u1")
+    assert cache.valid("s1", "u1")
+    assert not cache.valid("s1", "u2")  # a token naming another user is never trusted
+    clock.now += 5.0
+    assert not cache.valid("s1", "u1")
+    assert len(cache) == 0  # expired entries are dropped when looked up
+
+
+def test_session_cache_forgets_a_revoked_session_and_refuses_to_relearn_it() -> None:
+    clock = FakeClock()
+    cache = SessionCache(5.0, clock=clock)
+    cache.remember("s1", "u1")
+    cache.forget("s1")
+    assert not cache.valid("s1", "u1")
+    # A check that read the session just before the revocation finishes after it.
+    cache.remember("s1", "u1")
+    assert not cache.valid("s1", "u1")
+    clock.now += 6.0
+    cache.forget("s2")  # prunes old revocations
+    cache.remember("s1", "u1")  # (a revoked session is never found valid in the database)
+    assert cache.valid("s1", "u1")
+
+
+def test_session_cache_is_bounded_and_off_with_a_zero_ttl() -> None:
+    cache = SessionCache(5.0, max_entries=2, clock=FakeClock())
+    for sid in ("a", "b", "c"):
+        cache.remember(sid, "u")
+    assert len(cache) == 2 and not cache.valid("a", "u") and cache.valid("c", "u")
+    off = SessionCache(0.0, clock=FakeClock())
+    off.remember("a", "u")
+    assert not off.valid("a", "u")
