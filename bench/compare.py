@@ -1297,8 +1297,8 @@ def print_report(report: dict[str, Any], kinds: Sequence[str]) -> None:
     raw = report.get("raw_db_inserts")
     if raw:
         print(
-            f"\nThis server stores every message before delivering it: a 1:1 message costs four "
-            f"database operations (block check, idempotency lookup, seq allocation, insert). "
+            f"\nThis server stores every message before delivering it: a 1:1 message costs three "
+            f"database operations (block check, seq allocation, insert). "
             f"Raw inserts into the same database in the same run: {raw['per_sec']:,.0f}/s "
             f"({raw['concurrent_writers']} concurrent writers)."
         )

@@ -360,9 +360,10 @@ class ConversationCommands(ServiceBase):
         if await self._dm_blocked(conv, me):
             raise Blocked("You cannot message this user.")
         store = self.store.conversations
-        existing = await store.find_by_client_msg_id(me, key)
-        if existing is not None:
-            return self._retried(existing, conv)
+        # No lookup of client_msg_id first: the unique (sender, client_msg_id) index makes the
+        # insert of a retry fail, and the stored message is returned then. A retry costs a seq
+        # (a gap, which the contract allows) but a first send, by far the common case, saves a
+        # database round trip.
         with self.sequencer.line(conv.id) as line:
             async with line.lock:
                 conv, slot, created_at = await self._allocate(line, conv, me)

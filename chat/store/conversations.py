@@ -400,14 +400,6 @@ class ConversationStore:
     # -- messages -------------------------------------------------------------
 
     @translated
-    async def find_by_client_msg_id(self, sender_id: str, client_msg_id: str) -> Message | None:
-        """The message this sender already stored under this idempotency key, or None."""
-        doc = await self._messages.find_one(
-            {"sender_id": sender_id, "client_msg_id": client_msg_id}
-        )
-        return message_from_doc(doc) if doc else None
-
-    @translated
     async def insert_message(
         self,
         conversation_id: str,
