@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import datetime
 from typing import Any
 
+from chat.batching import Coalescer
 from chat.commands import Principal, Reply, ServiceBase, command
 from chat.errors import NotFound, Unauthorized, ValidationFailed
 from chat.events import EventQueue, QueueRegistry
@@ -31,11 +33,16 @@ class RealtimeCommands(ServiceBase):
         self.registry = QueueRegistry(
             max_events=settings.queue_max_events, grace_secs=settings.queue_grace_secs
         )
+        # Offline transitions come in bursts (a network blip, a deploy, everyone leaving):
+        # their last_seen writes are merged into bulk writes, one in flight at a time.
+        self.last_seen_writes: Coalescer[str, datetime] = Coalescer(
+            self.store.users.set_last_seen_many
+        )
         self.presence = InMemoryPresence(
             self.registry,
             audience=self.presence_audience,
             is_blocked_between=self.is_blocked_between,
-            store_last_seen=self.store.users.set_last_seen,
+            store_last_seen=self.last_seen_writes.write,
             grace_secs=settings.presence_grace_secs,
         )
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
@@ -62,6 +69,7 @@ class RealtimeCommands(ServiceBase):
                 await self._sweeper
             self._sweeper = None
         self.presence.close()
+        await self.last_seen_writes.close()
 
     def open_queue(
         self, principal: Principal, queue_id: Any, epoch: Any, last_event_id: Any

@@ -458,6 +458,27 @@ async def test_reload_within_the_grace_publishes_no_offline(make_server: ServerF
     api.close()
 
 
+async def test_everyone_leaving_at_once_gets_a_stored_last_seen(make_server: ServerFactory) -> None:
+    # 40 users offline within the same moment: their last_seen writes are merged into a few
+    # bulk writes (one in flight at a time); every one is stored and shown by /api/me.
+    server = await make_server(presence_grace_secs=0.2)
+    users = [await signed_in(server, f"user{i:02d}") for i in range(40)]
+    tabs = [await WsClient.connect(server.ws_url) for _ in users]
+    for tab, (_, token, _) in zip(tabs, users, strict=True):
+        await tab.auth(token)
+    for tab in tabs:
+        tab.close()
+    users_coll = server.store.db["users"]
+    deadline = time.monotonic() + 10
+    while await users_coll.count_documents({"last_seen": {"$ne": None}}) < len(users):
+        assert time.monotonic() < deadline, "some last_seen were never stored"
+        await asyncio.sleep(0.05)
+    for api, _, _ in users[:3]:
+        assert (await api.get("/api/me")).body["user"]["last_seen"] is not None
+    for api, _, _ in users:
+        api.close()
+
+
 async def test_long_polling_user_stays_online_between_polls(make_server: ServerFactory) -> None:
     grace = 1.0
     server = await make_server(presence_grace_secs=grace)

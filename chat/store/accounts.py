@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import secrets
 import sys
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING
+from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -125,11 +125,15 @@ class UserStore:
         return user_from_doc(doc) if doc else None
 
     @translated
-    async def set_last_seen(self, user_id: str, when: datetime) -> None:
-        """Record when the user was last online."""
-        await self._users.update_one(
-            {"_id": object_id(user_id, "user")}, {"$set": {"last_seen": when}}
-        )
+    async def set_last_seen_many(self, times: Mapping[str, datetime]) -> None:
+        """Record when each user was last online, in one bulk write."""
+        if not times:
+            return
+        updates = [
+            UpdateOne({"_id": object_id(user_id, "user")}, {"$set": {"last_seen": when}})
+            for user_id, when in times.items()
+        ]
+        await self._users.bulk_write(updates, ordered=False)
 
     @translated
     async def search(
