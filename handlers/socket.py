@@ -297,6 +297,11 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             self.auth_timer.cancel()
         if self.writer is not None:
             self.writer.cancel()
+            # Drop our reference: the cancelled task holds its CancelledError, whose traceback
+            # holds the writer's frame and so this handler. Without this the handler, its
+            # connection and stream form a cycle that only a full garbage collection (rare by
+            # design, see server.py) would free; with it, they are freed once the task ends.
+            self.writer = None
         if self.queue is not None and self.consumer is not None:
             # A no-op if another transport took the queue over: it stays attached.
             self.service.registry.detach(self.queue, self.consumer)
