@@ -25,18 +25,26 @@ BENCH_SECRET = "bench-secret-" + "b" * 40
 
 
 @contextmanager
-def database(uri: str | None = None) -> Iterator[str]:
-    """A MongoDB URI: the given one, else an embedded database started for the run."""
+def database_and_pid(uri: str | None = None) -> Iterator[tuple[str, int | None]]:
+    """(MongoDB URI, its process id when embedded): the given URI, else an embedded database
+    started for the run (whose pid lets a benchmark report the database's CPU use)."""
     if uri:
-        yield uri
+        yield uri, None
         return
     with tempfile.TemporaryDirectory(prefix="chat-bench-db-") as tmp:
         db: EmbeddedDatabase = plan_embedded(Path(tmp), in_memory=True)
         db.start()
         try:
-            yield db.uri
+            yield db.uri, db.pid
         finally:
             db.stop()
+
+
+@contextmanager
+def database(uri: str | None = None) -> Iterator[str]:
+    """A MongoDB URI: the given one, else an embedded database started for the run."""
+    with database_and_pid(uri) as (found, _):
+        yield found
 
 
 class ChildServer:

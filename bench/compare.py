@@ -51,16 +51,15 @@ import platform
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, ServerProcess, percentile
+from bench.common import ROOT, ServerProcess, database_and_pid, percentile
 from bench.loadgen import (
     CommandTarget,
     GeneratorPool,
@@ -74,7 +73,6 @@ from bench.loadgen import (
 from bench.messaging import bench_raw_inserts
 from bench.peers import PeerProcess
 from bench.realtime import Account, Http, cpu_ticks, create_groups, seed_accounts, wait_idle
-from chat.dbserver import plan_embedded
 from chat.models import utcnow
 from chat.store import Store
 from chat.store.conversations import Member
@@ -105,22 +103,6 @@ FANOUT_TIMEOUT_SECS = 30.0
 STEP_DRAIN_SECS = 5.0  # after a step, wait this long at most for the last deliveries
 TICK = os.sysconf("SC_CLK_TCK")
 PADDING = "x" * 40  # message bodies of a realistic size
-
-
-@contextlib.contextmanager
-def database(uri: str | None) -> Iterator[tuple[str, int | None]]:
-    """(MongoDB URI, its process id when embedded): the given one, else an embedded database
-    started for the run (bench.common.database, plus the pid, whose CPU use is reported)."""
-    if uri:
-        yield uri, None
-        return
-    with tempfile.TemporaryDirectory(prefix="chat-bench-db-") as tmp:
-        db = plan_embedded(Path(tmp), in_memory=True)
-        db.start()
-        try:
-            yield db.uri, db.pid
-        finally:
-            db.stop()
 
 
 # -- what each generator process runs ----------------------------------------------------------
@@ -196,6 +178,15 @@ class Client:
     def flush(self) -> None:
         """Periodic housekeeping (acks)."""
 
+    def record_event(self, event: dict[str, Any], arrived: float) -> None:
+        """Time a chat server's message.new that someone else sent (its body carries the tag
+        and the moment it was due)."""
+        if event.get("type") == "message.new":
+            message = event["message"]
+            if message["sender_id"] != self.spec.cid:
+                tag, sent, _ = message["body"].split("|", 2)
+                self.rec.record(tag, float(sent), arrived)
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -235,12 +226,7 @@ class ChatWs(Client):
         if kind == "event":
             self.last_id = frame["id"]
             self.unacked += 1
-            event = frame["event"]
-            if event.get("type") == "message.new":
-                message = event["message"]
-                if message["sender_id"] != self.spec.cid:
-                    tag, sent, _ = message["body"].split("|", 2)
-                    self.rec.record(tag, float(sent), arrived)
+            self.record_event(frame["event"], arrived)
             if self.unacked >= ACK_EVERY:
                 self.flush()
         elif kind == "reply":
@@ -346,12 +332,7 @@ class ChatLp(Client):
                 continue
             for item in json.loads(body)["events"]:
                 self.cursor = item["id"]
-                event = item["event"]
-                if event.get("type") == "message.new":
-                    message = event["message"]
-                    if message["sender_id"] != self.spec.cid:
-                        tag, sent, _ = message["body"].split("|", 2)
-                        self.rec.record(tag, float(sent), arrived)
+                self.record_event(item["event"], arrived)
 
     async def _post(self, conversation_id: str, tag: str, sent: float) -> None:
         body = {
@@ -1209,7 +1190,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     extra: dict[str, Any] = {}
     chat_kinds = [k for k in args.servers if k.startswith("chat")]
-    with database(args.mongo_uri) as (uri, db_pid):
+    with database_and_pid(args.mongo_uri) as (uri, db_pid):
         world: ChatWorld | None = None
         try:
             if chat_kinds:
