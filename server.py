@@ -14,7 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from chat.config import DEFAULT_DB_NAME, DEFAULT_PORT, MIN_SECRET_BYTES, Settings
+from chat.config import (
+    DEFAULT_DB_NAME,
+    DEFAULT_PORT,
+    MIN_SECRET_BYTES,
+    QUEUE_GRACE_SECS,
+    Settings,
+)
 from chat.dbserver import DatabaseStartError, EmbeddedDatabase, plan_embedded
 from chat.errors import DatabaseUnavailable
 
@@ -77,9 +83,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(repeatable; default: the same host as the request)",
     )
     parser.add_argument(
+        "--queue-grace",
+        type=float,
+        default=QUEUE_GRACE_SECS,
+        metavar="SECS",
+        help="how long a disconnected client's event queue is kept for it to resume "
+        "(default %(default).0f s; 1 s to a day)",
+    )
+    parser.add_argument(
         "--debug", action="store_true", help="debug logging and Tornado's debug mode"
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not 1 <= args.queue_grace <= 24 * 3600:
+        parser.error("--queue-grace must be between 1 s and a day")
+    return args
 
 
 def load_or_create_secret(data_dir: Path) -> str:
@@ -186,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=args.port,
         data_dir=data_dir,
         debug=args.debug,
+        queue_grace_secs=args.queue_grace,
         allowed_origins=tuple(args.allowed_origin),
     )
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -12,8 +13,11 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from chat.dbserver import free_port
+from tests.client import ApiClient, WsClient
+from tests.conftest import unique_db_name
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "s" * 40
@@ -100,6 +104,48 @@ def test_short_secret_is_refused(tmp_path: Path) -> None:
     assert "secret must be at least 32 bytes" in out
 
 
+def test_queue_grace_out_of_range_is_refused(tmp_path: Path) -> None:
+    process = run_server("--queue-grace", "0", "--secret", SECRET, "--data-dir", str(tmp_path))
+    out, _ = process.communicate(timeout=20)
+    assert process.returncode == 2
+    assert "--queue-grace must be between 1 s and a day" in out
+
+
+async def test_queue_grace_sets_how_long_a_queue_waits(database_uri: str, tmp_path: Path) -> None:
+    # The shared test database, under a database name of this test's own.
+    uri = urlunsplit(urlsplit(database_uri)._replace(path=f"/{unique_db_name()}"))
+    port = free_port()
+    process = run_server(
+        "--mongo-uri", uri, "--port", str(port), "--secret", SECRET, "--data-dir", str(tmp_path),
+        "--queue-grace", "1",
+    )  # fmt: skip
+    try:
+        await asyncio.to_thread(wait_healthy, port, process)
+        api = ApiClient(f"http://127.0.0.1:{port}")
+        token = (await api.register("grace"))["token"]
+        ws_url = f"ws://127.0.0.1:{port}/ws"
+        ws = await WsClient.connect(ws_url)
+        hello = await ws.auth(token)
+        ws.close()
+        await ws.wait_closed()
+        resume = {"queue_id": hello["queue_id"], "epoch": hello["epoch"], "last_event_id": 0}
+        # Within the grace the queue is still there...
+        ws = await WsClient.connect(ws_url)
+        assert (await ws.auth(token, **resume))["resumed"] is True
+        ws.close()
+        await ws.wait_closed()
+        # ...and a second past it (the default would keep it for 120 s) it is gone.
+        await asyncio.sleep(2.5)
+        ws = await WsClient.connect(ws_url)
+        late = await ws.auth(token, **resume)
+        assert late["resumed"] is False and late["queue_id"] != hello["queue_id"]
+        ws.close()
+        api.close()
+    finally:
+        out = stop(process)
+    assert process.returncode == 0, out
+
+
 def test_help_explains_every_option() -> None:
     out = subprocess.run(
         [sys.executable, str(ROOT / "server.py"), "--help"],
@@ -110,6 +156,7 @@ def test_help_explains_every_option() -> None:
         "--mongo-uri",
         "--data-dir",
         "--secret",
+        "--queue-grace",
         "--debug",
         "CHAT_MONGO_URI",
         "CHAT_SECRET",
