@@ -1,8 +1,8 @@
 """Soak test: many clients chatting over both transports through disconnects, resumes and
 transport switches; then every acknowledged message is checked at every member.
 
-    .venv/bin/python -m bench.soak                        # 500 clients, 5 minutes (+ ~3 min)
-    .venv/bin/python -m bench.soak --clients 50 --duration 20 --leave-wait 0   # a quick look
+    .venv/bin/python -m bench.soak                        # 500 clients, 1 + 5 minutes (+ ~4 min)
+    .venv/bin/python -m bench.soak --clients 50 --duration 20 --warmup 0 --leave-wait 0  # a look
     .venv/bin/python -m bench.soak --help
 
 One server process (server.py) with its own embedded database. M accounts, each in two DMs
@@ -25,8 +25,17 @@ resume must say `resumed: true` (the queue grace is never exceeded here). After 
 sending stops, every client waits until it holds every acknowledged message of its
 conversations, and the checks run: each acknowledged message reached every member exactly
 once, and each member saw each conversation's seqs in increasing order. Then the clients
-leave for good, and after --leave-wait seconds (the queue grace is 120 s) the server's
-resident memory must be back near where it started.
+leave for good.
+
+That is one round. The soak runs two: a --warmup round (1 minute), then the measured round
+(--duration), each checked as above, with new clients and so new queues. After each, once
+--leave-wait seconds have let the queues expire (the server runs with --queue-grace 60 s
+here), the server's resident memory is read: after the measured round it must be back near
+where it was after the warm-up. Memory is compared with the warmed-up server, not the cold
+one, because CPython's allocator keeps the 1 MiB arenas that the first burst of connections
+spread its long-lived objects over (sessions remembered, conversation sequencers, database
+connections); see docs/performance.md. A leak grows with traffic and still shows: the
+measured round carries five times the warm-up's.
 
 Prints a verdict; exits 1 on any loss, duplicate, reordering, lost queue, unexpected error,
 ERROR line in the server's log (kept in bench/results/soak-<time>-server.log), or memory
@@ -73,7 +82,9 @@ SEND_POOL = 16  # keep-alive connections per process for REST sends
 DRAIN_TIMEOUT_SECS = 90.0
 CLOSE_REPLACED = 4409  # the server's close code for a connection whose queue was taken over
 KEPT_SECS = 10.0  # how long a connection left open for a takeover may still take it back
-MEMORY_SLACK_BYTES = 16 * 2**20  # "near its start": within this, or
+# "Near its start" (the warmed-up server): within this, or ... A leak of 50 bytes
+# per delivery (the measured round checks about 200,000) exceeds it.
+MEMORY_SLACK_BYTES = 8 * 2**20
 MEMORY_SLACK_FRACTION = 0.25  # within this share of the growth at the peak
 
 
@@ -397,7 +408,8 @@ class SoakClient:
 
     def new_message(self) -> None:
         conversation = self.rng.choice(self.spec.conversations)
-        key = f"{self.spec.user_id[-8:]}-{next(self.refs)}"
+        # Unique per round too (the seed differs): a key is bound to its first message for good.
+        key = f"{self.spec.user_id[-8:]}-{self.settings.seed}-{next(self.refs)}"
         self.unconfirmed[key] = (conversation, f"soak {key}")
         self.sent_count += 1
 
@@ -561,7 +573,7 @@ class Soaker(CommandTarget):
         # A poll of many clients' state: simpler than an event per client and conversation.
         while time.monotonic() < deadline and not all(done(c) for c in self.clients):  # noqa: ASYNC110
             await asyncio.sleep(0.5)
-        return [c.report() for c in self.clients]
+        return [{**c.report(), "complete": done(c)} for c in self.clients]
 
     async def cmd_leave(self) -> None:
         if self.flusher is not None:
@@ -616,6 +628,72 @@ async def create_conversations(
     return members
 
 
+@dataclasses.dataclass
+class Round:
+    """What one round of chatting left: every client's report and the counts around them."""
+
+    reports: list[dict[str, Any]]
+    unconfirmed: int  # sends never acknowledged
+    cpu: list[float]  # generator CPU per process, as fractions of a core
+    peak: int  # server RSS at its highest, bytes
+
+
+async def chat_round(
+    server: ServerProcess,
+    specs: list[SoakSpec],
+    by_user: Mapping[str, Sequence[str]],
+    args: argparse.Namespace,
+    seed: int,
+    duration: float,
+    say: Callable[[str], None],
+) -> Round:
+    """Every client connects, chats (and misbehaves) for `duration`, waits until it holds every
+    acknowledged message of its conversations, and leaves for good."""
+    shares = [specs[w :: args.workers] for w in range(args.workers)]
+    pool: GeneratorPool | None = GeneratorPool(
+        make_soaker,
+        [
+            (Settings(server.port, seed * 1000 + w, args.send_interval, args.chaos_interval), share)
+            for w, share in enumerate(shares)
+        ],
+    )
+    assert pool is not None
+    try:
+        await pool.call_all("connect", timeout=300)
+        say(f"{len(specs)} clients connected; chatting for {duration:.0f} s")
+        cpu_before = await pool.cpu()
+        until = time.monotonic() + duration
+        run_task = asyncio.ensure_future(pool.call_all("run", timeout=duration + 300, until=until))
+        peak = server.rss_bytes()
+        while not run_task.done():
+            await asyncio.wait([run_task], timeout=5)
+            peak = max(peak, server.rss_bytes())
+        unconfirmed = sum(run_task.result())
+        cpu_after = await pool.cpu()
+        say(f"sending stopped ({unconfirmed} sends never acknowledged); draining")
+        # Every client must end up with every acknowledged message of its conversations.
+        parts = await pool.call_all("acked", timeout=120)
+        per_conversation: Counter[str] = Counter(
+            c for c, _ in {(c, q) for p in parts for c, q in p}
+        )
+        expected = {
+            user: {c: per_conversation[c] for c in convs} for user, convs in by_user.items()
+        }
+        report_parts = await pool.call_all(
+            "drain", timeout=DRAIN_TIMEOUT_SECS + 60, expected=expected, wait=DRAIN_TIMEOUT_SECS
+        )
+        peak = max(peak, server.rss_bytes())
+        await pool.call_all("leave", timeout=60)
+        await pool.close()
+        pool = None
+    finally:
+        if pool is not None:
+            await pool.close()
+    reports = [report for part in report_parts for report in part]
+    cpu = summarize_cpu(cpu_before, cpu_after)
+    return Round(reports, unconfirmed, cpu, peak)
+
+
 async def run(args: argparse.Namespace) -> tuple[bool, list[tuple[str, str]]]:
     """The soak; (passed, table rows)."""
     raise_fd_limit()
@@ -624,13 +702,22 @@ async def run(args: argparse.Namespace) -> tuple[bool, list[tuple[str, str]]]:
     def say(text: str) -> None:
         print(f"[{time.monotonic() - started:6.0f} s] {text}", flush=True)
 
+    async def let_queues_expire() -> int:
+        """Wait out the queue grace; the server's RSS once it is idle again."""
+        say(f"clients left; waiting {args.leave_wait:.0f} s for their queues to expire")
+        await asyncio.sleep(args.leave_wait)
+        await wait_idle(server.pid)
+        return server.rss_bytes()
+
     rows: list[tuple[str, str]] = []
+    rounds: list[Round] = []
     with database(args.mongo_uri) as uri:
         db_name = f"bench_soak_{uuid.uuid4().hex[:8]}"
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         server_log = ROOT / "bench" / "results" / f"soak-{stamp}-server.log"
-        server = ServerProcess(uri, db_name, log=server_log)
-        pool: GeneratorPool | None = None
+        server = ServerProcess(
+            uri, db_name, ["--queue-grace", f"{args.queue_grace:g}"], log=server_log
+        )
         try:
             accounts = await seed_accounts(uri, db_name, args.clients)
             http = Http(server.base_url, max_clients=50)
@@ -644,67 +731,41 @@ async def run(args: argparse.Namespace) -> tuple[bool, list[tuple[str, str]]]:
                 for user in users:
                     by_user[user].append(conversation)
             specs = [SoakSpec(a.user_id, a.token, by_user[a.user_id]) for a in accounts]
-            shares = [specs[w :: args.workers] for w in range(args.workers)]
             await wait_idle(server.pid)
-            rss_start = server.rss_bytes()
-            pool = GeneratorPool(
-                make_soaker,
-                [
-                    (
-                        Settings(
-                            server.port,
-                            args.seed * 1000 + w,
-                            args.send_interval,
-                            args.chaos_interval,
-                        ),
-                        share,
-                    )
-                    for w, share in enumerate(shares)
-                ],
+            rss_cold = rss_start = server.rss_bytes()
+            if args.warmup > 0:
+                say("warm-up round")
+                rounds.append(
+                    await chat_round(server, specs, by_user, args, args.seed + 1, args.warmup, say)
+                )
+                rss_start = await let_queues_expire()
+                say("measured round")
+            rounds.append(
+                await chat_round(server, specs, by_user, args, args.seed, args.duration, say)
             )
-            await pool.call_all("connect", timeout=300)
-            say(f"{args.clients} clients connected; chatting for {args.duration:.0f} s")
-            cpu_before = await pool.cpu()
-            until = time.monotonic() + args.duration
-            run_task = asyncio.ensure_future(
-                pool.call_all("run", timeout=args.duration + 300, until=until)
-            )
-            rss_peak = server.rss_bytes()
-            while not run_task.done():
-                await asyncio.wait([run_task], timeout=5)
-                rss_peak = max(rss_peak, server.rss_bytes())
-            unconfirmed = sum(run_task.result())
-            cpu_after = await pool.cpu()
-            say(f"sending stopped ({unconfirmed} sends never acknowledged); draining")
-            # Every client must end up with every acknowledged message of its conversations.
-            parts = await pool.call_all("acked", timeout=120)
-            per_conversation: Counter[str] = Counter(
-                c for c, _ in {(c, q) for p in parts for c, q in p}
-            )
-            expected = {
-                user: {c: per_conversation[c] for c in convs} for user, convs in by_user.items()
-            }
-            report_parts = await pool.call_all(
-                "drain", timeout=DRAIN_TIMEOUT_SECS + 60, expected=expected, wait=DRAIN_TIMEOUT_SECS
-            )
-            reports = [report for part in report_parts for report in part]
-            rss_peak = max(rss_peak, server.rss_bytes())
-            await pool.call_all("leave", timeout=60)
-            await pool.close()
-            pool = None
-            say(f"clients left; waiting {args.leave_wait:.0f} s for their queues to expire")
-            await asyncio.sleep(args.leave_wait)
-            await wait_idle(server.pid)
-            rss_end = server.rss_bytes()
+            rss_end = await let_queues_expire()
             server_errors = server.logged_errors()
         finally:
-            if pool is not None:
-                await pool.close()
             server.stop()
 
-    acknowledged: set[tuple[str, int]] = {(c, q) for report in reports for c, q in report["acked"]}
-    received = {r["user_id"]: r["received"] for r in reports}
-    verdict = check_deliveries(members, acknowledged, received)
+    main = rounds[-1]
+    rss_peak = max(main.peak, rss_end)  # the leave itself can be the highest point
+    verdict = Verdict()
+    reports = [report for r in rounds for report in r.reports]
+    for r in rounds:
+        # Each round's clients are new: they start with new queues and see that round's
+        # messages only, so each round is checked on its own.
+        acked_in_round = {(c, q) for report in r.reports for c, q in report["acked"]}
+        checked = check_deliveries(
+            members, acked_in_round, {x["user_id"]: x["received"] for x in r.reports}
+        )
+        verdict.messages += checked.messages
+        verdict.deliveries += checked.deliveries
+        verdict.losses += checked.losses
+        verdict.duplicates += checked.duplicates
+        verdict.reorders += checked.reorders
+    unconfirmed = sum(r.unconfirmed for r in rounds)
+    late = sum(1 for report in reports if not report["complete"])
     problems = [p for r in reports for p in r["problems"]]
     stats: Counter[str] = Counter()
     for report in reports:
@@ -713,12 +774,13 @@ async def run(args: argparse.Namespace) -> tuple[bool, list[tuple[str, str]]]:
     queue_problems = [p for p in problems if p.startswith(("queue lost", "event"))]
     other_problems = [p for p in problems if p not in queue_problems]
     passed = verdict.ok and not problems and not server_errors and memory_ok and unconfirmed == 0
-    cpu = [round(x * 100) for x in summarize_cpu(cpu_before, cpu_after)]
+    cpu = [round(x * 100) for x in main.cpu]
     mib = 2**20
+    warm = f"{args.warmup:.0f} s warm-up + " if args.warmup > 0 else ""
     rows = [
-        ("clients x duration", f"{args.clients} x {args.duration:.0f} s"),
+        ("clients x duration", f"{args.clients} x ({warm}{args.duration:.0f} s)"),
         ("conversations (DMs + groups)", f"{len(members)}"),
-        ("messages acknowledged", f"{len(acknowledged):,}"),
+        ("messages acknowledged", f"{verdict.messages:,}"),
         ("deliveries checked (message x member)", f"{verdict.deliveries:,}"),
         ("events processed", f"{stats['events']:,}"),
         ("sends over WebSocket / REST", f"{stats['sent ws']:,} / {stats['sent rest']:,}"),
@@ -740,9 +802,11 @@ async def run(args: argparse.Namespace) -> tuple[bool, list[tuple[str, str]]]:
         ("other problems", f"{len(other_problems)}"),
         ("errors in the server's log", f"{len(server_errors)}"),
         ("sends never acknowledged", f"{unconfirmed}"),
-        ("generator CPU per process", " / ".join(f"{c} %" for c in cpu)),
+        ("clients still short when the drain ended", f"{late}"),
+        ("generator CPU per process (measured round)", " / ".join(f"{c} %" for c in cpu)),
+        ("server RSS before any client", f"{rss_cold / mib:.0f} MiB"),
         (
-            "server RSS start / peak / end",
+            "server RSS start / peak / end (measured round)",
             f"{rss_start / mib:.0f} / {rss_peak / mib:.0f} / {rss_end / mib:.0f} MiB",
         ),
         ("memory back near start", "yes" if memory_ok else "NO"),
@@ -785,11 +849,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="mean seconds between a client's reconnects (%(default)s)",
     )
     add(
+        "--warmup",
+        type=float,
+        default=60.0,
+        help="seconds of a first round, checked like the measured one, after which the server's "
+        "memory is taken as its start (0: none; default %(default)s)",
+    )
+    add(
+        "--queue-grace",
+        type=float,
+        default=60.0,
+        help="the server's --queue-grace, seconds (default %(default)s; clients resume within "
+        "a few seconds, so any grace above the drain's reconnects is as good)",
+    )
+    add(
         "--leave-wait",
         type=float,
-        default=140.0,
-        help="seconds after the clients left before memory is read: the queue grace (120 s) "
-        "plus the sweep (default %(default)s)",
+        default=None,
+        help="seconds after the clients left before memory is read (default: the queue grace "
+        "plus 20 s for the sweep and the presence grace)",
     )
     add("--seed", type=int, default=1, help="random seed (default %(default)s)")
     add("--mongo-uri", default=None, help="use this MongoDB instead of an embedded one")
@@ -802,6 +880,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--duration must be between 1 s and a day")
     if args.group_size < 2:
         parser.error("--group-size must be at least 2")
+    if not 0 <= args.warmup <= 24 * 3600:
+        parser.error("--warmup must be between 0 and a day")
+    if not 10 <= args.queue_grace <= 24 * 3600:
+        parser.error("--queue-grace must be between 10 s and a day")
+    if args.leave_wait is None:
+        args.leave_wait = args.queue_grace + 20
     return args
 
 
