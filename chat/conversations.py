@@ -277,7 +277,8 @@ class ConversationCommands(ServiceBase):
         return bool(others) and await self.is_blocked_between(user_id, others[0])
 
     async def render(self, conv: Conversation, user_id: str) -> dict[str, Any]:
-        """The conversation as this user sees it: with its last message and unread count."""
+        """The conversation as this user sees it: with its last message, unread count and the
+        members' read pointers."""
         store = self.store.conversations
         read_seq = conv.reads.get(user_id, 0)
         top = self._visible_seq(conv.id, conv.last_seq)
@@ -285,11 +286,15 @@ class ConversationCommands(ServiceBase):
             store.latest_message(conv.id, top),
             store.count_unread(conv.id, user_id, read_seq, top),
         )
+        members = set(conv.member_ids)
         return {
             **conv.shared_dict(),
             "last_message": last.to_dict() if last else None,
             "unread_count": unread,
             "read_seq": read_seq,
+            # Every current member's read pointer, so that receipts survive a reload;
+            # conversation.read events keep them current from there.
+            "reads": {uid: seq for uid, seq in conv.reads.items() if uid in members and seq > 0},
         }
 
     async def presence_candidates(self, user_id: str) -> set[str]:

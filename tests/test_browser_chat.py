@@ -79,15 +79,20 @@ async def test_two_people_meet_chat_and_part(browser: Browser, server: RunningSe
     await expect(alice.page.locator("#typing")).to_have_text("")
     await expect(bubble(bob.page, "Hello\nAlice")).to_have_attribute("data-state", "sent")
 
-    # A reload shows the history, the same conversation open.
+    # Bob's read pointer goes to the end, so no receipt event can reach Alice after her reload:
+    # the "Read" she then shows comes from the conversation as loaded.
+    bob_api = server.client(await token_of(bob.page))
+    conv = (await bob_api.get("/api/conversations")).body["conversations"][0]
+    read = await bob_api.post(f"/api/conversations/{conv['id']}/read", {"seq": conv["last_seq"]})
+    assert read.status == 200, read.body
+    # A reload shows the history, the same conversation open, and Bob's receipt.
     await alice.page.reload()
     await expect(alice.page.locator("#chat-title")).to_have_text("bob")
     await expect(messages(alice.page)).to_have_count(2)
+    await expect(bubble(alice.page, "Hi Bob").locator(".receipt")).to_have_text("Read")
     await expect(alice.page.locator("#message-list li.day")).to_have_text(["Today"])
 
     # Scroll back through 200 more messages, seeded over REST.
-    bob_api = server.client(await token_of(bob.page))
-    conv = (await bob_api.get("/api/conversations")).body["conversations"][0]
     for start in range(0, SCROLLBACK, 50):
         replies = await asyncio.gather(
             *(

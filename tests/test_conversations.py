@@ -585,6 +585,9 @@ async def test_read_pointer_moves_forward_only_and_sends_receipts(
     (await bob.call("conversations.read", conversation_id=cid, seq=-1)).fails(400)
     listed = (await bob.call("conversations.list")).expect()["conversations"][0]
     assert listed["read_seq"] == 5 and listed["unread_count"] == 0
+    # The others see where bob is: receipts after a reload.
+    seen_by_alice = (await alice.call("conversations.list")).expect()["conversations"][0]
+    assert seen_by_alice["reads"][bob.id] == 5
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

@@ -225,7 +225,11 @@ async def test_removed_member_keeps_the_past_read_only_and_gets_nothing_new(
     gid = (await create(owner, "g", [ann, gone]))["id"]
     before = [await send(owner, gid, f"before {i}") for i in range(3)]
     (await gone.call("conversations.read", conversation_id=gid, seq=2)).expect()
+    listed = (await owner.call("conversations.list")).expect()["conversations"][0]
+    assert listed["reads"][gone.id] == 2
     (await owner.call("groups.remove_member", conversation_id=gid, user_id=gone.id)).expect()
+    listed = (await owner.call("conversations.list")).expect()["conversations"][0]
+    assert gone.id not in listed["reads"]  # the read pointers of current members only
     assert (await gone.event("group.member_removed"))["user_id"] == gone.id
     for i in range(3):
         assert (await gone.event("message.new"))["message"]["id"] == before[i]["id"]
