@@ -176,9 +176,12 @@ def test_embedded_default_keeps_data_across_restart_and_leaves_no_process(tmp_pa
         )  # fmt: skip
         assert status == 201, body
         token = body["token"]
+        first.send_signal(signal.SIGUSR1)  # logs a memory line, then serves on
+        assert http("GET", f"http://127.0.0.1:{port}/healthz")[0] == 200
     finally:
         out = stop(first)
     assert first.returncode == 0, out
+    assert re.search(r"memory: rss [\d.]+ MiB, python blocks \d+, gc objects \d+", out), out
     match = re.search(r"database: embedded (\S+) \(pid (\d+)\)", out)
     assert match, out
     assert not pid_alive(int(match.group(2)))
