@@ -30,12 +30,14 @@ leave for good.
 That is one round. The soak runs two: a --warmup round (1 minute), then the measured round
 (--duration), each checked as above, with new clients and so new queues. After each, once
 --leave-wait seconds have let the queues expire (the server runs with --queue-grace 60 s
-here), the server's resident memory is read: after the measured round it must be back near
-where it was after the warm-up. Memory is compared with the warmed-up server, not the cold
-one, because CPython's allocator keeps the 1 MiB arenas that the first burst of connections
-spread its long-lived objects over (sessions remembered, conversation sequencers, database
-connections); see docs/performance.md. A leak grows with traffic and still shows: the
-measured round carries five times the warm-up's.
+here), the server's memory is read: its RSS, and Python's allocated block count after a full
+collection (SIGUSR1 makes the server log it). After the measured round both must be back
+near where they were after the warm-up. Memory is compared with the warmed-up server, not the
+cold one, because CPython's allocator keeps the 1 MiB arenas that the first burst of
+connections spread its long-lived objects over (sessions remembered, conversation
+sequencers, database connections); see docs/performance.md. A leak grows with traffic and
+still shows, in the block count above all: the measured round carries five times the
+warm-up's.
 
 Prints a verdict; exits 1 on any loss, duplicate, reordering, lost queue, unexpected error,
 ERROR line in the server's log (kept in bench/results/soak-<time>-server.log), or memory
@@ -51,13 +53,17 @@ import datetime
 import functools
 import itertools
 import json
+import os
 import random
+import re
+import signal
 import sys
 import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 from bench.common import ROOT, ServerProcess, database, print_table
 from bench.loadgen import (
@@ -82,10 +88,17 @@ SEND_POOL = 16  # keep-alive connections per process for REST sends
 DRAIN_TIMEOUT_SECS = 90.0
 CLOSE_REPLACED = 4409  # the server's close code for a connection whose queue was taken over
 KEPT_SECS = 10.0  # how long a connection left open for a takeover may still take it back
-# "Near its start" (the warmed-up server): within this, or ... A leak of 50 bytes
-# per delivery (the measured round checks about 200,000) exceeds it.
-MEMORY_SLACK_BYTES = 8 * 2**20
-MEMORY_SLACK_FRACTION = 0.25  # within this share of the growth at the peak
+# RSS "near its start" (the warmed-up server): within this, or within a share of the growth
+# at the peak. RSS also moves with what the allocator keeps (6-7 MiB in a measured round
+# with no live growth), so the sharper leak check is the block count below.
+MEMORY_SLACK_BYTES = 16 * 2**20
+MEMORY_SLACK_FRACTION = 0.25
+# Python's allocated blocks after a full collection (the server logs them on SIGUSR1): back
+# within this many of the start. A leak of one object per message sent (about 31,000 in
+# the measured round) exceeds it three times over.
+BLOCKS_SLACK = 10_000
+MEMORY_LINE = re.compile(r"memory: rss .*?, python blocks (\d+)")
+MEMORY_LINE_WAIT_SECS = 30.0
 
 
 # -- the checks (pure; tested in tests/test_soak_verdict.py) -----------------------------------
@@ -149,6 +162,38 @@ def memory_returned(start: int, peak: int, end: int) -> bool:
     MEMORY_SLACK_BYTES, or within MEMORY_SLACK_FRACTION of the growth at the peak."""
     allowed = max(MEMORY_SLACK_BYTES, MEMORY_SLACK_FRACTION * max(0, peak - start))
     return end - start <= allowed
+
+
+def blocks_returned(start: int, end: int) -> bool:
+    """True when the server's live Python objects after the clients left are back near their
+    start: at most BLOCKS_SLACK allocated blocks more."""
+    return end - start <= BLOCKS_SLACK
+
+
+class Memory(NamedTuple):
+    rss: int  # bytes
+    blocks: int  # Python's allocated blocks after a full collection
+
+
+def memory_lines(log: Path, offset: int) -> list[str]:
+    """The block counts of the memory lines logged past `offset` (a quick local read)."""
+    with log.open("rb") as f:
+        f.seek(offset)
+        return MEMORY_LINE.findall(f.read().decode(errors="replace"))
+
+
+async def read_memory(server: ServerProcess, log: Path) -> Memory:
+    """The server's RSS, then its block count: SIGUSR1 makes it log a memory line."""
+    rss = server.rss_bytes()
+    offset = log.stat().st_size  # noqa: ASYNC240 -- a local stat, not worth a thread
+    os.kill(server.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + MEMORY_LINE_WAIT_SECS
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        found = memory_lines(log, offset)
+        if found:
+            return Memory(rss, int(found[-1]))
+    raise RuntimeError(f"the server logged no memory line within {MEMORY_LINE_WAIT_SECS:.0f} s")
 
 
 # -- one simulated client ----------------------------------------------------------------------
@@ -702,12 +747,12 @@ async def run(args: argparse.Namespace) -> tuple[bool, list[tuple[str, str]]]:
     def say(text: str) -> None:
         print(f"[{time.monotonic() - started:6.0f} s] {text}", flush=True)
 
-    async def let_queues_expire() -> int:
-        """Wait out the queue grace; the server's RSS once it is idle again."""
+    async def let_queues_expire() -> Memory:
+        """Wait out the queue grace; the server's memory once it is idle again."""
         say(f"clients left; waiting {args.leave_wait:.0f} s for their queues to expire")
         await asyncio.sleep(args.leave_wait)
         await wait_idle(server.pid)
-        return server.rss_bytes()
+        return await read_memory(server, server_log)
 
     rows: list[tuple[str, str]] = []
     rounds: list[Round] = []
@@ -732,24 +777,24 @@ async def run(args: argparse.Namespace) -> tuple[bool, list[tuple[str, str]]]:
                     by_user[user].append(conversation)
             specs = [SoakSpec(a.user_id, a.token, by_user[a.user_id]) for a in accounts]
             await wait_idle(server.pid)
-            rss_cold = rss_start = server.rss_bytes()
+            cold = start = await read_memory(server, server_log)
             if args.warmup > 0:
                 say("warm-up round")
                 rounds.append(
                     await chat_round(server, specs, by_user, args, args.seed + 1, args.warmup, say)
                 )
-                rss_start = await let_queues_expire()
+                start = await let_queues_expire()
                 say("measured round")
             rounds.append(
                 await chat_round(server, specs, by_user, args, args.seed, args.duration, say)
             )
-            rss_end = await let_queues_expire()
+            end = await let_queues_expire()
             server_errors = server.logged_errors()
         finally:
             server.stop()
 
     main = rounds[-1]
-    rss_peak = max(main.peak, rss_end)  # the leave itself can be the highest point
+    rss_peak = max(main.peak, end.rss)  # the leave itself can be the highest point
     verdict = Verdict()
     reports = [report for r in rounds for report in r.reports]
     for r in rounds:
@@ -770,7 +815,9 @@ async def run(args: argparse.Namespace) -> tuple[bool, list[tuple[str, str]]]:
     stats: Counter[str] = Counter()
     for report in reports:
         stats.update(report["stats"])
-    memory_ok = memory_returned(rss_start, rss_peak, rss_end)
+    rss_ok = memory_returned(start.rss, rss_peak, end.rss)
+    blocks_ok = blocks_returned(start.blocks, end.blocks)
+    memory_ok = rss_ok and blocks_ok
     queue_problems = [p for p in problems if p.startswith(("queue lost", "event"))]
     other_problems = [p for p in problems if p not in queue_problems]
     passed = verdict.ok and not problems and not server_errors and memory_ok and unconfirmed == 0
@@ -804,12 +851,17 @@ async def run(args: argparse.Namespace) -> tuple[bool, list[tuple[str, str]]]:
         ("sends never acknowledged", f"{unconfirmed}"),
         ("clients still short when the drain ended", f"{late}"),
         ("generator CPU per process (measured round)", " / ".join(f"{c} %" for c in cpu)),
-        ("server RSS before any client", f"{rss_cold / mib:.0f} MiB"),
+        ("server RSS before any client", f"{cold.rss / mib:.0f} MiB"),
         (
             "server RSS start / peak / end (measured round)",
-            f"{rss_start / mib:.0f} / {rss_peak / mib:.0f} / {rss_end / mib:.0f} MiB",
+            f"{start.rss / mib:.0f} / {rss_peak / mib:.0f} / {end.rss / mib:.0f} MiB",
         ),
-        ("memory back near start", "yes" if memory_ok else "NO"),
+        ("RSS back near start", "yes" if rss_ok else "NO"),
+        (
+            "Python blocks before any client / start / end",
+            f"{cold.blocks:,} / {start.blocks:,} / {end.blocks:,}",
+        ),
+        ("live objects back near start", "yes" if blocks_ok else "NO"),
         ("verdict", "PASS" if passed else "FAIL"),
     ]
     for label, found in (

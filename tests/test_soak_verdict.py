@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.common import ChildServer
-from bench.soak import check_deliveries, memory_returned
+from bench.soak import blocks_returned, check_deliveries, memory_returned
 
 MIB = 2**20
 MEMBERS = {"dm": ["alice", "bob"], "group": ["alice", "bob", "carol"]}
@@ -73,8 +73,14 @@ def test_unacknowledged_messages_are_only_checked_for_order() -> None:
 def test_memory_must_come_back_near_its_start() -> None:
     assert memory_returned(start=100 * MIB, peak=300 * MIB, end=140 * MIB)  # within 25 % of 200
     assert not memory_returned(start=100 * MIB, peak=300 * MIB, end=160 * MIB)
-    assert memory_returned(start=100 * MIB, peak=105 * MIB, end=107 * MIB)  # within 8 MiB
-    assert not memory_returned(start=100 * MIB, peak=110 * MIB, end=110 * MIB)
+    assert memory_returned(start=100 * MIB, peak=105 * MIB, end=115 * MIB)  # within 16 MiB
+    assert not memory_returned(start=100 * MIB, peak=120 * MIB, end=120 * MIB)
+
+
+def test_live_objects_must_come_back_near_their_start() -> None:
+    assert blocks_returned(start=180_000, end=189_000)
+    assert blocks_returned(start=180_000, end=170_000)  # fewer is fine
+    assert not blocks_returned(start=180_000, end=211_000)  # one block per message of a round
 
 
 def test_errors_in_the_server_log_are_found_with_their_exception(tmp_path: Path) -> None:
