@@ -695,14 +695,13 @@ async def chat_round(
     """Every client connects, chats (and misbehaves) for `duration`, waits until it holds every
     acknowledged message of its conversations, and leaves for good."""
     shares = [specs[w :: args.workers] for w in range(args.workers)]
-    pool: GeneratorPool | None = GeneratorPool(
+    pool = GeneratorPool(
         make_soaker,
         [
             (Settings(server.port, seed * 1000 + w, args.send_interval, args.chaos_interval), share)
             for w, share in enumerate(shares)
         ],
     )
-    assert pool is not None
     try:
         await pool.call_all("connect", timeout=300)
         say(f"{len(specs)} clients connected; chatting for {duration:.0f} s")
@@ -729,11 +728,8 @@ async def chat_round(
         )
         peak = max(peak, server.rss_bytes())
         await pool.call_all("leave", timeout=60)
-        await pool.close()
-        pool = None
     finally:
-        if pool is not None:
-            await pool.close()
+        await pool.close()
     reports = [report for part in report_parts for report in part]
     cpu = summarize_cpu(cpu_before, cpu_after)
     return Round(reports, unconfirmed, cpu, peak)
