@@ -150,6 +150,7 @@ async def serve(settings: Settings) -> int:
     from chat.service import ChatService
     from chat.store import Store
     from handlers.app import make_app
+    from handlers.socket import close_sockets
 
     store = Store(settings.mongo_uri, settings.db_name, timeout_ms=settings.db_timeout_ms)
     try:
@@ -164,9 +165,8 @@ async def serve(settings: Settings) -> int:
         await store.close()
         return 1
     service = ChatService.build(settings, store)
-    server = tornado.httpserver.HTTPServer(
-        make_app(service), xheaders=True, max_body_size=8 * 1024 * 1024
-    )
+    app = make_app(service)
+    server = tornado.httpserver.HTTPServer(app, xheaders=True, max_body_size=8 * 1024 * 1024)
     server.listen(settings.port, backlog=LISTEN_BACKLOG)
     tune_gc()
     log.info("listening on http://localhost:%d", settings.port)
@@ -178,10 +178,14 @@ async def serve(settings: Settings) -> int:
     await stop.wait()
     log.info("stopping")
     server.stop()
-    # Close connections first so no request reaches a closed store.
+    # Connections first (WebSockets are detached from the HTTP server, so they are closed on
+    # their own), then background work; the store last, once the database operations still
+    # under way have ended, so that none fails with a traceback.
+    sockets = close_sockets(app.settings["chat_sockets"])
     await server.close_all_connections()
     await service.close()
-    await store.close()
+    await store.close(drain_secs=settings.db_timeout_ms / 1000)
+    log.info("stopped (%d WebSockets closed with 1001)", sockets)
     return 0
 
 

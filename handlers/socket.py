@@ -27,6 +27,7 @@ CLOSE_QUEUE_LOST = 4410  # the queue was dropped (overflow): reconnect, hello sa
 CLOSE_POLICY = 1008  # kept flooding after being told to slow down
 CLOSE_TRY_AGAIN = 1013  # the database could not be reached while signing the socket in
 CLOSE_INTERNAL = 1011  # an unexpected failure in the writer
+CLOSE_GOING_AWAY = 1001  # the server is shutting down: reconnect and resume
 PUBLIC_FRAMES = frozenset({"auth", "auth.register", "auth.login"})
 FRAMES_PER_SEC = 20.0  # sustained command rate of one socket: far above a person's typing
 FRAME_BURST = 60.0  # what a client may send at once (a resume, a reconnect storm)
@@ -67,8 +68,9 @@ class TokenBucket:
 class ChatSocket(tornado.websocket.WebSocketHandler):
     """One client connection; the queue, not the socket, owns the events."""
 
-    def initialize(self, service: ChatService) -> None:
+    def initialize(self, service: ChatService, sockets: set[ChatSocket]) -> None:
         self.service = service
+        self.sockets = sockets  # every open socket of this application
         self.principal: Principal | None = None
         self.queue: EventQueue | None = None
         self.consumer: int | None = None
@@ -86,6 +88,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         # Small frames must not wait for the peer's delayed ACK (Nagle): an event followed by
         # a reply otherwise costs ~40 ms.
         self.set_nodelay(True)
+        self.sockets.add(self)
         token = self.get_query_argument("token", None)
         if token:
             frame = {
@@ -293,6 +296,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             self.write_message(json_dumps(frame)).add_done_callback(_retrieve)
 
     def on_close(self) -> None:
+        self.sockets.discard(self)
         if self.auth_timer is not None:
             self.auth_timer.cancel()
         if self.writer is not None:
@@ -306,3 +310,12 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             # A no-op if another transport took the queue over: it stays attached.
             self.service.registry.detach(self.queue, self.consumer)
             self.consumer = None
+
+
+def close_sockets(sockets: set[ChatSocket]) -> int:
+    """Close every open socket with 1001 (shutting down); how many there were. Their queues
+    end with the process: clients reconnect, and a restarted server answers resumed: false."""
+    open_now = list(sockets)
+    for socket in open_now:
+        socket.close(CLOSE_GOING_AWAY, "server shutting down")
+    return len(open_now)

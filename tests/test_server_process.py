@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -14,6 +15,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+import tornado.websocket
 
 from chat.dbserver import free_port
 from tests.client import ApiClient, WsClient
@@ -111,19 +114,32 @@ def test_queue_grace_out_of_range_is_refused(tmp_path: Path) -> None:
     assert "--queue-grace must be between 1 s and a day" in out
 
 
-async def test_queue_grace_sets_how_long_a_queue_waits(database_uri: str, tmp_path: Path) -> None:
-    # The shared test database, under a database name of this test's own.
+async def serve_on_test_db(
+    database_uri: str, tmp_path: Path, *args: str
+) -> tuple[subprocess.Popen[str], str]:
+    """server.py on the shared test database, under a database name of its own, once healthy:
+    (the process, its host:port)."""
     uri = urlunsplit(urlsplit(database_uri)._replace(path=f"/{unique_db_name()}"))
     port = free_port()
     process = run_server(
         "--mongo-uri", uri, "--port", str(port), "--secret", SECRET, "--data-dir", str(tmp_path),
-        "--queue-grace", "1",
+        *args,
     )  # fmt: skip
     try:
         await asyncio.to_thread(wait_healthy, port, process)
-        api = ApiClient(f"http://127.0.0.1:{port}")
+    except BaseException:
+        process.kill()
+        process.communicate()
+        raise
+    return process, f"127.0.0.1:{port}"
+
+
+async def test_queue_grace_sets_how_long_a_queue_waits(database_uri: str, tmp_path: Path) -> None:
+    process, host = await serve_on_test_db(database_uri, tmp_path, "--queue-grace", "1")
+    try:
+        api = ApiClient(f"http://{host}")
         token = (await api.register("grace"))["token"]
-        ws_url = f"ws://127.0.0.1:{port}/ws"
+        ws_url = f"ws://{host}/ws"
         ws = await WsClient.connect(ws_url)
         hello = await ws.auth(token)
         ws.close()
@@ -144,6 +160,39 @@ async def test_queue_grace_sets_how_long_a_queue_waits(database_uri: str, tmp_pa
     finally:
         out = stop(process)
     assert process.returncode == 0, out
+
+
+async def test_shutdown_under_load_closes_sockets_with_1001_and_logs_no_error(
+    database_uri: str, tmp_path: Path
+) -> None:
+    process, host = await serve_on_test_db(database_uri, tmp_path)
+    try:
+        api = ApiClient(f"http://{host}")
+        token = (await api.register("leaving"))["token"]
+        ws_url = f"ws://{host}/ws"
+        settled = [await WsClient.connect(ws_url) for _ in range(20)]
+        for ws in settled:
+            await ws.auth(token)
+
+        async def arriving() -> None:
+            # Still signing in (a database read) when the server is told to stop.
+            with contextlib.suppress(ConnectionError, OSError, tornado.websocket.WebSocketError):
+                ws = await WsClient.connect(ws_url)
+                await ws.send({"type": "auth", "token": token})
+                await ws.wait_closed(timeout=10)
+
+        late = [asyncio.create_task(arriving()) for _ in range(400)]
+        await asyncio.sleep(0.3)
+        process.send_signal(signal.SIGTERM)
+        codes = [await ws.wait_closed(timeout=10) for ws in settled]
+        await asyncio.gather(*late)
+        api.close()
+    finally:
+        out, _ = await asyncio.to_thread(process.communicate, timeout=30)
+    assert process.returncode == 0, out
+    assert codes == [1001] * len(settled)
+    assert " ERROR " not in out and "Traceback" not in out, out
+    assert re.search(r"stopped \(\d+ WebSockets closed with 1001\)", out), out
 
 
 def test_help_explains_every_option() -> None:

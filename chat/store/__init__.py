@@ -7,7 +7,7 @@ from typing import Any
 from pymongo import AsyncMongoClient
 
 from chat.store.accounts import SessionStore, UserStore, normalize_friend_code
-from chat.store.base import db_errors
+from chat.store.base import InFlight, db_errors
 from chat.store.conversations import ConversationStore
 from chat.store.social import SocialStore
 
@@ -26,10 +26,11 @@ class Store:
             socketTimeoutMS=max(timeout_ms * 4, 10_000),
         )
         self.db = self.client[db_name]
-        self.users = UserStore(self.db)
-        self.sessions = SessionStore(self.db)
-        self.social = SocialStore(self.db)
-        self.conversations = ConversationStore(self.db)
+        self.in_flight = InFlight()
+        self.users = UserStore(self.db, self.in_flight)
+        self.sessions = SessionStore(self.db, self.in_flight)
+        self.social = SocialStore(self.db, self.in_flight)
+        self.conversations = ConversationStore(self.db, self.in_flight)
 
     async def ping(self) -> None:
         """Succeed if the database answers; DatabaseUnavailable otherwise."""
@@ -48,6 +49,9 @@ class Store:
         """Remove all data of this database (tests)."""
         await self.client.drop_database(self.db.name)
 
-    async def close(self) -> None:
-        """Close the client's connections."""
+    async def close(self, drain_secs: float = 0.0) -> None:
+        """Close the client's connections, once the operations under way have ended (waiting
+        at most drain_secs for them): closing under them fails them with tracebacks."""
+        if drain_secs > 0:
+            await self.in_flight.wait_idle(drain_secs)
         await self.client.close()

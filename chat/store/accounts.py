@@ -15,7 +15,7 @@ from pymongo.errors import DuplicateKeyError
 
 from chat.errors import Conflict
 from chat.models import Session, User, utcnow
-from chat.store.base import duplicate_key_fields, object_id, translated
+from chat.store.base import Collections, InFlight, duplicate_key_fields, object_id, translated
 
 # No 0/O, 1/I/L: a code read aloud or copied by hand must not be ambiguous.
 FRIEND_CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
@@ -57,10 +57,11 @@ def user_from_doc(doc: dict[str, Any]) -> User:
     )
 
 
-class UserStore:
+class UserStore(Collections):
     """Accounts: unique case-insensitive username and email, unique friend code."""
 
-    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+    def __init__(self, db: AsyncDatabase[dict[str, Any]], in_flight: InFlight) -> None:
+        super().__init__(in_flight)
         self._users = db["users"]
 
     async def ensure_indexes(self) -> None:
@@ -177,10 +178,11 @@ def session_from_doc(doc: dict[str, Any]) -> Session:
     )
 
 
-class SessionStore:
+class SessionStore(Collections):
     """Sign-in sessions: a token is valid only while its session is stored and not revoked."""
 
-    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+    def __init__(self, db: AsyncDatabase[dict[str, Any]], in_flight: InFlight) -> None:
+        super().__init__(in_flight)
         self._sessions = db["sessions"]
 
     async def ensure_indexes(self) -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, ParamSpec, TypeVar
 
 from bson import ObjectId
 from bson.errors import InvalidId
-from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, InvalidOperation, PyMongoError
 
 from chat.errors import DatabaseUnavailable, NotFound
 
@@ -26,6 +28,10 @@ def db_errors() -> Iterator[None]:
         raise
     except ConnectionFailure as exc:  # includes AutoReconnect and server-selection timeouts
         raise DatabaseUnavailable("The database is unavailable; try again shortly.") from exc
+    except InvalidOperation as exc:
+        if "after close" in str(exc):  # shutting down: for this process the database is gone
+            raise DatabaseUnavailable("The database is unavailable; try again shortly.") from exc
+        raise
     except PyMongoError as exc:
         if exc.has_error_label("RetryableWriteError") or exc.has_error_label(
             "TransientTransactionError"
@@ -34,12 +40,56 @@ def db_errors() -> Iterator[None]:
         raise
 
 
+class InFlight:
+    """The store operations under way, so that closing the client can wait for them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle: asyncio.Event | None = None  # created in the loop, on first wait
+
+    @contextlib.contextmanager
+    def operation(self) -> Iterator[None]:
+        self.count += 1
+        try:
+            yield
+        finally:
+            self.count -= 1
+            if not self.count and self._idle is not None:
+                self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no operation is under way (True) or `timeout` seconds passed (False). An
+        operation that ends and leads straight to the next one does not count as idle."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while self.count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._idle = asyncio.Event()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._idle.wait(), remaining)
+            await asyncio.sleep(0)  # let whoever was woken start its next operation
+            if not self.count:
+                return True
+
+
+class Collections:
+    """Base of the per-collection wrappers: they share their store's InFlight."""
+
+    def __init__(self, in_flight: InFlight) -> None:
+        self.in_flight = in_flight
+
+
 def translated(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """Decorate a store coroutine so database outages surface as DatabaseUnavailable."""
+    """Decorate a store coroutine (a method of a Collections) so database outages surface as
+    DatabaseUnavailable, and so that closing waits for it."""
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        with db_errors():
+        owner = args[0]
+        assert isinstance(owner, Collections)
+        with owner.in_flight.operation(), db_errors():
             return await fn(*args, **kwargs)
 
     return wrapper

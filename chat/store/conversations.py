@@ -25,7 +25,14 @@ from pymongo.errors import DuplicateKeyError
 
 from chat.errors import Conflict
 from chat.models import iso, utcnow
-from chat.store.base import db_errors, duplicate_key_fields, object_id, translated
+from chat.store.base import (
+    Collections,
+    InFlight,
+    db_errors,
+    duplicate_key_fields,
+    object_id,
+    translated,
+)
 
 Kind = Literal["dm", "group"]
 Role = Literal["owner", "admin", "member"]
@@ -185,10 +192,11 @@ class ListCursor:
     conversation_id: str
 
 
-class ConversationStore:
+class ConversationStore(Collections):
     """Conversations (DMs and groups) with their members and read pointers; messages."""
 
-    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+    def __init__(self, db: AsyncDatabase[dict[str, Any]], in_flight: InFlight) -> None:
+        super().__init__(in_flight)
         self._db = db
         self._conversations = db["conversations"]
         self._messages = db["messages"]

@@ -19,7 +19,7 @@ from pymongo.errors import DuplicateKeyError
 
 from chat.errors import Conflict
 from chat.models import utcnow
-from chat.store.base import object_id, translated
+from chat.store.base import Collections, InFlight, object_id, translated
 
 MAX_PENDING_LISTED = 1000  # newest requests listed per direction: bounds what spam can cost
 BLOCK_RETRIES = 3  # a block and an unblock racing on the same pair
@@ -81,10 +81,11 @@ def block_from_doc(doc: dict[str, Any]) -> Block:
     )
 
 
-class SocialStore:
+class SocialStore(Collections):
     """Friend requests, friendships, blocks."""
 
-    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+    def __init__(self, db: AsyncDatabase[dict[str, Any]], in_flight: InFlight) -> None:
+        super().__init__(in_flight)
         self._requests = db["friend_requests"]
         self._friendships = db["friendships"]
         self._blocks = db["blocks"]
