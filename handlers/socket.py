@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable
 from typing import Any
 
 import tornado.websocket
@@ -36,6 +36,10 @@ FRAME_BURST = 60.0  # what a client may send at once (a resume, a reconnect stor
 ACKS_PER_SEC = 100.0
 ACK_BURST = 200.0
 MAX_REJECTED_FRAMES = 100  # past this many rate-limited frames in a row, close
+# Commands received and not yet run (they run one at a time): past this, a command is refused
+# with rate_limited at once. Only a client that floods a server stalled on its database
+# gets there: the rate limit allows 20 a second.
+MAX_PENDING_FRAMES = 64
 INTERNAL_ERROR = {"code": "internal_error", "message": "Something went wrong on the server."}
 
 
@@ -79,6 +83,9 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         self.bucket = TokenBucket(FRAMES_PER_SEC, FRAME_BURST)
         self.ack_bucket = TokenBucket(ACKS_PER_SEC, ACK_BURST)
         self.rejected = 0
+        # Commands waiting to run, and the task running them (both only while there are any).
+        self.pending: collections.deque[tuple[dict[str, Any], Any]] | None = None
+        self.runner: asyncio.Task[None] | None = None
 
     def check_origin(self, origin: str) -> bool:
         # Tornado (>= 6.6) accepts same-origin requests before asking: this decides the rest.
@@ -108,13 +115,11 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         if self.principal is None:
             self.close(CLOSE_UNAUTHORIZED, "authentication timed out")
 
-    def on_message(self, message: str | bytes) -> Awaitable[None] | None:
-        """Handle an ack (or a malformed frame) at once; return the coroutine that runs any
-        other frame, which Tornado awaits before it reads the next frame (so frames are still
-        handled one at a time, in order)."""
-        # Not a coroutine itself: Tornado wraps a coroutine's result in a task and two futures,
-        # which for acks -- the most frequent frame, and one that needs no I/O -- was most of a
-        # frame's cost in the profile of a fan-out to 5,000 sockets.
+    def on_message(self, message: str | bytes) -> None:
+        """Handle an ack (or a malformed frame) at once; queue any other frame for the runner,
+        which runs them one at a time, in order. Not awaited by Tornado, so it goes on reading
+        while a command waits for the database: acks and pongs are never held up behind it (a
+        command slower than the heartbeat would otherwise get a live socket closed)."""
         ref: Any = None
         try:
             try:
@@ -126,21 +131,40 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             if frame.get("type") == "ack":
                 if self._allow_ack():
                     self._ack(frame)  # no reply: acks are frequent and need no answer
-                return None
+                return
+            self._throttle()  # on arrival: a refused frame is answered at once
+            if self.pending is None:
+                self.pending = collections.deque()
+            elif len(self.pending) >= MAX_PENDING_FRAMES:
+                self._rejected_one()
+                raise RateLimited("Too many commands waiting; slow down.", retry_after_secs=1.0)
         except ChatError as exc:
             self._send({"type": "reply", "ref": ref, "ok": False, **exc.to_dict()})
-            return None
+            return
         except Exception:
             log.exception("frame failed")
             self._send({"type": "reply", "ref": ref, "ok": False, "error": INTERNAL_ERROR})
-            return None
-        return self._run_frame(frame, ref)
+            return
+        self.pending.append((frame, ref))
+        if self.runner is None:
+            self.runner = asyncio.get_running_loop().create_task(self._run_pending())
+
+    async def _run_pending(self) -> None:
+        """Run the queued frames in order until none is left (or the socket is gone: its
+        client gets no reply for the rest, and retries them as it would after any drop). A
+        command already started is never cancelled: a send is stored and then published."""
+        try:
+            while self.pending and not self._gone():
+                frame, ref = self.pending.popleft()
+                await self._run_frame(frame, ref)
+        finally:
+            self.pending = None
+            self.runner = None
 
     async def _run_frame(self, frame: dict[str, Any], ref: Any) -> None:
         """Run one command frame (or auth) and send its reply."""
         kind = frame.get("type")
         try:
-            self._throttle()
             if not isinstance(kind, str):
                 raise BadRequest("Every frame needs a string 'type'.")
             if kind == "auth":
@@ -297,6 +321,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
 
     def on_close(self) -> None:
         self.sockets.discard(self)
+        self.pending = None  # commands not started yet: their replies could not be sent anyway
         if self.auth_timer is not None:
             self.auth_timer.cancel()
         if self.writer is not None:

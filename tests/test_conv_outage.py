@@ -4,12 +4,15 @@ transports and nobody sees anything; once it is back, the same chat server sends
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from chat.dbserver import EmbeddedDatabase, plan_embedded
+from tests.client import WsClient
 from tests.conftest import ServerFactory
 from tests.test_conversations import close_sockets_cleanly, history, join, open_dm, send
 
@@ -75,3 +78,53 @@ async def test_send_fails_with_503_while_the_database_is_down_and_works_after(
     await bob.no_event("message.new")
     page = await history(bob, cid)
     assert [m["body"] for m in page["messages"]] == ["before the outage", "lost?"]
+
+
+async def test_a_command_stuck_on_the_database_holds_up_neither_acks_nor_the_queue_limit(
+    own_database: Restartable, make_server: ServerFactory
+) -> None:
+    server = await make_server(mongo_uri=own_database.db.uri, db_timeout_ms=1000)
+    alice = await join(server, "alice", "ws", online=False)
+    bob = await join(server, "bob", "rest", online=False)
+    cid = (await open_dm(alice, bob))["id"]
+    ws = await WsClient.connect(server.ws_url)
+    hello = await ws.auth(alice.token)
+    queue = server.service.registry.get(hello["queue_id"])
+    assert queue is not None
+    await send(bob, cid, "hello")
+    delivered = (await ws.event("message.new"))["id"]
+    pid = own_database.db.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # the database hangs: no answer, no error, for now
+    try:
+        await ws.send({"type": "messages.send", "ref": "stuck", "conversation_id": cid,
+                       "body": "waiting", "client_msg_id": "w1"})  # fmt: skip
+        await asyncio.sleep(0.3)
+        # The socket goes on reading behind the stuck command: the ack is applied now, not
+        # when the command ends (the database client would wait 10 s for its answer).
+        await ws.send({"type": "ack", "last_event_id": delivered})
+        for _ in range(30):
+            if queue.acked_id == delivered:
+                break
+            await asyncio.sleep(0.1)
+        assert queue.acked_id == delivered
+        with pytest.raises(TimeoutError):
+            await ws.next_frame("reply", timeout=0.3)  # the command is still waiting
+        # Commands queue up behind it, in order, up to 64; past that they are refused at once.
+        # (Within the rate limit: a burst of 60 frames, then 20 more a second.)
+        for i in range(55):
+            await ws.send({"type": "me", "ref": i})
+        await asyncio.sleep(1.0)
+        for i in range(55, 69):
+            await ws.send({"type": "me", "ref": i})
+        refused = [await ws.next_frame("reply", timeout=3) for _ in range(5)]
+        assert [(r["ref"], r["error"]["code"]) for r in refused] == [
+            (i, "rate_limited") for i in range(64, 69)
+        ]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    replies = [await ws.next_frame("reply", timeout=15) for _ in range(65)]
+    # Once the database is back: the stuck send (stored, or 503), then the rest in order.
+    assert [r["ref"] for r in replies] == ["stuck", *range(64)]
+    assert all(r["ok"] for r in replies[1:])
+    ws.close()
