@@ -118,6 +118,14 @@ class Verdict:
     def ok(self) -> bool:
         return not (self.losses or self.duplicates or self.reorders)
 
+    def add(self, other: Verdict) -> None:
+        """Fold another check's findings into this one."""
+        self.messages += other.messages
+        self.deliveries += other.deliveries
+        self.losses += other.losses
+        self.duplicates += other.duplicates
+        self.reorders += other.reorders
+
 
 def check_deliveries(
     members: Mapping[str, Sequence[str]],
@@ -797,14 +805,8 @@ async def run(args: argparse.Namespace) -> tuple[bool, list[tuple[str, str]]]:
         # Each round's clients are new: they start with new queues and see that round's
         # messages only, so each round is checked on its own.
         acked_in_round = {(c, q) for report in r.reports for c, q in report["acked"]}
-        checked = check_deliveries(
-            members, acked_in_round, {x["user_id"]: x["received"] for x in r.reports}
-        )
-        verdict.messages += checked.messages
-        verdict.deliveries += checked.deliveries
-        verdict.losses += checked.losses
-        verdict.duplicates += checked.duplicates
-        verdict.reorders += checked.reorders
+        received = {x["user_id"]: x["received"] for x in r.reports}
+        verdict.add(check_deliveries(members, acked_in_round, received))
     unconfirmed = sum(r.unconfirmed for r in rounds)
     late = sum(1 for report in reports if not report["complete"])
     problems = [p for r in reports for p in r["problems"]]

@@ -57,10 +57,9 @@ def make_app(
 ) -> tornado.web.Application:
     """The Tornado application for one service instance (tests build as many as they like)."""
     deps = {"service": service}
-    sockets: set[ChatSocket] = set()  # server.py closes them at shutdown
     routes: list[Any] = [
         (r"/healthz", HealthHandler, deps),
-        (r"/ws", ChatSocket, {**deps, "sockets": sockets}),
+        (r"/ws", ChatSocket, deps),
         (r"/api/events", LongPollHandler, deps),
     ]
     routes += [(path, CommandHandler, {**deps, **methods}) for path, methods in COMMAND_ROUTES]
@@ -82,5 +81,5 @@ def make_app(
         websocket_ping_timeout=service.settings.heartbeat_secs,
         websocket_max_message_size=MAX_FRAME_BYTES,
         compress_response=True,
-        chat_sockets=sockets,
+        chat_sockets=set(),  # every open ChatSocket; server.py closes them at shutdown
     )

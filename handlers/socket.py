@@ -72,9 +72,9 @@ class TokenBucket:
 class ChatSocket(tornado.websocket.WebSocketHandler):
     """One client connection; the queue, not the socket, owns the events."""
 
-    def initialize(self, service: ChatService, sockets: set[ChatSocket]) -> None:
+    def initialize(self, service: ChatService) -> None:
         self.service = service
-        self.sockets = sockets  # every open socket of this application
+        self.sockets: set[ChatSocket] = self.application.settings["chat_sockets"]
         self.principal: Principal | None = None
         self.queue: EventQueue | None = None
         self.consumer: int | None = None

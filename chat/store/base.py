@@ -19,6 +19,17 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+def _unreachable(exc: PyMongoError) -> bool:
+    """Whether this error means the database cannot be reached (now), not a bad request."""
+    if isinstance(exc, ConnectionFailure):  # AutoReconnect, server-selection timeouts
+        return True
+    if isinstance(exc, InvalidOperation):  # "... after close": shutting down, gone for us
+        return "after close" in str(exc)
+    return exc.has_error_label("RetryableWriteError") or exc.has_error_label(
+        "TransientTransactionError"
+    )
+
+
 @contextlib.contextmanager
 def db_errors() -> Iterator[None]:
     """Turn an unreachable database into DatabaseUnavailable (503); let the rest through."""
@@ -26,16 +37,8 @@ def db_errors() -> Iterator[None]:
         yield
     except DuplicateKeyError:
         raise
-    except ConnectionFailure as exc:  # includes AutoReconnect and server-selection timeouts
-        raise DatabaseUnavailable("The database is unavailable; try again shortly.") from exc
-    except InvalidOperation as exc:
-        if "after close" in str(exc):  # shutting down: for this process the database is gone
-            raise DatabaseUnavailable("The database is unavailable; try again shortly.") from exc
-        raise
     except PyMongoError as exc:
-        if exc.has_error_label("RetryableWriteError") or exc.has_error_label(
-            "TransientTransactionError"
-        ):
+        if _unreachable(exc):
             raise DatabaseUnavailable("The database is unavailable; try again shortly.") from exc
         raise
 
