@@ -21,7 +21,7 @@ from chat.config import (
     QUEUE_GRACE_SECS,
     Settings,
 )
-from chat.dbserver import DatabaseStartError, EmbeddedDatabase, plan_embedded
+from chat.dbserver import DatabaseStartError, EmbeddedDatabase, make_private_dir, plan_embedded
 from chat.errors import DatabaseUnavailable
 
 log = logging.getLogger("chat.server")
@@ -197,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     data_dir: Path = args.data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(data_dir)  # the secret, the database's credentials and files
     secret = args.secret or load_or_create_secret(data_dir)
     if len(secret.encode()) < MIN_SECRET_BYTES:
         print(f"error: the secret must be at least {MIN_SECRET_BYTES} bytes long", file=sys.stderr)

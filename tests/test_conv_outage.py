@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from chat.dbserver import EmbeddedDatabase, plan_embedded
+from chat.dbserver import plan_embedded
 from tests.client import WsClient
 from tests.conftest import ServerFactory
 from tests.test_conversations import close_sockets_cleanly, history, join, open_dm, send
@@ -31,9 +31,7 @@ class Restartable:
 
     def restart(self) -> None:
         """The same program on the same port with the same files."""
-        db = self.db
-        self.db = EmbeddedDatabase(db.kind, db.argv, db.port, db.data_path, db.log_path)
-        self.db.start()
+        self.db.restart()
 
 
 @pytest.fixture
