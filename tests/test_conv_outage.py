@@ -78,10 +78,43 @@ async def test_send_fails_with_503_while_the_database_is_down_and_works_after(
     assert [m["body"] for m in page["messages"]] == ["before the outage", "lost?"]
 
 
+async def test_a_stalled_database_is_a_503_within_the_database_timeout(
+    own_database: Restartable, make_server: ServerFactory
+) -> None:
+    """A database that accepts but never answers (SIGSTOP): every operation ends within the
+    timeout (3 s by default), /healthz included; before, a socket read waited 12-15 s."""
+    server = await make_server(mongo_uri=own_database.db.uri, db_timeout_ms=3000)
+    alice = await join(server, "alice", "ws", online=False)
+    bob = await join(server, "bob", "rest", online=False)
+    cid = (await open_dm(alice, bob))["id"]
+    await send(bob, cid, "before")
+    pid = own_database.db.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        health, over_rest, over_socket, listed = await asyncio.gather(
+            bob.api.get("/healthz"),
+            bob.call("messages.send", conversation_id=cid, body="stalled", client_msg_id="s1"),
+            alice.call("messages.history", conversation_id=cid),
+            bob.call("conversations.list"),
+        )
+        took = loop.time() - started
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert health.status == 503
+    over_rest.fails(503, "database_unavailable")
+    over_socket.fails(503, "database_unavailable")
+    listed.fails(503, "database_unavailable")
+    assert took < 6.0, took
+
+
 async def test_a_command_stuck_on_the_database_holds_up_neither_acks_nor_the_queue_limit(
     own_database: Restartable, make_server: ServerFactory
 ) -> None:
-    server = await make_server(mongo_uri=own_database.db.uri, db_timeout_ms=1000)
+    # A timeout longer than the test: the send stays stuck on the stopped database.
+    server = await make_server(mongo_uri=own_database.db.uri, db_timeout_ms=30_000)
     alice = await join(server, "alice", "ws", online=False)
     bob = await join(server, "bob", "rest", online=False)
     cid = (await open_dm(alice, bob))["id"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pymongo
 from pymongo import AsyncMongoClient
 
 from chat.store.accounts import SessionStore, UserStore, normalize_friend_code
@@ -13,6 +14,8 @@ from chat.store.social import SocialStore
 
 __all__ = ["Store", "normalize_friend_code"]
 
+INDEX_BUILD_TIMEOUT_SECS = 600.0  # start-up only; the indexes exist after the first start
+
 
 class Store:
     """One database client and a wrapper per collection family."""
@@ -21,9 +24,16 @@ class Store:
         self.client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
             uri,
             tz_aware=True,
+            # Every operation, whatever it waits on (a server, a connection, an answer), ends
+            # within this: a stalled database is a 503 in 3 s, not a hang.
+            timeoutMS=timeout_ms,
             serverSelectionTimeoutMS=timeout_ms,
             connectTimeoutMS=timeout_ms,
-            socketTimeoutMS=max(timeout_ms * 4, 10_000),
+            # A write is acknowledged only once it is in the journal of a majority of the
+            # replica set (on a standalone server: its own journal), so an acknowledged message,
+            # and the seq state it was given, survive a crash and are never rolled back.
+            w="majority",
+            journal=True,
         )
         self.db = self.client[db_name]
         self.in_flight = InFlight()
@@ -39,7 +49,8 @@ class Store:
 
     async def ensure_indexes(self) -> None:
         """Create every index the queries rely on (idempotent)."""
-        with db_errors():
+        # Building an index on a large existing collection takes longer than one request may.
+        with db_errors(), pymongo.timeout(INDEX_BUILD_TIMEOUT_SECS):
             await self.users.ensure_indexes()
             await self.sessions.ensure_indexes()
             await self.social.ensure_indexes()
