@@ -21,11 +21,14 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
+from bson import ObjectId
+
 from chat.commands import Principal, Reply, ServiceBase, command
 from chat.errors import (
     Blocked,
     ChatError,
     Conflict,
+    DatabaseUnavailable,
     Forbidden,
     NotFound,
     RateLimited,
@@ -60,6 +63,16 @@ TYPING_STATE_MAX = 10_000  # remembered (user, conversation) pairs before stale 
 IDLE_LINES_MAX = 1024
 IDLE_MEMBERS_MAX = 100_000
 GENERATED_KEY_PREFIX = "srv-"  # client_msg_id given to a send that brought none
+# A message insert whose outcome is unknown (the database did not answer) is tried again
+# until the database says whether it holds it: first after this, doubling up to the maximum.
+STORE_RETRY_FIRST_SECS = 0.2
+STORE_RETRY_MAX_SECS = 5.0
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as seen: nobody may be waiting for it."""
+    if not future.cancelled():
+        future.exception()
 
 
 class GroupFull(ChatError):
@@ -74,6 +87,8 @@ class _Slot:
     seq: int  # 0 for a group event, which has no seq but keeps its place in the line
     done: bool = False
     delivery: tuple[list[str], Event] | None = None
+    out: bool = False  # it has left the line: its event, if any, is published
+    waiter: asyncio.Future[None] | None = None  # made by whoever awaits its publication
 
 
 @dataclasses.dataclass(eq=False)
@@ -145,8 +160,18 @@ class Sequencer:
         slot.delivery = delivery
         while line.slots and line.slots[0].done:
             head = line.slots.popleft()
+            head.out = True
             if head.delivery is not None:
                 self._publish(*head.delivery)
+            if head.waiter is not None and not head.waiter.done():
+                head.waiter.set_result(None)
+
+    async def published(self, slot: _Slot) -> None:
+        """Return once the resolved slot has left its line (after every earlier one)."""
+        if not slot.out:
+            if slot.waiter is None:
+                slot.waiter = asyncio.get_running_loop().create_future()
+            await slot.waiter
 
     def enqueue(self, line: _Line, recipients: list[str], event: Event) -> None:
         """Publish an event after every message allocated before it."""
@@ -238,6 +263,10 @@ class ConversationCommands(ServiceBase):
         super().__init__(*args, **kwargs)
         self.sequencer = Sequencer(self.publish)
         self.typing_throttle = TypingThrottle()
+        # Sends being stored, by (sender, client_msg_id): a retry meanwhile awaits the same
+        # outcome instead of storing again; and the tasks that store them.
+        self._sends: dict[tuple[str, str], asyncio.Future[Message]] = {}
+        self._storing: set[asyncio.Task[Message]] = set()
 
     # -- access ---------------------------------------------------------------
 
@@ -364,29 +393,99 @@ class ConversationCommands(ServiceBase):
             conv, _ = await self.access_conversation(principal, conversation_id, write=True)
         if await self._dm_blocked(conv, me):
             raise Blocked("You cannot message this user.")
-        store = self.store.conversations
+        pending = self._sends.get((me, key))
+        if pending is not None:  # the same send is still being stored: its outcome is ours
+            return self._retried(await self._outcome(pending), conv)
         # No lookup of client_msg_id first: the unique (sender, client_msg_id) index makes the
-        # insert of a retry fail, and the stored message is returned then. A retry costs a seq
-        # (a gap, which the contract allows) but a first send, by far the common case, saves a
-        # database round trip.
-        with self.sequencer.line(conv.id) as line:
-            async with line.lock:
-                conv, slot, created_at = await self._allocate(line, conv, me)
-            try:
-                message, created = await store.insert_message(
-                    conv.id, slot.seq, me, body, key, created_at
+        # insert of a later retry fail, and the stored message is returned then. That retry
+        # costs a seq (a gap, which the contract allows) but a first send, by far the common
+        # case, saves a database round trip.
+        outcome: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        outcome.add_done_callback(_retrieve)
+        self._sends[(me, key)] = outcome
+        try:
+            with self.sequencer.line(conv.id) as line:
+                async with line.lock:
+                    conv, slot, created_at = await self._allocate(line, conv, me)
+                message = Message(str(ObjectId()), conv.id, slot.seq, me, body, key, created_at)
+                # The storing goes on by itself: neither a timeout nor a closed connection
+                # abandons a write whose outcome is not known yet.
+                storing = asyncio.get_running_loop().create_task(
+                    self._store_and_publish(line, slot, message, conv.member_ids)
                 )
-            except BaseException:
-                self.sequencer.resolve(line, slot, None)  # a gap in seq; nobody sees anything
-                raise
-            if not created:  # a concurrent retry stored it first: its own send publishes it
-                self.sequencer.resolve(line, slot, None)
-                return self._retried(message, conv)
-            event: Event = {"type": "message.new", "message": message.to_dict()}
-            self.sequencer.resolve(line, slot, (conv.member_ids, event))
-        return {"message": message.to_dict()}
+                self._storing.add(storing)
+        except BaseException as exc:
+            self._sends.pop((me, key), None)
+            if not outcome.done():
+                outcome.set_exception(exc)
+            raise
 
-    def _retried(self, message: Message, conv: Conversation) -> Reply:
+        def settle(task: asyncio.Task[Message]) -> None:
+            self._storing.discard(task)
+            if self._sends.get((me, key)) is outcome:
+                del self._sends[(me, key)]
+            if outcome.done():
+                return
+            if task.cancelled():
+                outcome.cancel()
+            elif (error := task.exception()) is not None:
+                outcome.set_exception(error)
+            else:
+                outcome.set_result(task.result())
+
+        storing.add_done_callback(settle)
+        return self._retried(await self._outcome(outcome), conv)
+
+    async def _outcome(self, outcome: asyncio.Future[Message]) -> Message:
+        """The stored and published message, or DatabaseUnavailable once the database timeout
+        passed with the outcome still unknown (the storing goes on; a retry is safe)."""
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(outcome), self.settings.db_timeout_ms / 1000
+            )
+        except TimeoutError:
+            raise DatabaseUnavailable(
+                "The database did not confirm the message in time. Retry with the same "
+                "client_msg_id: the message is stored at most once."
+            ) from None
+
+    async def _store_and_publish(
+        self, line: _Line, slot: _Slot, message: Message, member_ids: list[str]
+    ) -> Message:
+        """Insert the message at its seq until the database says whether it holds it (retrying
+        while it is unreachable); publish it in seq order; return it once published. A message
+        stored under the same key by another send is returned instead, unpublished here."""
+        delay = STORE_RETRY_FIRST_SECS
+        with self.sequencer.line(message.conversation_id):  # the line outlives the command
+            try:
+                while True:
+                    try:
+                        stored, ours = await self.store.conversations.insert_message(message)
+                        break
+                    except DatabaseUnavailable:
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, STORE_RETRY_MAX_SECS)
+            except BaseException:
+                self.sequencer.resolve(line, slot, None)  # not stored: a gap in seq
+                raise
+            if not ours:  # the key's message was stored by another send, which publishes it
+                self.sequencer.resolve(line, slot, None)
+                return stored
+            event: Event = {"type": "message.new", "message": stored.to_dict()}
+            self.sequencer.resolve(line, slot, (member_ids, event))
+            await self.sequencer.published(slot)
+            return stored
+
+    async def close_sends(self) -> None:
+        """Stop the sends still being stored (shutting down; their outcome stays unknown)."""
+        for task in list(self._storing):
+            task.cancel()
+        for task in list(self._storing):
+            with contextlib.suppress(asyncio.CancelledError, ChatError):
+                await task
+
+    @staticmethod
+    def _retried(message: Message, conv: Conversation) -> Reply:
         if message.conversation_id != conv.id:
             raise Conflict(
                 "client_msg_id was already used for a message in another conversation.",

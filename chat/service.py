@@ -31,4 +31,5 @@ class ChatService(RealtimeCommands, ConversationCommands, SocialCommands, Accoun
 
     async def close(self) -> None:
         """Stop background work; the store is closed by its owner."""
+        await self.close_sends()
         await self.close_realtime()

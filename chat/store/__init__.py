@@ -8,13 +8,11 @@ import pymongo
 from pymongo import AsyncMongoClient
 
 from chat.store.accounts import SessionStore, UserStore, normalize_friend_code
-from chat.store.base import InFlight, db_errors
+from chat.store.base import BULK_TIMEOUT_SECS, InFlight, db_errors
 from chat.store.conversations import ConversationStore
 from chat.store.social import SocialStore
 
 __all__ = ["Store", "normalize_friend_code"]
-
-INDEX_BUILD_TIMEOUT_SECS = 600.0  # start-up only; the indexes exist after the first start
 
 
 class Store:
@@ -50,7 +48,7 @@ class Store:
     async def ensure_indexes(self) -> None:
         """Create every index the queries rely on (idempotent)."""
         # Building an index on a large existing collection takes longer than one request may.
-        with db_errors(), pymongo.timeout(INDEX_BUILD_TIMEOUT_SECS):
+        with db_errors(), pymongo.timeout(BULK_TIMEOUT_SECS):
             await self.users.ensure_indexes()
             await self.sessions.ensure_indexes()
             await self.social.ensure_indexes()
@@ -58,7 +56,8 @@ class Store:
 
     async def drop_database(self) -> None:
         """Remove all data of this database (tests)."""
-        await self.client.drop_database(self.db.name)
+        with pymongo.timeout(BULK_TIMEOUT_SECS):  # it syncs every collection's removal
+            await self.client.drop_database(self.db.name)
 
     async def close(self, drain_secs: float = 0.0) -> None:
         """Close the client's connections, once the operations under way have ended (waiting

@@ -15,6 +15,10 @@ from pymongo.errors import ConnectionFailure, DuplicateKeyError, InvalidOperatio
 
 from chat.errors import DatabaseUnavailable, NotFound
 
+# Work that is not a request (start-up index builds, bulk imports, tests' clean-up) may take
+# longer than the per-operation database timeout.
+BULK_TIMEOUT_SECS = 600.0
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -22,6 +26,8 @@ T = TypeVar("T")
 def _unreachable(exc: PyMongoError) -> bool:
     """Whether this error means the database cannot be reached (now), not a bad request."""
     if isinstance(exc, ConnectionFailure):  # AutoReconnect, server-selection timeouts
+        return True
+    if exc.timeout:  # the operation's timeoutMS ran out, wherever it was waiting
         return True
     if isinstance(exc, InvalidOperation):  # "... after close": shutting down, gone for us
         return "after close" in str(exc)

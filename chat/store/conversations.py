@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
+import pymongo
 from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo import ASCENDING, DESCENDING
@@ -26,6 +27,7 @@ from pymongo.errors import DuplicateKeyError
 from chat.errors import Conflict
 from chat.models import iso, utcnow
 from chat.store.base import (
+    BULK_TIMEOUT_SECS,
     Collections,
     InFlight,
     db_errors,
@@ -408,33 +410,30 @@ class ConversationStore(Collections):
     # -- messages -------------------------------------------------------------
 
     @translated
-    async def insert_message(
-        self,
-        conversation_id: str,
-        seq: int,
-        sender_id: str,
-        body: str,
-        client_msg_id: str,
-        created_at: datetime,
-    ) -> tuple[Message, bool]:
-        """Store the message at its allocated seq; (message, True) once the database has
-        acknowledged it, or (the one already stored under the client_msg_id, False)."""
+    async def insert_message(self, message: Message) -> tuple[Message, bool]:
+        """Store the message (its id chosen by the caller, so that trying again is safe):
+        (message, True) once the database holds it, also when an earlier attempt whose answer
+        was lost stored it; (the message already stored under its sender's client_msg_id by
+        another send, False)."""
         doc = {
-            "_id": ObjectId(),
-            "conversation_id": conversation_id,
-            "seq": seq,
-            "sender_id": sender_id,
-            "body": body,
-            "client_msg_id": client_msg_id,
-            "created_at": created_at,
+            "_id": ObjectId(message.id),
+            "conversation_id": message.conversation_id,
+            "seq": message.seq,
+            "sender_id": message.sender_id,
+            "body": message.body,
+            "client_msg_id": message.client_msg_id,
+            "created_at": message.created_at,
         }
         try:
             await self._messages.insert_one(doc)
         except DuplicateKeyError as exc:
+            mine = await self._messages.find_one({"_id": doc["_id"]})
+            if mine is not None:  # an earlier attempt got through
+                return message_from_doc(mine), True
             if "client_msg_id" not in duplicate_key_fields(exc):
                 raise Conflict("That message position is taken; try again.") from exc
             stored = await self._messages.find_one(
-                {"sender_id": sender_id, "client_msg_id": client_msg_id}
+                {"sender_id": message.sender_id, "client_msg_id": message.client_msg_id}
             )
             if stored is None:
                 raise Conflict("The message changed; try again.") from exc
@@ -535,6 +534,12 @@ class ConversationStore(Collections):
     ) -> int:
         """Append many messages at once (imports, tests, benchmarks): reserves a block of seqs
         and inserts in batches; returns the first seq. client_msg_ids are key_prefix + index."""
+        with pymongo.timeout(BULK_TIMEOUT_SECS):
+            return await self._import(conversation_id, sender_id, bodies, key_prefix)
+
+    async def _import(
+        self, conversation_id: str, sender_id: str, bodies: Sequence[str], key_prefix: str
+    ) -> int:
         oid = object_id(conversation_id, "conversation")
         count = len(bodies)
         for _ in range(IMPORT_RETRIES):
