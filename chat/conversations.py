@@ -776,8 +776,11 @@ class ConversationCommands(ServiceBase):
             if conv.member(principal.user_id) is not None:
                 about = {**conv.shared_dict(), "member": True}
             else:
-                # What it saw while a member; who joined or left since is none of its business.
-                about = {"id": conv.id, "kind": conv.kind, "name": conv.name, "member": False}
+                # What it saw while a member, named as it was when it left; who joined, left
+                # or renamed the group since is none of its business.
+                former = conv.former_member(principal.user_id)
+                name = former.name if former is not None else conv.name
+                about = {"id": conv.id, "kind": conv.kind, "name": name, "member": False}
             parts.append(ExportPart(about, conv.id, self._visible_seq(conv.id, max_seq)))
         return {"id": user.id, "username": user.username}, parts
 
