@@ -12,7 +12,7 @@ from handlers.api import CommandHandler, HealthHandler
 from handlers.base import ApiNotFoundHandler
 from handlers.events import LongPollHandler
 from handlers.export import AllExportHandler, ConversationExportHandler
-from handlers.pages import IndexHandler
+from handlers.pages import IndexHandler, StaticHandler
 from handlers.socket import MAX_FRAME_BYTES, ChatSocket
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,6 +74,7 @@ def make_app(
         routes,
         template_path=str(ROOT / "templates"),
         static_path=str(ROOT / "static"),
+        static_handler_class=StaticHandler,
         debug=service.settings.debug,
         websocket_ping_interval=service.settings.heartbeat_secs,
         # A peer that does not answer a ping before the next one is dropped (Tornado caps the
