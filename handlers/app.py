@@ -12,6 +12,7 @@ from handlers.api import CommandHandler, HealthHandler
 from handlers.base import ApiNotFoundHandler
 from handlers.events import LongPollHandler
 from handlers.export import AllExportHandler, ConversationExportHandler
+from handlers.logs import access_logger, install_log_redaction
 from handlers.pages import IndexHandler, StaticHandler
 from handlers.socket import MAX_FRAME_BYTES, ChatSocket
 
@@ -56,6 +57,7 @@ def make_app(
     service: ChatService, extra_routes: list[Any] | None = None
 ) -> tornado.web.Application:
     """The Tornado application for one service instance (tests build as many as they like)."""
+    install_log_redaction()
     deps = {"service": service}
     routes: list[Any] = [
         (r"/healthz", HealthHandler, deps),
@@ -82,5 +84,6 @@ def make_app(
         websocket_ping_timeout=service.settings.heartbeat_secs,
         websocket_max_message_size=MAX_FRAME_BYTES,
         compress_response=True,
+        log_function=access_logger(service.settings.access_log),
         chat_sockets=set(),  # every open ChatSocket; server.py closes them at shutdown
     )
