@@ -22,8 +22,22 @@ access_log = logging.getLogger("tornado.access")
 # the same hello it resumes someone's queue). Their values are logged as REDACTED.
 SECRET_QUERY_ARGS = frozenset({"token", "queue_id"})
 REDACTED = "***"
-# The same arguments anywhere in a log message (Tornado's own error lines quote the URI).
-SECRET_IN_TEXT = re.compile(r"([?&](?:token|queue_id)=)[^&\s'\"#]*", re.IGNORECASE)
+# A query argument anywhere in a log message (Tornado's own error lines quote the URI, and
+# the request's repr).
+QUERY_ARG_IN_TEXT = re.compile(r"([?&])([^=&?\s'\"#]+)=([^&\s'\"#]*)")
+
+
+def _redact_arg(match: re.Match[str]) -> str:
+    sep, name, _ = match.groups()
+    # Decoded as Tornado decodes it: "%74oken" is the token argument too.
+    if unquote_plus(name).strip().lower() in SECRET_QUERY_ARGS:
+        return f"{sep}{name}={REDACTED}"
+    return match.group(0)
+
+
+def redact_text(text: str) -> str:
+    """The text with the values of SECRET_QUERY_ARGS in any URI in it replaced by REDACTED."""
+    return QUERY_ARG_IN_TEXT.sub(_redact_arg, text)
 
 
 def redact_uri(uri: str) -> str:
@@ -71,7 +85,7 @@ class RedactSecrets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = SECRET_IN_TEXT.sub(rf"\g<1>{REDACTED}", message)
+        redacted = redact_text(message)
         if redacted != message:
             record.msg, record.args = redacted, None
         return True

@@ -104,7 +104,12 @@ async def test_an_uncaught_exception_is_logged_without_the_urls_secrets(
 ) -> None:
     with caplog.at_level(logging.DEBUG):
         response = await broken_app.get("/broken?token=sekrit.jwt.value&queue_id=q123&x=1")
-    assert response.status == 500
+        assert response.status == 500
+        # An encoded name is the same argument to Tornado, so it is a secret in the log too.
+        encoded = await broken_app.get("/broken?%74oken=sekrit2&Queue_Id=q456")
+        assert encoded.status == 500
     assert "Uncaught exception GET /broken?token=***&queue_id=***&x=1" in caplog.text
+    assert "GET /broken?%74oken=***&Queue_Id=*** (127.0.0.1)" in caplog.text
     assert "RuntimeError: a bug" in caplog.text  # the traceback is kept
-    assert "sekrit" not in caplog.text and "q123" not in caplog.text
+    for secret in ("sekrit", "q123", "q456"):
+        assert secret not in caplog.text
