@@ -20,6 +20,7 @@ from chat.config import (
     MIN_SECRET_BYTES,
     QUEUE_GRACE_SECS,
     Settings,
+    parse_networks,
 )
 from chat.dbserver import DatabaseStartError, EmbeddedDatabase, make_private_dir, plan_embedded
 from chat.errors import DatabaseUnavailable
@@ -108,11 +109,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(default %(default).0f s; 1 s to a day)",
     )
     parser.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="CIDR[,CIDR]",
+        help="reverse proxies whose X-Forwarded-For, X-Real-IP and X-Forwarded-Proto are "
+        "believed, e.g. 127.0.0.1/32 (repeatable; default none: the client's address is always "
+        "the TCP peer's)",
+    )
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log one line per request at INFO (without tokens or queue ids); "
+        "default: those lines are at DEBUG, shown by --debug",
+    )
+    parser.add_argument(
         "--debug", action="store_true", help="debug logging and Tornado's debug mode"
     )
     args = parser.parse_args(argv)
     if not 1 <= args.queue_grace <= 24 * 3600:
         parser.error("--queue-grace must be between 1 s and a day")
+    try:
+        args.trusted_proxy = tuple(n for v in args.trusted_proxy for n in parse_networks(v))
+    except ValueError as exc:
+        parser.error(f"--trusted-proxy: {exc}")
     return args
 
 
@@ -145,11 +165,10 @@ def redact(uri: str) -> str:
 
 async def serve(settings: Settings) -> int:
     """Connect, create indexes, listen; return the exit code once stopped by a signal."""
-    import tornado.httpserver
-
     from chat.service import ChatService
     from chat.store import Store
     from handlers.app import make_app
+    from handlers.proxy import ForwardedHTTPServer
     from handlers.socket import close_sockets
 
     store = Store(settings.mongo_uri, settings.db_name, timeout_ms=settings.db_timeout_ms)
@@ -166,7 +185,9 @@ async def serve(settings: Settings) -> int:
         return 1
     service = ChatService.build(settings, store)
     app = make_app(service)
-    server = tornado.httpserver.HTTPServer(app, xheaders=True, max_body_size=8 * 1024 * 1024)
+    server = ForwardedHTTPServer(
+        app, trusted_proxies=settings.trusted_proxies, max_body_size=8 * 1024 * 1024
+    )
     server.listen(settings.port, backlog=LISTEN_BACKLOG)
     tune_gc()
     log.info("listening on http://localhost:%d", settings.port)
@@ -227,6 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         debug=args.debug,
         queue_grace_secs=args.queue_grace,
         allowed_origins=tuple(args.allowed_origin),
+        trusted_proxies=args.trusted_proxy,
+        access_log=args.access_log,
     )
     try:
         return asyncio.run(serve(settings))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from pathlib import Path
 
 DEFAULT_PORT = 8888
@@ -21,6 +22,20 @@ MAX_GROUP_SIZE = 1000
 # poll. A logout in this process takes effect at once regardless.
 SESSION_CHECK_SECS = 5.0
 DB_TIMEOUT_MS = 3000  # a request fails with 503 instead of hanging when the database is gone
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(value: str) -> tuple[IPNetwork, ...]:
+    """Comma-separated networks ("10.0.0.0/8,::1"; a bare address is one host); ValueError
+    names the first that is not one."""
+    networks = []
+    for part in value.split(","):
+        try:
+            networks.append(ipaddress.ip_network(part.strip(), strict=False))
+        except ValueError as exc:
+            raise ValueError(f"{part.strip()!r} is not an IP address or network") from exc
+    return tuple(networks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +60,11 @@ class Settings:
     session_check_secs: float = SESSION_CHECK_SECS
     # Origins allowed to open a WebSocket; empty means "same host as the request".
     allowed_origins: tuple[str, ...] = ()
+    # Peers whose X-Forwarded-For / X-Real-IP / X-Forwarded-Proto are believed (reverse
+    # proxies in front of this server); empty means none: every client is its TCP peer.
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    # One log line per request at INFO; off, the lines are at DEBUG (shown by --debug only).
+    access_log: bool = False
 
     def __post_init__(self) -> None:
         if len(self.secret.encode()) < MIN_SECRET_BYTES:

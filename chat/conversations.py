@@ -305,17 +305,21 @@ class ConversationCommands(ServiceBase):
         others = [m.user_id for m in conv.members if m.user_id != user_id]
         return bool(others) and await self.is_blocked_between(user_id, others[0])
 
-    async def render(self, conv: Conversation, user_id: str) -> dict[str, Any]:
+    async def render(
+        self, conv: Conversation, user_id: str, blocked: set[str] | None = None
+    ) -> dict[str, Any]:
         """The conversation as this user sees it: with its last message, unread count and the
-        members' read pointers."""
+        members' read pointers, except those of users a block stands between it and (blocked:
+        those users, when the caller already knows them)."""
         store = self.store.conversations
         read_seq = conv.reads.get(user_id, 0)
         top = self._visible_seq(conv.id, conv.last_seq)
-        last, unread = await asyncio.gather(
+        last, unread, hidden = await asyncio.gather(
             store.latest_message(conv.id, top),
             store.count_unread(conv.id, user_id, read_seq, top),
+            self._blocked_or(blocked, user_id),
         )
-        members = set(conv.member_ids)
+        members = set(conv.member_ids) - hidden
         return {
             **conv.shared_dict(),
             "last_message": last.to_dict() if last else None,
@@ -325,6 +329,9 @@ class ConversationCommands(ServiceBase):
             # conversation.read events keep them current from there.
             "reads": {uid: seq for uid, seq in conv.reads.items() if uid in members and seq > 0},
         }
+
+    async def _blocked_or(self, known: set[str] | None, user_id: str) -> set[str]:
+        return known if known is not None else await self.blocked_either_way(user_id)
 
     async def presence_candidates(self, user_id: str) -> set[str]:
         """Adds the user's DM partners to those who see its presence."""
@@ -342,7 +349,8 @@ class ConversationCommands(ServiceBase):
         cursor = _parse_cursor(get_str(data, "before", required=False))
         found = await self.store.conversations.list_for_member(principal.user_id, limit + 1, cursor)
         page = found[:limit]
-        rendered = await asyncio.gather(*(self.render(c, principal.user_id) for c in page))
+        blocked = await self.blocked_either_way(principal.user_id)  # once for the whole page
+        rendered = await asyncio.gather(*(self.render(c, principal.user_id, blocked) for c in page))
         last = page[-1] if page else None
         return {
             "conversations": list(rendered),
@@ -558,7 +566,8 @@ class ConversationCommands(ServiceBase):
     @command("conversations.read")
     async def mark_read(self, principal: Principal, data: Any) -> Reply:
         """Move the caller's read pointer forward to seq (never back, never past the last
-        message); conversation.read goes to every member when it moved."""
+        message); conversation.read goes to every member when it moved, except those a block
+        stands between the caller and."""
         data = require_object(data)
         conversation_id = require_id(data, "conversation_id")
         seq = get_int(data, "seq", minimum=0)
@@ -577,15 +586,17 @@ class ConversationCommands(ServiceBase):
                 "user_id": me,
                 "seq": seq,
             }
-            self.publish(conv.member_ids, event)
+            blocked = await self.blocked_either_way(me)
+            self.publish([uid for uid in conv.member_ids if uid not in blocked], event)
         top = self._visible_seq(conv.id, conv.last_seq)
         unread = await store.count_unread(conv.id, me, current, top)
         return {"conversation_id": conv.id, "seq": current, "unread_count": unread}
 
     @command("typing")
     async def typing(self, principal: Principal, data: Any) -> Reply:
-        """Tell the other members the caller is typing; never stored, at most one event per
-        conversation every TYPING_INTERVAL_SECS (extra calls are accepted and dropped)."""
+        """Tell the other members the caller is typing (not those a block stands between it
+        and); never stored, at most one event per conversation every TYPING_INTERVAL_SECS
+        (extra calls are accepted and dropped)."""
         data = require_object(data)
         conversation_id = require_id(data, "conversation_id")
         me = principal.user_id
@@ -595,7 +606,8 @@ class ConversationCommands(ServiceBase):
         if not self.typing_throttle.allow(me, conv.id):
             return {"forwarded": False}
         event: Event = {"type": "typing", "conversation_id": conv.id, "user_id": me}
-        self.publish([uid for uid in conv.member_ids if uid != me], event)
+        hidden = {me} if conv.kind == "dm" else {me} | await self.blocked_either_way(me)
+        self.publish([uid for uid in conv.member_ids if uid not in hidden], event)
         return {"forwarded": True}
 
     # -- groups ---------------------------------------------------------------
@@ -863,8 +875,11 @@ class ConversationCommands(ServiceBase):
             if conv.member(principal.user_id) is not None:
                 about = {**conv.shared_dict(), "member": True}
             else:
-                # What it saw while a member; who joined or left since is none of its business.
-                about = {"id": conv.id, "kind": conv.kind, "name": conv.name, "member": False}
+                # What it saw while a member, named as it was when it left; who joined, left
+                # or renamed the group since is none of its business.
+                former = conv.former_member(principal.user_id)
+                name = former.name if former is not None else conv.name
+                about = {"id": conv.id, "kind": conv.kind, "name": name, "member": False}
             parts.append(ExportPart(about, conv.id, self._visible_seq(conv.id, max_seq)))
         return {"id": user.id, "username": user.username}, parts
 

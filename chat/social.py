@@ -6,7 +6,9 @@ Visibility rules, in one place:
   other's presence (presence_audience subtracts `blocked_either_way`).
 - Blocking ends a friendship and removes a pending request between the pair; the other side is
   told exactly what an ordinary removal, decline or cancellation would tell it, nothing more.
-- Group conversations are not the social graph's business: a block changes nothing there.
+- Group conversations are not the social graph's business: a block leaves membership and
+  messages there alone, and stops only typing and read receipts between the pair
+  (chat/conversations.py).
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ from handlers.api import CommandHandler, HealthHandler
 from handlers.base import ApiNotFoundHandler
 from handlers.events import LongPollHandler
 from handlers.export import AllExportHandler, ConversationExportHandler
-from handlers.pages import IndexHandler
+from handlers.logs import access_logger, install_log_redaction
+from handlers.pages import IndexHandler, StaticHandler
 from handlers.socket import MAX_FRAME_BYTES, ChatSocket
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +57,7 @@ def make_app(
     service: ChatService, extra_routes: list[Any] | None = None
 ) -> tornado.web.Application:
     """The Tornado application for one service instance (tests build as many as they like)."""
+    install_log_redaction()
     deps = {"service": service}
     routes: list[Any] = [
         (r"/healthz", HealthHandler, deps),
@@ -74,6 +76,7 @@ def make_app(
         routes,
         template_path=str(ROOT / "templates"),
         static_path=str(ROOT / "static"),
+        static_handler_class=StaticHandler,
         debug=service.settings.debug,
         websocket_ping_interval=service.settings.heartbeat_secs,
         # A peer that does not answer a ping before the next one is dropped (Tornado caps the
@@ -81,5 +84,6 @@ def make_app(
         websocket_ping_timeout=service.settings.heartbeat_secs,
         websocket_max_message_size=MAX_FRAME_BYTES,
         compress_response=True,
+        log_function=access_logger(service.settings.access_log),
         chat_sockets=set(),  # every open ChatSocket; server.py closes them at shutdown
     )

@@ -76,6 +76,34 @@ async def test_export_of_everything_covers_every_readable_conversation(
     assert bodies == ["to bob", "welcome"]
 
 
+async def test_a_former_members_export_shows_the_group_as_it_left_it(
+    server: RunningServer,
+) -> None:
+    me = await join(server, "me", online=False)
+    carol = await join(server, "carol", online=False)
+    group = (await carol.call("groups.create", name="book club", member_ids=[me.id])).expect(201)
+    gid = group["conversation"]["id"]
+    await send(carol, gid, "welcome")
+    (await carol.call("groups.remove_member", conversation_id=gid, user_id=me.id)).expect()
+    (await carol.call("groups.update", conversation_id=gid, name="secret plans")).expect()
+    await send(carol, gid, "now that they are gone")
+    expected = {"id": gid, "kind": "group", "name": "book club", "member": False}
+    one = await me.api.get(f"/api/conversations/{gid}/export")
+    assert one.status == 200
+    [part] = one.body["conversations"]
+    assert part["conversation"] == expected
+    assert [m["body"] for m in part["messages"]] == ["welcome"]
+    everything = await me.api.get("/api/export")
+    assert [p["conversation"] for p in everything.body["conversations"]] == [expected]
+    assert "secret plans" not in json.dumps(one.body) + json.dumps(everything.body)
+    # Added back and removed again: the name as it was at the second leaving.
+    (await carol.call("groups.add_members", conversation_id=gid, user_ids=[me.id])).expect()
+    (await me.call("groups.remove_member", conversation_id=gid, user_id=me.id)).expect()
+    (await carol.call("groups.update", conversation_id=gid, name="newer plans")).expect()
+    again = await me.api.get(f"/api/conversations/{gid}/export")
+    assert again.body["conversations"][0]["conversation"]["name"] == "secret plans"
+
+
 async def import_history(server: RunningServer, owner: Member, other: Member, n: int) -> str:
     cid = (await open_dm(owner, other))["id"]
     bodies = [f"{i:06d} {BODY}" for i in range(n)]

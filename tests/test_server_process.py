@@ -206,6 +206,8 @@ def test_help_explains_every_option() -> None:
         "--data-dir",
         "--secret",
         "--queue-grace",
+        "--trusted-proxy",
+        "--access-log",
         "--debug",
         "CHAT_MONGO_URI",
         "CHAT_SECRET",

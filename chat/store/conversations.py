@@ -1,9 +1,9 @@
 """Conversations and messages collections.
 
 A conversation document holds its members (with role and username), the members who were
-removed (with the last seq they may still read), every member's read pointer, the last
-allocated seq and a version that every membership change bumps. Messages live in their own
-collection, keyed by (conversation_id, seq).
+removed (with the last seq they may still read, and the group's name when they left), every
+member's read pointer, the last allocated seq and a version that every membership change
+bumps. Messages live in their own collection, keyed by (conversation_id, seq).
 
 Writes that must not interleave (allocating a seq, changing the members) are compare-and-set
 updates on (version, last_seq): correct across any number of server processes; the service
@@ -69,12 +69,14 @@ class Member:
 
 @dataclasses.dataclass(frozen=True)
 class FormerMember:
-    """A removed member: may still read messages up to until_seq, and nothing after."""
+    """A removed member: may still read messages up to until_seq, and nothing after; name is
+    the conversation's name when it left (what its export shows)."""
 
     user_id: str
     username: str
     until_seq: int
     removed_at: datetime
+    name: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +150,14 @@ def member_doc(member: Member) -> dict[str, Any]:
     return dataclasses.asdict(member)
 
 
+def former_from_doc(doc: dict[str, Any], current_name: str | None) -> FormerMember:
+    # A removal stored before names were kept shows the current name (all there is).
+    return FormerMember(
+        doc["user_id"], doc["username"], doc["until_seq"], doc["removed_at"],
+        doc.get("name", current_name),
+    )  # fmt: skip
+
+
 def conversation_from_doc(doc: dict[str, Any]) -> Conversation:
     return Conversation(
         id=str(doc["_id"]),
@@ -157,10 +167,7 @@ def conversation_from_doc(doc: dict[str, Any]) -> Conversation:
             Member(m["user_id"], m["username"], m["role"], m["joined_at"])
             for m in doc.get("members", [])
         ),
-        former=tuple(
-            FormerMember(f["user_id"], f["username"], f["until_seq"], f["removed_at"])
-            for f in doc.get("former", [])
-        ),
+        former=tuple(former_from_doc(f, doc.get("name")) for f in doc.get("former", [])),
         reads={k: int(v) for k, v in (doc.get("reads") or {}).items()},
         last_seq=doc.get("last_seq", 0),
         version=doc.get("version", 0),
@@ -322,7 +329,7 @@ class ConversationStore(Collections):
         kept_former = [f for f in conv.former if f.user_id not in gone]
         former_docs = [dataclasses.asdict(f) for f in kept_former] + [
             {"user_id": m.user_id, "username": m.username, "until_seq": conv.last_seq,
-             "removed_at": now}
+             "removed_at": now, "name": conv.name}
             for m in removed
         ]  # fmt: skip
         if former_docs != [dataclasses.asdict(f) for f in conv.former]:
@@ -334,10 +341,7 @@ class ConversationStore(Collections):
         )
         if result.matched_count != 1:
             return None
-        new_former = tuple(
-            FormerMember(f["user_id"], f["username"], f["until_seq"], f["removed_at"])
-            for f in former_docs
-        )
+        new_former = tuple(former_from_doc(f, conv.name) for f in former_docs)
         return dataclasses.replace(
             conv,
             members=tuple(members),
