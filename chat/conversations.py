@@ -16,6 +16,7 @@ import collections
 import contextlib
 import dataclasses
 import secrets
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from datetime import datetime
@@ -424,7 +425,9 @@ class ConversationCommands(ServiceBase):
                 self._storing.add(storing)
         except BaseException as exc:
             self._sends.pop((me, key), None)
-            if not outcome.done():
+            if isinstance(exc, asyncio.CancelledError):
+                outcome.cancel()
+            elif not outcome.done():
                 outcome.set_exception(exc)
             raise
 
@@ -451,7 +454,10 @@ class ConversationCommands(ServiceBase):
             return await asyncio.wait_for(
                 asyncio.shield(outcome), self.settings.db_timeout_ms / 1000
             )
-        except TimeoutError:
+        except (TimeoutError, asyncio.CancelledError):
+            if not outcome.cancelled() and not isinstance(sys.exception(), TimeoutError):
+                raise  # this command itself was cancelled
+            # Still unknown, or the attempt was stopped (shutting down): a retry finds out.
             raise DatabaseUnavailable(
                 "The database did not confirm the message in time. Retry with the same "
                 "client_msg_id: the message is stored at most once."
