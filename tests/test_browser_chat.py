@@ -28,7 +28,11 @@ from tests.browser_helpers import (
     wait_live,
 )
 from tests.client import ApiClient
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, ServerFactory
+from tests.holding_proxy import HoldingProxy
+from tests.test_send_outcome import INSERT_OF_A_MESSAGE, proxy
+
+__all__ = ["proxy"]  # the fixture, for this module too
 
 SCROLLBACK = 200
 
@@ -347,5 +351,33 @@ async def test_a_send_is_retried_without_duplicates(
     history = await bob.get(f"/api/conversations/{conversation_id}/messages")
     assert [m["body"] for m in history.body["messages"]] == ["first", "stored once", "try again"]
     await expect(messages(page)).to_have_count(3)
+    assert alice.errors == []
+    await close_all(alice)
+
+
+async def test_a_send_answered_503_whose_write_lands_late_shows_once(
+    browser: Browser, proxy: HoldingProxy, make_server: ServerFactory
+) -> None:
+    """The database takes the insert 3 s late, after the page was told 503: the message shows
+    once, as sent, for its sender (whose client retries with the same key) and its reader."""
+    server = await make_server(mongo_uri=proxy.uri(), db_timeout_ms=1000)
+    alice = await new_person(browser, server, "alice")
+    await wait_live(alice)
+    bob, conversation_id = await dm_from_api(server, alice, "bob")
+    page = alice.page
+    answers: list[int] = []
+    page.on(
+        "response",
+        lambda r: answers.append(r.status) if r.request.method == "POST" and "/messages" in r.url
+        else None,
+    )  # fmt: skip
+    proxy.hold_next(INSERT_OF_A_MESSAGE, 3.0)
+    await send(alice, "late but once")
+    await expect_sent(page, "late but once")
+    await expect(bubble(page, "late but once")).to_have_count(1)
+    assert 503 in answers, answers
+    history = await bob.get(f"/api/conversations/{conversation_id}/messages")
+    assert [m["body"] for m in history.body["messages"]] == ["first", "late but once"]
+    await expect(messages(page)).to_have_count(2)
     assert alice.errors == []
     await close_all(alice)
