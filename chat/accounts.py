@@ -78,17 +78,28 @@ class AccountCommands(ServiceBase):
         if not token:
             raise Unauthorized("Sign in first.")
         claims = self.tokens.decode(token)  # signature and expiry, every time
-        if not self.checked_sessions.valid(claims.session_id, claims.user_id):
-            session = await self.store.sessions.get(claims.session_id)
-            if (
-                session is None
-                or session.revoked
-                or session.user_id != claims.user_id
-                or session.expires_at <= datetime.now(UTC)
-            ):
-                raise Unauthorized("The session has ended; sign in again.")
-            self.checked_sessions.remember(claims.session_id, claims.user_id)
-        return Principal(user_id=claims.user_id, session_id=claims.session_id)
+        principal = Principal(claims.user_id, claims.session_id, claims.expires_at)
+        await self.check_session(principal)
+        return principal
+
+    async def check_session(self, principal: Principal) -> None:
+        """Unauthorized unless the session is unexpired and not revoked. Cheap: a revocation
+        made in this process is known at once, a session checked in the database within
+        settings.session_check_secs is trusted from memory (another process's revocation is
+        seen within that)."""
+        if principal.expires_at is not None and principal.expires_at <= datetime.now(UTC):
+            raise Unauthorized("The session has expired; sign in again.")
+        if self.checked_sessions.valid(principal.session_id, principal.user_id):
+            return
+        session = await self.store.sessions.get(principal.session_id)
+        if (
+            session is None
+            or session.revoked
+            or session.user_id != principal.user_id
+            or session.expires_at <= datetime.now(UTC)
+        ):
+            raise Unauthorized("The session has ended; sign in again.")
+        self.checked_sessions.remember(principal.session_id, principal.user_id)
 
     async def _start_session(self, user: User) -> Reply:
         expires_at = self.tokens.expiry()

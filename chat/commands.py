@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
 from typing import Any, TypeVar
 
 from chat.auth import PasswordHasher, TokenCodec
@@ -20,6 +21,7 @@ class Principal:
 
     user_id: str
     session_id: str
+    expires_at: datetime | None = None  # the token's expiry (None: not known to the caller)
 
 
 Reply = dict[str, Any]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from handlers.base import ApiNotFoundHandler
 from handlers.events import LongPollHandler
 from handlers.export import AllExportHandler, ConversationExportHandler
 from handlers.pages import IndexHandler
-from handlers.socket import MAX_FRAME_BYTES, ChatSocket
+from handlers.socket import MAX_FRAME_BYTES, ChatSocket, end_session_sockets
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,6 +58,8 @@ def make_app(
 ) -> tornado.web.Application:
     """The Tornado application for one service instance (tests build as many as they like)."""
     deps = {"service": service}
+    sockets: set[ChatSocket] = set()  # every open ChatSocket; server.py closes them at shutdown
+    service.session_listeners.append(functools.partial(end_session_sockets, sockets))
     routes: list[Any] = [
         (r"/healthz", HealthHandler, deps),
         (r"/ws", ChatSocket, deps),
@@ -81,5 +84,5 @@ def make_app(
         websocket_ping_timeout=service.settings.heartbeat_secs,
         websocket_max_message_size=MAX_FRAME_BYTES,
         compress_response=True,
-        chat_sockets=set(),  # every open ChatSocket; server.py closes them at shutdown
+        chat_sockets=sockets,
     )
