@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import math
 import time
 from collections.abc import Callable
 
@@ -60,11 +59,6 @@ class AttemptLimiter:
 
     def __len__(self) -> int:
         return len(self._buckets)
-
-
-def retry_after_secs(wait: float) -> int:
-    """A wait as the whole seconds a client is told (Retry-After, retry_after): at least 1."""
-    return max(1, math.ceil(wait))
 
 
 class UserSlots:

@@ -185,7 +185,9 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
                 # Every command first: the session may have been revoked or have expired
                 # since the socket authenticated.
                 await self.service.check_session(self.principal)
-            data = await self.service.run(kind, self.principal, frame)
+            data = await self.service.run(
+                kind, self.principal, frame, address=self.request.remote_ip
+            )
         except ChatError as exc:
             self._send({"type": "reply", "ref": ref, "ok": False, **exc.to_dict()})
             if isinstance(exc, Unauthorized) and self.principal is not None:
@@ -362,16 +364,18 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             self._write(json_dumps(frame)).add_done_callback(_retrieve)
 
     def _write(self, text: str) -> asyncio.Future[None]:
-        """Write one text frame, counting its bytes until the client has taken them; a client
-        that leaves more than max_socket_buffer_bytes untaken is closed as a slow consumer
-        (replies are not awaited: without this they would pile up without bound)."""
+        """Write one text frame, counting its bytes until the client has taken them. A client
+        that left more than max_socket_buffer_bytes of earlier frames untaken is closed as a
+        slow consumer (replies are not awaited: without this they would pile up without
+        bound), so at most the cap and one frame are ever buffered."""
+        if self.unsent_bytes > self.service.settings.max_socket_buffer_bytes:
+            self.close(CLOSE_SLOW_CONSUMER, "slow consumer: too much unread data")
+            raise tornado.websocket.WebSocketClosedError()
         data = text.encode()
         size = len(data)
         future = self.write_message(data)  # bytes of a str: still a text frame
         self.unsent_bytes += size
         future.add_done_callback(lambda _: self._taken(size))
-        if self.unsent_bytes > self.service.settings.max_socket_buffer_bytes:
-            self.close(CLOSE_SLOW_CONSUMER, "slow consumer: too much unread data")
         return future
 
     def _taken(self, size: int) -> None:
