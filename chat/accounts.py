@@ -8,8 +8,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from chat.commands import Principal, Reply, ServiceBase, command
-from chat.errors import DatabaseUnavailable, InvalidCredentials, Unauthorized
+from chat.commands import Command, Principal, Reply, ServiceBase, command
+from chat.errors import (
+    DatabaseUnavailable,
+    InvalidCredentials,
+    RateLimited,
+    Unauthorized,
+    ValidationFailed,
+)
+from chat.limits import AttemptLimiter
 from chat.models import User, iso
 from chat.validation import parse_login, parse_register
 
@@ -71,7 +78,48 @@ class AccountCommands(ServiceBase):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.checked_sessions = SessionCache(self.settings.session_check_secs)
+        settings = self.settings
+        self.checked_sessions = SessionCache(settings.session_check_secs)
+        # One limiter per rule, whichever transport the attempt comes over.
+        self.login_failures_by_account = AttemptLimiter(
+            settings.login_failures_per_account, settings.login_window_secs
+        )
+        self.login_failures_by_address = AttemptLimiter(
+            settings.login_failures_per_address, settings.login_window_secs
+        )
+        self.signups_by_address = AttemptLimiter(
+            settings.signups_per_address, settings.signup_window_secs
+        )
+
+    async def run_public(
+        self, cmd: Command, principal: Principal | None, data: Any, address: str | None
+    ) -> Reply:
+        """Sign-ins and sign-ups cost a bcrypt hash: limited per client address. An attempt
+        is taken before it runs (so concurrent ones count too) and given back unless it
+        counts: a sign-in only when it failed, a sign-up unless its input was invalid."""
+        limiter = {
+            "auth.login": self.login_failures_by_address,
+            "auth.register": self.signups_by_address,
+        }.get(cmd.name)
+        if limiter is None or address is None:
+            return await super().run_public(cmd, principal, data, address)
+        wait = limiter.take(address)
+        if wait:
+            what = "sign-ins" if cmd.name == "auth.login" else "sign-ups"
+            raise RateLimited(f"Too many {what} from this address; wait.", retry_after_secs=wait)
+        counts = cmd.name == "auth.register"
+        try:
+            reply = await super().run_public(cmd, principal, data, address)
+        except InvalidCredentials:
+            counts = True
+            raise
+        except ValidationFailed:
+            counts = False
+            raise
+        finally:
+            if not counts:
+                limiter.refund(address)
+        return reply
 
     async def authenticate(self, token: str | None) -> Principal:
         """The principal of a valid, unrevoked, unexpired token; Unauthorized otherwise."""
@@ -121,8 +169,17 @@ class AccountCommands(ServiceBase):
         fields = parse_login(data)
         found = await self.store.users.get_login(fields.login)
         user, password_hash = found if found else (None, None)
+        # Per account, also for a correct password once the limit is reached (else the limit
+        # would tell a guesser when it guessed right); unknown logins the same way.
+        account = user.id if user is not None else "login:" + fields.login.casefold()
+        wait = self.login_failures_by_account.take(account)
+        if wait:
+            raise RateLimited(
+                "Too many failed sign-ins for this account; wait.", retry_after_secs=wait
+            )
         if not await self.hasher.verify(fields.password, password_hash) or user is None:
             raise InvalidCredentials("Wrong username/email or password.")
+        self.login_failures_by_account.refund(account)  # only failures count
         return await self._start_session(user)
 
     @command("auth.logout")
