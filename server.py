@@ -17,8 +17,17 @@ from urllib.parse import urlsplit, urlunsplit
 from chat.config import (
     DEFAULT_DB_NAME,
     DEFAULT_PORT,
+    LOGIN_FAILURES_PER_ACCOUNT,
+    LOGIN_FAILURES_PER_ADDRESS,
+    LOGIN_WINDOW_SECS,
+    MAX_POLLS_PER_USER,
+    MAX_QUEUES_PER_USER,
+    MAX_SOCKET_BUFFER_BYTES,
+    MAX_SOCKETS_PER_USER,
     MIN_SECRET_BYTES,
     QUEUE_GRACE_SECS,
+    SIGNUP_WINDOW_SECS,
+    SIGNUPS_PER_ADDRESS,
     Settings,
     parse_networks,
 )
@@ -108,6 +117,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="how long a disconnected client's event queue is kept for it to resume "
         "(default %(default).0f s; 1 s to a day)",
     )
+    limits = parser.add_argument_group("per-user and sign-in limits (see docs/protocol.md)")
+    limit_options: tuple[tuple[str, type, float, str, str], ...] = (
+        ("--max-queues-per-user", int, MAX_QUEUES_PER_USER, "N", "event queues one user holds"),
+        ("--max-sockets-per-user", int, MAX_SOCKETS_PER_USER, "N", "WebSockets one user holds"),
+        ("--max-polls-per-user", int, MAX_POLLS_PER_USER, "N", "long-polls one user holds"),
+        ("--max-socket-buffer", int, MAX_SOCKET_BUFFER_BYTES, "BYTES",
+         "what a WebSocket's client may leave unread before it is closed with 4413"),
+        ("--login-failures-per-account", int, LOGIN_FAILURES_PER_ACCOUNT, "N",
+         "failed sign-ins per account, earned back over --login-window"),
+        ("--login-failures-per-address", int, LOGIN_FAILURES_PER_ADDRESS, "N",
+         "failed sign-ins per client address, earned back over --login-window"),
+        ("--login-window", float, LOGIN_WINDOW_SECS, "SECS", "see the two options above"),
+        ("--signups-per-address", int, SIGNUPS_PER_ADDRESS, "N",
+         "sign-ups per client address, earned back over --signup-window"),
+        ("--signup-window", float, SIGNUP_WINDOW_SECS, "SECS", "see the option above"),
+    )  # fmt: skip
+    for name, kind, default, unit, meaning in limit_options:
+        limits.add_argument(
+            name, type=kind, default=default, metavar=unit, help=f"{meaning} (default %(default)s)"
+        )
     parser.add_argument(
         "--trusted-proxy",
         action="append",
@@ -133,6 +162,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.trusted_proxy = tuple(n for v in args.trusted_proxy for n in parse_networks(v))
     except ValueError as exc:
         parser.error(f"--trusted-proxy: {exc}")
+    for name, *_ in limit_options:
+        if getattr(args, name[2:].replace("-", "_")) <= 0:
+            parser.error(f"{name} must be positive")
     return args
 
 
@@ -250,6 +282,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         allowed_origins=tuple(args.allowed_origin),
         trusted_proxies=args.trusted_proxy,
         access_log=args.access_log,
+        max_queues_per_user=args.max_queues_per_user,
+        max_sockets_per_user=args.max_sockets_per_user,
+        max_polls_per_user=args.max_polls_per_user,
+        max_socket_buffer_bytes=args.max_socket_buffer,
+        login_failures_per_account=args.login_failures_per_account,
+        login_failures_per_address=args.login_failures_per_address,
+        login_window_secs=args.login_window,
+        signups_per_address=args.signups_per_address,
+        signup_window_secs=args.signup_window,
     )
     try:
         return asyncio.run(serve(settings))

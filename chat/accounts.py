@@ -8,8 +8,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from chat.commands import Principal, Reply, ServiceBase, command
-from chat.errors import DatabaseUnavailable, InvalidCredentials, Unauthorized
+from chat.commands import Command, Principal, Reply, ServiceBase, command
+from chat.errors import (
+    DatabaseUnavailable,
+    InvalidCredentials,
+    RateLimited,
+    Unauthorized,
+    ValidationFailed,
+)
+from chat.limits import AttemptLimiter
 from chat.models import User, iso
 from chat.validation import parse_login, parse_register
 
@@ -71,24 +78,76 @@ class AccountCommands(ServiceBase):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.checked_sessions = SessionCache(self.settings.session_check_secs)
+        settings = self.settings
+        self.checked_sessions = SessionCache(settings.session_check_secs)
+        # One limiter per rule, whichever transport the attempt comes over.
+        self.login_failures_by_account = AttemptLimiter(
+            settings.login_failures_per_account, settings.login_window_secs
+        )
+        self.login_failures_by_address = AttemptLimiter(
+            settings.login_failures_per_address, settings.login_window_secs
+        )
+        self.signups_by_address = AttemptLimiter(
+            settings.signups_per_address, settings.signup_window_secs
+        )
+
+    async def run_public(
+        self, cmd: Command, principal: Principal | None, data: Any, address: str | None
+    ) -> Reply:
+        """Sign-ins and sign-ups cost a bcrypt hash: limited per client address. An attempt
+        is taken before it runs (so concurrent ones count too) and given back unless it
+        counts: a sign-in only when it failed, a sign-up unless its input was invalid."""
+        limiter = {
+            "auth.login": self.login_failures_by_address,
+            "auth.register": self.signups_by_address,
+        }.get(cmd.name)
+        if limiter is None or address is None:
+            return await super().run_public(cmd, principal, data, address)
+        wait = limiter.take(address)
+        if wait:
+            what = "sign-ins" if cmd.name == "auth.login" else "sign-ups"
+            raise RateLimited(f"Too many {what} from this address; wait.", retry_after_secs=wait)
+        counts = cmd.name == "auth.register"
+        try:
+            reply = await super().run_public(cmd, principal, data, address)
+        except InvalidCredentials:
+            counts = True
+            raise
+        except ValidationFailed:
+            counts = False
+            raise
+        finally:
+            if not counts:
+                limiter.refund(address)
+        return reply
 
     async def authenticate(self, token: str | None) -> Principal:
         """The principal of a valid, unrevoked, unexpired token; Unauthorized otherwise."""
         if not token:
             raise Unauthorized("Sign in first.")
         claims = self.tokens.decode(token)  # signature and expiry, every time
-        if not self.checked_sessions.valid(claims.session_id, claims.user_id):
-            session = await self.store.sessions.get(claims.session_id)
-            if (
-                session is None
-                or session.revoked
-                or session.user_id != claims.user_id
-                or session.expires_at <= datetime.now(UTC)
-            ):
-                raise Unauthorized("The session has ended; sign in again.")
-            self.checked_sessions.remember(claims.session_id, claims.user_id)
-        return Principal(user_id=claims.user_id, session_id=claims.session_id)
+        principal = Principal(claims.user_id, claims.session_id, claims.expires_at)
+        await self.check_session(principal)
+        return principal
+
+    async def check_session(self, principal: Principal) -> None:
+        """Unauthorized unless the session is unexpired and not revoked. Cheap: a revocation
+        made in this process is known at once, a session checked in the database within
+        settings.session_check_secs is trusted from memory (another process's revocation is
+        seen within that)."""
+        if principal.expires_at is not None and principal.expires_at <= datetime.now(UTC):
+            raise Unauthorized("The session has expired; sign in again.")
+        if self.checked_sessions.valid(principal.session_id, principal.user_id):
+            return
+        session = await self.store.sessions.get(principal.session_id)
+        if (
+            session is None
+            or session.revoked
+            or session.user_id != principal.user_id
+            or session.expires_at <= datetime.now(UTC)
+        ):
+            raise Unauthorized("The session has ended; sign in again.")
+        self.checked_sessions.remember(principal.session_id, principal.user_id)
 
     async def _start_session(self, user: User) -> Reply:
         expires_at = self.tokens.expiry()
@@ -110,8 +169,17 @@ class AccountCommands(ServiceBase):
         fields = parse_login(data)
         found = await self.store.users.get_login(fields.login)
         user, password_hash = found if found else (None, None)
+        # Per account, also for a correct password once the limit is reached (else the limit
+        # would tell a guesser when it guessed right); unknown logins the same way.
+        account = user.id if user is not None else "login:" + fields.login.casefold()
+        wait = self.login_failures_by_account.take(account)
+        if wait:
+            raise RateLimited(
+                "Too many failed sign-ins for this account; wait.", retry_after_secs=wait
+            )
         if not await self.hasher.verify(fields.password, password_hash) or user is None:
             raise InvalidCredentials("Wrong username/email or password.")
+        self.login_failures_by_account.refund(account)  # only failures count
         return await self._start_session(user)
 
     @command("auth.logout")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
 from typing import Any, TypeVar
 
 from chat.auth import PasswordHasher, TokenCodec
@@ -20,6 +21,7 @@ class Principal:
 
     user_id: str
     session_id: str
+    expires_at: datetime | None = None  # the token's expiry (None: not known to the caller)
 
 
 Reply = dict[str, Any]
@@ -96,11 +98,22 @@ class ServiceBase:
         """True when either user blocked the other (the social graph overrides this)."""
         return False
 
-    async def run(self, name: str, principal: Principal | None, data: Any) -> Reply:
-        """Run a command by name; Unauthorized when it needs a principal and has none."""
+    async def run(
+        self, name: str, principal: Principal | None, data: Any, *, address: str | None = None
+    ) -> Reply:
+        """Run a command by name for a client at `address` (both transports come here);
+        Unauthorized when it needs a principal and has none."""
         cmd = self.commands.get(name)
         if cmd is None:
             raise NotFound(f"Unknown command {name!r}.")
-        if principal is None and not cmd.public:
+        if cmd.public:
+            return await self.run_public(cmd, principal, data, address)
+        if principal is None:
             raise Unauthorized("Sign in first.")
+        return await cmd.fn(principal, data)
+
+    async def run_public(
+        self, cmd: Command, principal: Principal | None, data: Any, address: str | None
+    ) -> Reply:
+        """Run a command callable without signing in (accounts limit these per address)."""
         return await cmd.fn(principal, data)

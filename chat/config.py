@@ -22,6 +22,21 @@ MAX_GROUP_SIZE = 1000
 # poll. A logout in this process takes effect at once regardless.
 SESSION_CHECK_SECS = 5.0
 DB_TIMEOUT_MS = 3000  # a request fails with 503 instead of hanging when the database is gone
+# What one signed-in user may hold at once: far above a person with many tabs, far below what
+# exhausts memory (each queue holds up to QUEUE_MAX_EVENTS events, each socket a write buffer).
+MAX_QUEUES_PER_USER = 200  # event queues, attached or in their grace period
+MAX_SOCKETS_PER_USER = 50  # authenticated WebSockets
+MAX_POLLS_PER_USER = 50  # long-polls held at once
+# Bytes written to one WebSocket and not yet taken by its client: past this the client is a
+# slow consumer and is closed (it resumes losslessly). Two full history pages fit.
+MAX_SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
+# Failed sign-ins: each account, and each client address, gets this many at once, earned back
+# evenly over the window (10 per 5 min: then one every 30 s; 50 for an office behind one NAT).
+LOGIN_FAILURES_PER_ACCOUNT = 10
+LOGIN_FAILURES_PER_ADDRESS = 50
+LOGIN_WINDOW_SECS = 300.0
+SIGNUPS_PER_ADDRESS = 20  # sign-up attempts per client address, earned back over the window
+SIGNUP_WINDOW_SECS = 3600.0
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -58,6 +73,15 @@ class Settings:
     max_group_size: int = MAX_GROUP_SIZE
     db_timeout_ms: int = DB_TIMEOUT_MS
     session_check_secs: float = SESSION_CHECK_SECS
+    max_queues_per_user: int = MAX_QUEUES_PER_USER
+    max_sockets_per_user: int = MAX_SOCKETS_PER_USER
+    max_polls_per_user: int = MAX_POLLS_PER_USER
+    max_socket_buffer_bytes: int = MAX_SOCKET_BUFFER_BYTES
+    login_failures_per_account: int = LOGIN_FAILURES_PER_ACCOUNT
+    login_failures_per_address: int = LOGIN_FAILURES_PER_ADDRESS
+    login_window_secs: float = LOGIN_WINDOW_SECS
+    signups_per_address: int = SIGNUPS_PER_ADDRESS
+    signup_window_secs: float = SIGNUP_WINDOW_SECS
     # Origins allowed to open a WebSocket; empty means "same host as the request".
     allowed_origins: tuple[str, ...] = ()
     # Peers whose X-Forwarded-For / X-Real-IP / X-Forwarded-Proto are believed (reverse

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -81,6 +82,17 @@ class RateLimited(ChatError):
     def __init__(self, message: str, *, retry_after_secs: float) -> None:
         super().__init__(message)
         self.retry_after_secs = retry_after_secs
+
+    @property
+    def retry_after(self) -> int:
+        """The wait in whole seconds, at least 1: HTTP's Retry-After, the error's field."""
+        return max(1, math.ceil(self.retry_after_secs))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error shape plus retry_after (seconds): over WebSocket there is no header."""
+        body = super().to_dict()
+        body["error"]["retry_after"] = self.retry_after
+        return body
 
 
 class DatabaseUnavailable(ChatError):

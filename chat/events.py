@@ -409,12 +409,26 @@ class QueueRegistry:
         an unknown queue id already tells a restart apart), and when every event
         after ``last_event_id`` is still kept.
         """
+        queue = self.find_resumable(user_id, session_id, queue_id, epoch, last_event_id)
+        if queue is not None:
+            return queue, True
+        return self.create(user_id, session_id), False
+
+    def find_resumable(
+        self,
+        user_id: str,
+        session_id: str,
+        queue_id: str | None,
+        epoch: str | None,
+        last_event_id: int,
+    ) -> EventQueue | None:
+        """The queue :meth:`resume` would continue, or None where it would create one."""
         queue = self._queues.get(queue_id) if queue_id is not None else None
         if queue is not None and queue.user_id == user_id and queue.session_id == session_id:
             if self._expired(queue, self._clock()):
                 queue.close()  # dead already; the sweep removes it
             elif (epoch is None or epoch == self.epoch) and queue.can_resume_from(last_event_id):
-                return queue, True
+                return queue
             # Otherwise the queue is left alone: an unservable cursor is most often a
             # stale request (a poll the client gave up on, delivered late) while the
             # client goes on with a newer cursor; closing the queue would lose it.
@@ -422,7 +436,25 @@ class QueueRegistry:
         # Another user's (or session's) queue is left untouched: the caller must
         # not affect it, nor learn anything from it. A session must not adopt
         # another's queue either: logging that session out would leave it open.
-        return self.create(user_id, session_id), False
+        return None
+
+    def live_count(self, user_id: str) -> tuple[int, float | None]:
+        """How many of the user's queues are open and unexpired, and the seconds until the
+        first detached one expires (None when all are attached)."""
+        queues = self._by_user.get(user_id)
+        if not queues:
+            return 0, None
+        now = self._clock()
+        live, soonest = 0, None
+        for queue in queues.values():
+            if queue.closed or self._expired(queue, now):
+                continue
+            live += 1
+            since = queue.detached_since
+            if not queue.attached and since is not None:
+                left = since + self._grace_secs - now
+                soonest = left if soonest is None else min(soonest, left)
+        return live, soonest
 
     def get(self, queue_id: str) -> EventQueue | None:
         """Return the registered queue with that id (possibly closed), or None."""

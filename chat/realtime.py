@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from chat.batching import Coalescer
 from chat.commands import Principal, Reply, ServiceBase, command
-from chat.errors import NotFound, Unauthorized, ValidationFailed
+from chat.errors import NotFound, RateLimited, Unauthorized, ValidationFailed
 from chat.events import EventQueue, QueueRegistry
+from chat.limits import UserSlots
 from chat.presence import InMemoryPresence
 from chat.validation import get_id_list, require_object
 
@@ -45,6 +47,11 @@ class RealtimeCommands(ServiceBase):
             store_last_seen=self.last_seen_writes.write,
             grace_secs=settings.presence_grace_secs,
         )
+        # What each user holds open, counted by the transports (sockets, held polls).
+        self.socket_slots = UserSlots(settings.max_sockets_per_user)
+        self.poll_slots = UserSlots(settings.max_polls_per_user)
+        # Told the id of every session that ends here (the WebSocket layer closes its sockets).
+        self.session_listeners: list[Callable[[str], None]] = []
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
 
     async def _sweep_forever(self) -> None:
@@ -81,15 +88,21 @@ class RealtimeCommands(ServiceBase):
             cursor = int(cursor)
         if isinstance(cursor, bool) or not isinstance(cursor, int) or cursor < 0:
             cursor = 0
-        queue, resumed = self.registry.resume(
+        queue = self.registry.find_resumable(
             principal.user_id,
             principal.session_id,
             queue_id if isinstance(queue_id, str) and queue_id else None,
             epoch if isinstance(epoch, str) and epoch else None,  # "" (an empty query arg) = none
             cursor,
         )
-        if not resumed:
-            return queue, False, 0
+        if queue is None:
+            live, frees_in = self.registry.live_count(principal.user_id)
+            if live >= self.settings.max_queues_per_user:
+                raise RateLimited(
+                    f"Too many event queues open ({live}); close some tabs or resume one.",
+                    retry_after_secs=frees_in or SWEEP_INTERVAL_SECS,
+                )
+            return self.registry.create(principal.user_id, principal.session_id), False, 0
         queue.ack(cursor)  # the contract: last_event_id acknowledges, on either transport
         return queue, True, cursor
 
@@ -111,8 +124,11 @@ class RealtimeCommands(ServiceBase):
         }
 
     async def session_ended(self, principal: Principal) -> None:
-        """Deliver session.ended to every queue of the session and close them."""
+        """Deliver session.ended to every queue of the session and close them; tell the
+        session listeners (a socket whose writes are stuck must not wait for the event)."""
         self.registry.end_session(principal.session_id)
+        for listener in self.session_listeners:
+            listener(principal.session_id)
 
     async def presence_audience(self, user_id: str) -> set[str]:
         """Who sees this user's presence changes: every domain's candidates, minus blocks."""

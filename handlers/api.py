@@ -38,7 +38,9 @@ class CommandHandler(ApiHandler):
                 raise ValidationFailed("The request body must be a JSON object.")
             data = {**data, **path_args}
         principal = None if self.command.public else self.principal
-        reply = await self.command.fn(principal, data)
+        reply = await self.service.run(
+            self.command.name, principal, data, address=self.request.remote_ip
+        )
         status = reply.status if isinstance(reply, StatusReply) else self.command.status
         self.write_json(reply, status=status)
 

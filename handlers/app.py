@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from handlers.events import LongPollHandler
 from handlers.export import AllExportHandler, ConversationExportHandler
 from handlers.logs import access_logger, install_log_redaction
 from handlers.pages import IndexHandler, StaticHandler
-from handlers.socket import MAX_FRAME_BYTES, ChatSocket
+from handlers.socket import MAX_FRAME_BYTES, ChatSocket, end_session_sockets
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,6 +60,8 @@ def make_app(
     """The Tornado application for one service instance (tests build as many as they like)."""
     install_log_redaction()
     deps = {"service": service}
+    sockets: set[ChatSocket] = set()  # every open ChatSocket; server.py closes them at shutdown
+    service.session_listeners.append(functools.partial(end_session_sockets, sockets))
     routes: list[Any] = [
         (r"/healthz", HealthHandler, deps),
         (r"/ws", ChatSocket, deps),
@@ -85,5 +88,5 @@ def make_app(
         websocket_max_message_size=MAX_FRAME_BYTES,
         compress_response=True,
         log_function=access_logger(service.settings.access_log),
-        chat_sockets=set(),  # every open ChatSocket; server.py closes them at shutdown
+        chat_sockets=sockets,
     )

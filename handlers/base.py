@@ -80,7 +80,7 @@ class JsonHandler(tornado.web.RequestHandler):
         if isinstance(exc, ChatError):
             self.set_status(exc.status)
             if isinstance(exc, RateLimited):
-                self.set_header("Retry-After", str(max(1, round(exc.retry_after_secs))))
+                self.set_header("Retry-After", str(exc.retry_after))
             body = exc.to_dict()
         else:
             if isinstance(exc, tornado.web.HTTPError) and exc.log_message and status_code < 500:

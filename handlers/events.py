@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+from chat.errors import RateLimited
 from chat.events import Item
 from chat.validation import get_int
 from handlers.base import ApiHandler
 
 DEFAULT_POLL_SECS = 25  # below the 30-60 s idle timeouts of common proxies
 MAX_POLL_SECS = 60  # the contract's maximum; longer polls are refused, not shortened
+POLL_RETRY_SECS = 1.0  # a refused poll's Retry-After: held polls end within their timeout
 
 
 class LongPollHandler(ApiHandler):
@@ -34,7 +36,12 @@ class LongPollHandler(ApiHandler):
             return
         if self.gone:
             return  # left during authentication: attaching now would pin the queue
-        registry = self.service.registry
+        registry, slots, user_id = self.service.registry, self.service.poll_slots, queue.user_id
+        if not slots.acquire(user_id):
+            raise RateLimited(
+                f"Too many long-polls held at once (at most {slots.cap}).",
+                retry_after_secs=POLL_RETRY_SECS,
+            )
         consumer = registry.attach(queue)  # supersedes an older poll or a WebSocket
         try:
             # The token keeps this poll, if it is taken over before it starts
@@ -50,6 +57,7 @@ class LongPollHandler(ApiHandler):
         finally:
             self.wait = None
             registry.detach(queue, consumer)  # a no-op if another transport took over
+            slots.release(user_id)
         self.write_json({"queue_id": queue.queue_id, "events": events})
 
     def on_connection_close(self) -> None:

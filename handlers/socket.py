@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import tornado.websocket
@@ -28,6 +29,11 @@ CLOSE_POLICY = 1008  # kept flooding after being told to slow down
 CLOSE_TRY_AGAIN = 1013  # the database could not be reached while signing the socket in
 CLOSE_INTERNAL = 1011  # an unexpected failure in the writer
 CLOSE_GOING_AWAY = 1001  # the server is shutting down: reconnect and resume
+CLOSE_SLOW_CONSUMER = 4413  # more than max_socket_buffer_bytes sent and not taken by the client
+CLOSE_TOO_MANY = 4429  # the user already holds max_sockets_per_user sockets (or queues)
+# After a logout elsewhere, the socket's writer normally delivers session.ended and closes at
+# once; one whose writes are stuck behind a client that stopped reading is closed this late.
+SESSION_END_GRACE_SECS = 1.0
 PUBLIC_FRAMES = frozenset({"auth", "auth.register", "auth.login"})
 FRAMES_PER_SEC = 20.0  # sustained command rate of one socket: far above a person's typing
 FRAME_BURST = 60.0  # what a client may send at once (a resume, a reconnect storm)
@@ -86,6 +92,9 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         # Commands waiting to run, and the task running them (both only while there are any).
         self.pending: collections.deque[tuple[dict[str, Any], Any]] | None = None
         self.runner: asyncio.Task[None] | None = None
+        self.unsent_bytes = 0  # written and not yet taken by the client
+        self.slot_user: str | None = None  # whose socket slot this socket holds
+        self.session_timer: asyncio.TimerHandle | None = None  # expiry, or an ended session
 
     def check_origin(self, origin: str) -> bool:
         # Tornado (>= 6.6) accepts same-origin requests before asking: this decides the rest.
@@ -172,9 +181,17 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
                 return
             if self.principal is None and kind not in PUBLIC_FRAMES:
                 raise Unauthorized("Authenticate first: send an 'auth' frame.")
-            data = await self.service.run(kind, self.principal, frame)
+            if self.principal is not None:
+                # Every command first: the session may have been revoked or have expired
+                # since the socket authenticated.
+                await self.service.check_session(self.principal)
+            data = await self.service.run(
+                kind, self.principal, frame, address=self.request.remote_ip
+            )
         except ChatError as exc:
             self._send({"type": "reply", "ref": ref, "ok": False, **exc.to_dict()})
+            if isinstance(exc, Unauthorized) and self.principal is not None:
+                self._end_session("session ended")  # after the reply, which says why
             return
         except Exception:
             log.exception("command frame failed")
@@ -188,6 +205,20 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             # Normally the writer delivers session.ended and then closes; without
             # a running writer nobody else would.
             self.close(CLOSE_UNAUTHORIZED, "session ended")
+
+    def _end_session(self, reason: str) -> None:
+        # Also when the client stopped reading: Tornado drops a connection that has not
+        # answered the close within 5 s, whatever is still buffered for it.
+        if not self._gone():
+            self.close(CLOSE_UNAUTHORIZED, reason)
+
+    def session_over(self) -> None:
+        """The session ended (a logout): close unless the writer does it first."""
+        if self.session_timer is not None:
+            self.session_timer.cancel()
+        self.session_timer = asyncio.get_running_loop().call_later(
+            SESSION_END_GRACE_SECS, self._end_session, "session ended"
+        )
 
     def _parse(self, message: str | bytes) -> dict[str, Any]:
         if isinstance(message, bytes):
@@ -254,10 +285,23 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         if self.auth_timer is not None:
             self.auth_timer.cancel()
             self.auth_timer = None
+        if not self.service.socket_slots.acquire(principal.user_id):
+            self.close(CLOSE_TOO_MANY, "too many connections for this user")
+            return
+        self.slot_user = principal.user_id
         self.principal = principal
-        queue, resumed, cursor = self.service.open_queue(
-            principal, frame.get("queue_id"), frame.get("epoch"), frame.get("last_event_id")
-        )
+        try:
+            queue, resumed, cursor = self.service.open_queue(
+                principal, frame.get("queue_id"), frame.get("epoch"), frame.get("last_event_id")
+            )
+        except RateLimited:
+            self.close(CLOSE_TOO_MANY, "too many event queues for this user")
+            return
+        if principal.expires_at is not None:
+            left = (principal.expires_at - datetime.now(UTC)).total_seconds()
+            self.session_timer = asyncio.get_running_loop().call_later(
+                max(0.0, left), self._end_session, "session expired"
+            )
         registry = self.service.registry
         consumer = registry.attach(queue)
         # Set before awaiting: on_close (which may run during the await) detaches them.
@@ -293,7 +337,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
                 for item in items:
                     if not queue.is_current(consumer):
                         break  # taken over mid-batch: the successor sends the rest
-                    await self.write_message(json_dumps({"type": "event", **item}))
+                    await self._write(json_dumps({"type": "event", **item}))
                     cursor = item["id"]
                     if item["event"].get("type") == "session.ended":
                         self.close(CLOSE_UNAUTHORIZED, "session ended")
@@ -317,13 +361,37 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             # Not awaited: a reply is fire-and-forget. If the connection drops before the
             # write completes, its future fails with WebSocketClosedError; retrieve that so
             # asyncio does not log "Task exception was never retrieved".
-            self.write_message(json_dumps(frame)).add_done_callback(_retrieve)
+            self._write(json_dumps(frame)).add_done_callback(_retrieve)
+
+    def _write(self, text: str) -> asyncio.Future[None]:
+        """Write one text frame, counting its bytes until the client has taken them. A client
+        that left more than max_socket_buffer_bytes of earlier frames untaken is closed as a
+        slow consumer (replies are not awaited: without this they would pile up without
+        bound), so at most the cap and one frame are ever buffered."""
+        if self.unsent_bytes > self.service.settings.max_socket_buffer_bytes:
+            self.close(CLOSE_SLOW_CONSUMER, "slow consumer: too much unread data")
+            raise tornado.websocket.WebSocketClosedError()
+        data = text.encode()
+        size = len(data)
+        future = self.write_message(data)  # bytes of a str: still a text frame
+        self.unsent_bytes += size
+        future.add_done_callback(lambda _: self._taken(size))
+        return future
+
+    def _taken(self, size: int) -> None:
+        self.unsent_bytes -= size
 
     def on_close(self) -> None:
         self.sockets.discard(self)
         self.pending = None  # commands not started yet: their replies could not be sent anyway
         if self.auth_timer is not None:
             self.auth_timer.cancel()
+        if self.session_timer is not None:
+            self.session_timer.cancel()
+            self.session_timer = None
+        if self.slot_user is not None:
+            self.service.socket_slots.release(self.slot_user)
+            self.slot_user = None
         if self.writer is not None:
             self.writer.cancel()
             # Drop our reference: the cancelled task holds its CancelledError, whose traceback
@@ -335,6 +403,14 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             # A no-op if another transport took the queue over: it stays attached.
             self.service.registry.detach(self.queue, self.consumer)
             self.consumer = None
+
+
+def end_session_sockets(sockets: set[ChatSocket], session_id: str) -> None:
+    """A session listener: every open socket of the ended session is closed (see
+    ChatSocket.session_over)."""
+    for socket in sockets:
+        if socket.principal is not None and socket.principal.session_id == session_id:
+            socket.session_over()
 
 
 def close_sockets(sockets: set[ChatSocket]) -> int:

@@ -25,6 +25,9 @@ from tests.client import OPEN_CLIENTS, ApiClient
 
 TEST_SECRET = "test-secret-" + "x" * 40
 TEST_BCRYPT_ROUNDS = 4  # the minimum: tests register hundreds of users; production uses 12
+# Every test user signs up from 127.0.0.1: the per-address sign-up limit (tested on its own in
+# test_signin_limits) would otherwise stop a test that builds a crowd.
+TEST_SIGNUPS_PER_ADDRESS = 100_000
 
 
 @pytest.fixture(autouse=True)
@@ -67,6 +70,7 @@ def make_settings(uri: str, db_name: str, **overrides: Any) -> Settings:
         mongo_uri=uri,
         db_name=db_name,
         bcrypt_rounds=TEST_BCRYPT_ROUNDS,
+        signups_per_address=TEST_SIGNUPS_PER_ADDRESS,
         db_timeout_ms=2000,
     )
     return dataclasses.replace(base, **overrides)

@@ -1,0 +1,91 @@
+"""Limits one caller cannot pass: attempts per key over time, and what a user holds open."""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable
+
+MAX_LIMITED_KEYS = 100_000  # keys remembered at most; the least recently charged go first
+
+
+class AttemptLimiter:
+    """A token bucket per key (an account, a client address): `allowance` attempts at once,
+    earned back evenly over `window_secs`. A key whose bucket refilled is forgotten."""
+
+    def __init__(
+        self,
+        allowance: int,
+        window_secs: float,
+        max_keys: int = MAX_LIMITED_KEYS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if allowance < 1 or window_secs <= 0:
+            raise ValueError("an allowance of at least 1 over a positive window")
+        self._allowance = float(allowance)
+        self._rate = allowance / window_secs  # attempts earned back per second
+        self._max_keys = max_keys
+        self._clock = clock
+        # key -> (tokens left, when counted); only keys below a full allowance are kept.
+        self._buckets: collections.OrderedDict[str, tuple[float, float]] = collections.OrderedDict()
+
+    def _tokens(self, key: str, now: float) -> float:
+        entry = self._buckets.get(key)
+        if entry is None:
+            return self._allowance
+        tokens, stamp = entry
+        return min(self._allowance, tokens + (now - stamp) * self._rate)
+
+    def take(self, key: str) -> float:
+        """Spend one attempt: 0 when allowed, else the seconds until one is (nothing spent)."""
+        now = self._clock()
+        tokens = self._tokens(key, now)
+        if tokens < 1:
+            return (1 - tokens) / self._rate
+        self._buckets[key] = (tokens - 1, now)
+        self._buckets.move_to_end(key)
+        while len(self._buckets) > self._max_keys:
+            self._buckets.popitem(last=False)
+        return 0.0
+
+    def refund(self, key: str) -> None:
+        """Give back an attempt taken by take() (it turned out not to count)."""
+        now = self._clock()
+        tokens = self._tokens(key, now) + 1
+        if tokens >= self._allowance:
+            self._buckets.pop(key, None)
+        elif key in self._buckets:
+            self._buckets[key] = (tokens, now)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+class UserSlots:
+    """How many of something (sockets, held polls) each user holds, at most `cap` at once."""
+
+    def __init__(self, cap: int) -> None:
+        if cap < 1:
+            raise ValueError("a cap of at least 1")
+        self.cap = cap
+        self._held: dict[str, int] = {}
+
+    def acquire(self, user_id: str) -> bool:
+        """Take a slot for the user; False (nothing taken) when it holds `cap` already."""
+        held = self._held.get(user_id, 0)
+        if held >= self.cap:
+            return False
+        self._held[user_id] = held + 1
+        return True
+
+    def release(self, user_id: str) -> None:
+        """Give back a slot taken by acquire()."""
+        held = self._held.get(user_id, 0) - 1
+        if held > 0:
+            self._held[user_id] = held
+        else:
+            self._held.pop(user_id, None)
+
+    def held(self, user_id: str) -> int:
+        """The slots the user holds now."""
+        return self._held.get(user_id, 0)
