@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import logging
 import time
 from typing import Any
@@ -16,6 +15,7 @@ from chat.commands import Principal
 from chat.errors import BadRequest, ChatError, RateLimited, Unauthorized
 from chat.events import EventQueue
 from chat.service import ChatService
+from chat.validation import decode_json
 from handlers.base import json_dumps
 
 log = logging.getLogger(__name__)
@@ -192,10 +192,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
     def _parse(self, message: str | bytes) -> dict[str, Any]:
         if isinstance(message, bytes):
             raise BadRequest("Frames must be text (JSON).")
-        try:
-            frame = json.loads(message)
-        except json.JSONDecodeError as exc:
-            raise BadRequest("The frame is not valid JSON.") from exc
+        frame = decode_json(message, "frame")
         if not isinstance(frame, dict):
             raise BadRequest("A frame must be a JSON object.")
         return frame

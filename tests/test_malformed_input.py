@@ -1,0 +1,253 @@
+"""Hostile input on both transports: JSON nested thousands deep, integers of thousands of
+digits, lone surrogates, invalid UTF-8 frames and validly signed tokens with claims of the
+wrong type. Each gets a 400/401 in the contract's shape (or a close code), never a 500, and
+the server goes on serving."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.client import ApiClient, WsClient
+from tests.conftest import RunningServer
+
+DEEP = 5000  # the hostile test's depth: past Python's recursion limit
+HUGE = "1" * 5000  # past Python's 4,300-digit limit on int()
+SURROGATE = "\\ud800"  # a lone surrogate, as a JSON escape (the text itself is ASCII)
+
+
+def deep_array(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def deep_object(depth: int) -> str:
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+async def two_users(server: RunningServer) -> tuple[ApiClient, dict[str, Any], str]:
+    """alice (signed in), bob's register reply, and the DM between them."""
+    alice = server.client()
+    await alice.register("alice")
+    bob = server.client()
+    bob_reply = await bob.register("bob")
+    dm = await alice.post("/api/conversations/dm", {"user_id": bob_reply["user"]["id"]})
+    assert dm.status == 200, dm.body
+    return alice, bob_reply, dm.body["conversation"]["id"]
+
+
+async def still_serving(api: ApiClient) -> None:
+    me = await api.get("/api/me")
+    assert me.status == 200, me.body
+
+
+# -- REST -------------------------------------------------------------------------------
+
+
+def register_body(**overrides: str) -> str:
+    fields = {"username": '"carol"', "email": '"carol@example.com"', "password": '"long enough"'}
+    fields.update(overrides)
+    return "{" + ",".join(f'"{k}":{v}' for k, v in fields.items()) + "}"
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (deep_array(DEEP), "bad_request"),
+        (deep_object(DEEP), "bad_request"),
+        (register_body(username=deep_array(DEEP)), "bad_request"),
+        (register_body(username=deep_array(32)), "bad_request"),  # 33 deep: one past the limit
+        (register_body(username=deep_array(31)), "validation_failed"),  # 32 deep: parsed
+        (register_body(username=HUGE), "bad_request"),
+        (register_body(username="-" + HUGE), "bad_request"),
+        (register_body(username="1" * 20), "bad_request"),  # past a 64-bit integer
+        (register_body(username="9223372036854775808"), "bad_request"),  # 2**63
+        (register_body(username="NaN"), "bad_request"),  # not JSON, though Python reads it
+        (register_body(username="Infinity"), "bad_request"),
+        (register_body(password=f'"long enough{SURROGATE}"'), "bad_request"),
+        (register_body(email=f'"carol{SURROGATE}@example.com"'), "bad_request"),
+        (register_body(username=f'"carol{SURROGATE}"'), "bad_request"),
+        (register_body(username='"\\udc00"'), "bad_request"),  # a lone low surrogate
+        ('{"\\ud800": 1, "username": "carol"}', "bad_request"),  # in a key
+        (register_body(username=f'["{SURROGATE}"]'), "bad_request"),  # inside a list
+    ],
+)
+async def test_hostile_rest_bodies_are_400(server: RunningServer, body: str, code: str) -> None:
+    api = server.client()
+    response = await api.post("/api/auth/register", raw_body=body.encode())
+    assert response.status == 400, response.body
+    assert response.error_code == code, response.body
+    # Nothing was stored, and the server goes on: the same name signs up normally.
+    assert (await api.register("carol"))["user"]["username"] == "carol"
+    api.close()
+
+
+async def test_paired_surrogates_and_raw_utf8_are_fine(server: RunningServer) -> None:
+    alice, _, conv = await two_users(server)
+    # A pair of escapes is one valid character (U+1F600), as is the raw UTF-8 form.
+    body = '{"body": "smile \\ud83d\\ude00 \U0001f600", "client_msg_id": "m1"}'
+    sent = await alice.post(f"/api/conversations/{conv}/messages", raw_body=body.encode())
+    assert sent.status == 201, sent.body
+    assert sent.body["message"]["body"] == "smile \U0001f600 \U0001f600"
+    # Encoded surrogates (CESU-8 / WTF-8 bytes) are not UTF-8.
+    raw = b'{"body": "\xed\xa0\x80", "client_msg_id": "m2"}'
+    bad = await alice.post(f"/api/conversations/{conv}/messages", raw_body=raw)
+    assert bad.status == 400 and bad.error_code == "bad_request", bad.body
+
+
+async def test_hostile_values_in_an_authenticated_body(server: RunningServer) -> None:
+    alice, bob, conv = await two_users(server)
+    path = f"/api/conversations/{conv}/messages"
+    for body in (
+        f'{{"body": "hi {SURROGATE}", "client_msg_id": "m1"}}',
+        f'{{"body": "hi", "client_msg_id": "m{SURROGATE}"}}',
+        f'{{"body": "hi", "client_msg_id": "m1", "extra": {deep_array(DEEP)}}}',
+        f'{{"body": "hi", "client_msg_id": "m1", "extra": {HUGE}}}',
+    ):
+        response = await alice.post(path, raw_body=body.encode())
+        assert response.status == 400 and response.error_code == "bad_request", response.body
+    for path, body in (
+        (f"/api/conversations/{conv}/read", f'{{"seq": {HUGE}}}'),
+        ("/api/groups", f'{{"name": "g{SURROGATE}", "member_ids": ["{bob["user"]["id"]}"]}}'),
+        ("/api/friends/requests", f'{{"user_id": "{SURROGATE}"}}'),
+    ):
+        response = await alice.post(path, raw_body=body.encode())
+        assert response.status == 400 and response.error_code == "bad_request", response.body
+    history = await alice.get(f"/api/conversations/{conv}/messages")
+    assert history.status == 200 and history.body["messages"] == []  # nothing was stored
+    await still_serving(alice)
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        (f"before_seq={HUGE}", "before_seq"),
+        (f"after_seq={HUGE}", "after_seq"),
+        (f"after_seq=-{HUGE}", "after_seq"),
+        ("after_seq=9223372036854775808", "after_seq"),  # 2**63: past what the database holds
+        (f"limit={HUGE}", "limit"),
+        ("limit=%C2%B2", "limit"),  # "²": a digit to str.isdigit(), not to int()
+        ("limit=%D9%A1", "limit"),  # U+0661 (Arabic-Indic one): int() reads it; we do not
+        ("limit=1_0", "limit"),  # int() reads "1_0" as 10
+    ],
+)
+async def test_hostile_query_integers_are_400(
+    server: RunningServer, query: str, field: str
+) -> None:
+    alice, _, conv = await two_users(server)
+    response = await alice.get(f"/api/conversations/{conv}/messages?{query}")
+    assert response.status == 400, response.body
+    assert response.error_code == "validation_failed" and response.body["error"]["field"] == field
+    await still_serving(alice)
+
+
+async def test_hostile_long_poll_integers_are_400(server: RunningServer) -> None:
+    api = server.client()
+    await api.register("alice")
+    for query, field in (
+        (f"last_event_id={HUGE}", "last_event_id"),
+        (f"timeout={HUGE}", "timeout"),
+        ("timeout=%C2%B2", "timeout"),
+    ):
+        response = await api.get(f"/api/events?{query}")
+        assert response.status == 400, response.body
+        assert response.error_code == "validation_failed", response.body
+        assert response.body["error"]["field"] == field
+    polled = await api.get("/api/events?timeout=0")
+    assert polled.status == 200 and polled.body["events"][0]["event"]["type"] == "hello"
+
+
+async def test_query_integers_within_limits_still_work(server: RunningServer) -> None:
+    alice, _, conv = await two_users(server)
+    for query in ("limit=5", "limit=+5", "limit=%205", "after_seq=9223372036854775807"):
+        response = await alice.get(f"/api/conversations/{conv}/messages?{query}")
+        assert response.status == 200, (query, response.body)
+
+
+# -- WebSocket frames -------------------------------------------------------------------
+
+
+async def signed_in_socket(server: RunningServer) -> tuple[WsClient, ApiClient, str]:
+    alice, _, conv = await two_users(server)
+    assert alice.token is not None
+    ws = await WsClient.connect(server.ws_url)
+    await ws.auth(alice.token)
+    return ws, alice, conv
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        deep_array(DEEP),
+        '{"type": "me", "ref": "r", "x": ' + deep_array(DEEP) + "}",
+        '{"type": "me", "ref": "r", "x": ' + deep_object(DEEP) + "}",
+        '{"type": "me", "ref": "r", "x": ' + deep_array(32) + "}",  # 33 deep
+        '{"type": "me", "ref": "r", "x": ' + HUGE + "}",
+        '{"type": "ack", "last_event_id": ' + HUGE + "}",
+        '{"type": "ack", "last_event_id": 9223372036854775808}',
+        '{"type": "me", "ref": "r", "x": NaN}',
+        '{"type": "me", "ref": "r", "x": "' + SURROGATE + '"}',
+        '{"type": "me' + SURROGATE + '", "ref": "r"}',
+        '{"type": "me", "ref": "r", "' + SURROGATE + '": 1}',
+    ],
+)
+async def test_hostile_frames_get_bad_request(server: RunningServer, frame: str) -> None:
+    ws, alice, _ = await signed_in_socket(server)
+    await ws.conn.write_message(frame)
+    reply = await ws.next_frame("reply")
+    assert reply["ok"] is False and reply["error"]["code"] == "bad_request", reply
+    assert (await ws.command("me"))["ok"] is True  # the socket goes on serving
+    await still_serving(alice)
+
+
+async def test_hostile_command_fields_over_websocket(server: RunningServer) -> None:
+    ws, _, conv = await signed_in_socket(server)
+    for frame in (
+        f'{{"type": "messages.send", "ref": "s1", "conversation_id": "{conv}",'
+        f' "body": "hi {SURROGATE}", "client_msg_id": "m1"}}',
+        f'{{"type": "conversations.read", "ref": "s2", "conversation_id": "{conv}",'
+        f' "seq": {HUGE}}}',
+        f'{{"type": "auth.login", "ref": "s3", "login": "alice", "password": "x{SURROGATE}"}}',
+    ):
+        await ws.conn.write_message(frame)
+        reply = await ws.next_frame("reply")
+        assert reply["ok"] is False and reply["error"]["code"] == "bad_request", reply
+    sent = await ws.command("messages.send", conversation_id=conv, body="hi", client_msg_id="m1")
+    assert sent["ok"] is True and sent["data"]["message"]["seq"] == 1
+
+
+async def test_a_lone_surrogate_in_ref_leaves_the_socket_working(server: RunningServer) -> None:
+    ws, _, conv = await signed_in_socket(server)
+    # The bad frame and valid commands queued behind it, sent at once.
+    await ws.conn.write_message('{"type": "me", "ref": "' + SURROGATE + '"}')
+    await ws.send({"type": "me", "ref": "after1"})
+    await ws.send(
+        {
+            "type": "messages.send",
+            "ref": "after2",
+            "conversation_id": conv,
+            "body": "still here",
+            "client_msg_id": "m1",
+        }
+    )
+    bad = await ws.next_frame("reply")
+    assert bad["ok"] is False and bad["error"]["code"] == "bad_request" and bad["ref"] is None
+    first = await ws.next_frame("reply")
+    assert first["ref"] == "after1" and first["ok"] is True
+    second = await ws.next_frame("reply")
+    assert second["ref"] == "after2" and second["ok"] is True
+    assert (await ws.command("me"))["ok"] is True
+
+
+async def test_a_huge_last_event_id_on_the_ws_url_starts_a_new_queue(
+    server: RunningServer,
+) -> None:
+    api = server.client()
+    token = (await api.register("alice"))["token"]
+    for value in (HUGE, "%C2%B2"):
+        ws = await WsClient.connect(f"{server.ws_url}?token={token}&last_event_id={value}")
+        hello = await ws.next_frame("hello")
+        assert hello["resumed"] is False and hello["last_event_id"] == 0
+        assert (await ws.command("me"))["ok"] is True
+        ws.close()
+    await still_serving(api)
