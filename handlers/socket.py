@@ -28,6 +28,7 @@ CLOSE_POLICY = 1008  # kept flooding after being told to slow down
 CLOSE_TRY_AGAIN = 1013  # the database could not be reached while signing the socket in
 CLOSE_INTERNAL = 1011  # an unexpected failure in the writer
 CLOSE_GOING_AWAY = 1001  # the server is shutting down: reconnect and resume
+CLOSE_INVALID_DATA = 1007  # a text frame that is not UTF-8 (RFC 6455 section 8.1)
 PUBLIC_FRAMES = frozenset({"auth", "auth.register", "auth.login"})
 FRAMES_PER_SEC = 20.0  # sustained command rate of one socket: far above a person's typing
 FRAME_BURST = 60.0  # what a client may send at once (a resume, a reconnect storm)
@@ -69,6 +70,26 @@ class TokenBucket:
         return (1 - self.tokens) / self.rate
 
 
+class ChatProtocol(tornado.websocket.WebSocketProtocol13):
+    """Tornado's protocol, except that a text frame that is not UTF-8 fails the connection
+    with 1007, as RFC 6455 asks, where Tornado drops the TCP connection without a close."""
+
+    failed = False  # an invalid frame was seen: nothing after it is processed
+
+    def _handle_message(self, opcode: int, data: bytes) -> asyncio.Future[None] | None:
+        if self.failed and opcode in (0x1, 0x2):
+            return None  # the close handshake is under way
+        # Our server negotiates no compression, so the payload is the text itself.
+        if opcode == 0x1 and not self._frame_compressed:
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                self.failed = True
+                self.close(CLOSE_INVALID_DATA, "text frame is not valid UTF-8")
+                return None
+        return super()._handle_message(opcode, data)
+
+
 class ChatSocket(tornado.websocket.WebSocketHandler):
     """One client connection; the queue, not the socket, owns the events."""
 
@@ -86,6 +107,12 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         # Commands waiting to run, and the task running them (both only while there are any).
         self.pending: collections.deque[tuple[dict[str, Any], Any]] | None = None
         self.runner: asyncio.Task[None] | None = None
+
+    def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
+        protocol = super().get_websocket_protocol()
+        if isinstance(protocol, tornado.websocket.WebSocketProtocol13):
+            return ChatProtocol(self, False, protocol.params)
+        return protocol
 
     def check_origin(self, origin: str) -> bool:
         # Tornado (>= 6.6) accepts same-origin requests before asking: this decides the rest.

@@ -5,6 +5,12 @@ the server goes on serving."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import struct
 from typing import Any
 
 import pytest
@@ -251,3 +257,97 @@ async def test_a_huge_last_event_id_on_the_ws_url_starts_a_new_queue(
         assert (await ws.command("me"))["ok"] is True
         ws.close()
     await still_serving(api)
+
+
+# -- invalid UTF-8 text frames: a raw client, since WebSocket libraries refuse to send one --
+
+
+class RawSocket:
+    """A WebSocket client written by hand over TCP, to send frames no library would."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def connect(cls, port: int) -> RawSocket:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            (
+                f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        return cls(reader, writer)
+
+    def send(self, opcode: int, payload: bytes, *, fin: bool = True) -> None:
+        mask = os.urandom(4)
+        assert len(payload) < 126
+        header = bytes([(0x80 if fin else 0) | opcode, 0x80 | len(payload)])
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.writer.write(header + mask + masked)
+
+    async def read(self, timeout: float = 5.0) -> tuple[int, bytes]:
+        """The next frame from the server: (opcode, payload); (-1, b"") at end of stream."""
+        try:
+            first, second = await asyncio.wait_for(self.reader.readexactly(2), timeout)
+        except asyncio.IncompleteReadError:
+            return -1, b""
+        size = second & 0x7F
+        if size == 126:
+            (size,) = struct.unpack("!H", await self.reader.readexactly(2))
+        elif size == 127:
+            (size,) = struct.unpack("!Q", await self.reader.readexactly(8))
+        return first & 0x0F, await self.reader.readexactly(size)
+
+    async def read_until_close(self) -> tuple[int | None, list[bytes]]:
+        """Read until the server's close frame: its code (None if the TCP stream just ended
+        without one) and the text frames read before it."""
+        texts: list[bytes] = []
+        while True:
+            opcode, payload = await self.read()
+            if opcode == -1:
+                return None, texts
+            if opcode == 0x8:
+                code = int(struct.unpack("!H", payload[:2])[0]) if len(payload) >= 2 else None
+                return code, texts
+            if opcode == 0x1:
+                texts.append(payload)
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [b'{"type": "me", "ref": "\xff"}'],
+        [b'{"type": "me", "ref": "\xed\xa0\x80"}'],  # an encoded surrogate is not UTF-8
+        [b'{"type": "me", "ref": "\xc3'],  # cut in the middle of a character
+        [b'{"type": "me", "ref": "\xe2\x82', b'"}'],  # in a fragmented message
+    ],
+)
+async def test_invalid_utf8_text_frame_closes_with_1007(
+    server: RunningServer, chunks: list[bytes]
+) -> None:
+    raw = await RawSocket.connect(server.port)
+    try:
+        raw.send(0x1, b'{"type": "me", "ref": "first"}')  # a valid frame first: answered
+        opcode, payload = await raw.read()
+        assert opcode == 0x1 and json.loads(payload)["ref"] == "first"
+        for i, chunk in enumerate(chunks):
+            raw.send(0x1 if i == 0 else 0x0, chunk, fin=i == len(chunks) - 1)
+        raw.send(0x1, b'{"type": "me", "ref": "after"}')  # not processed: the socket failed
+        code, texts = await raw.read_until_close()
+        assert code == 1007
+        assert texts == []  # neither the bad frame nor the one after it was answered
+    finally:
+        await raw.close()
+    # The server goes on: a new socket works.
+    ws = await WsClient.connect(server.ws_url)
+    assert (await ws.command("me"))["error"]["code"] == "unauthorized"
