@@ -13,10 +13,11 @@ import os
 import struct
 from typing import Any
 
+import jwt
 import pytest
 
 from tests.client import ApiClient, WsClient
-from tests.conftest import RunningServer
+from tests.conftest import TEST_SECRET, RunningServer
 
 DEEP = 5000  # the hostile test's depth: past Python's recursion limit
 HUGE = "1" * 5000  # past Python's 4,300-digit limit on int()
@@ -351,3 +352,78 @@ async def test_invalid_utf8_text_frame_closes_with_1007(
     # The server goes on: a new socket works.
     ws = await WsClient.connect(server.ws_url)
     assert (await ws.command("me"))["error"]["code"] == "unauthorized"
+
+
+# -- validly signed tokens with claims of the wrong type ------------------------------------
+
+
+def signed(claims: dict[str, Any]) -> str:
+    return jwt.encode(claims, TEST_SECRET, algorithm="HS256")
+
+
+def signed_raw(payload: bytes, header: bytes = b'{"alg":"HS256","typ":"JWT"}') -> str:
+    """A token over exactly these bytes (pyjwt would re-serialize a dict)."""
+    import hashlib
+    import hmac
+
+    def b64(data: bytes) -> bytes:
+        return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+    signing_input = b64(header) + b"." + b64(payload)
+    signature = hmac.new(TEST_SECRET.encode(), signing_input, hashlib.sha256).digest()
+    return (signing_input + b"." + b64(signature)).decode()
+
+
+async def bad_claim_tokens(api: ApiClient) -> list[str]:
+    reply = await api.register("mallory")
+    claims = jwt.decode(reply["token"], TEST_SECRET, algorithms=["HS256"])
+    sub, sid, exp = claims["sub"], claims["sid"], claims["exp"]
+    base = {"sub": sub, "sid": sid, "iat": claims["iat"], "exp": exp}
+    tokens = [
+        signed({**base, "exp": str(exp)}),  # a string that int() reads
+        signed({**base, "exp": "soon"}),
+        signed({**base, "exp": [exp]}),
+        signed({**base, "exp": {"t": exp}}),
+        signed({**base, "exp": None}),
+        signed({**base, "exp": True}),
+        signed({**base, "exp": float(exp) + 0.5}),
+        signed({**base, "exp": 10**30}),  # past any datetime
+        signed({**base, "exp": 1e300}),
+        signed({**base, "iat": "yesterday"}),
+        signed({**base, "iat": [1]}),
+        signed({**base, "nbf": [1]}),
+        signed({"sid": sid, "exp": exp}),  # missing sub
+        signed({"sub": sub, "exp": exp}),  # missing sid
+        signed({"sub": sub, "sid": sid}),  # missing exp
+        signed({**base, "sub": 42}),
+        signed({**base, "sid": ["x"]}),
+        signed({**base, "sub": sub + "\ud800"}),
+        signed({**base, "sid": "\udfff"}),
+        signed_raw(b"[1, 2]"),  # a payload that is not an object
+        signed_raw(b'{"sub": "' + sub.encode() + b'", "x": ' + deep_array(DEEP).encode() + b"}"),
+        signed_raw(b'{"sub": "' + sub.encode() + b'", "x": ' + HUGE.encode() + b"}"),
+        signed_raw(json.dumps(base).encode(), header=deep_array(DEEP).encode()),
+        signed_raw(json.dumps(base).encode(), header=b'{"alg":"HS256","x":' + HUGE.encode() + b"}"),
+    ]
+    return tokens
+
+
+async def test_signed_tokens_with_bad_claims_are_401_over_rest(server: RunningServer) -> None:
+    api = server.client()
+    for i, token in enumerate(await bad_claim_tokens(api)):
+        response = await api.get("/api/me", token=token)
+        assert response.status == 401, (i, response.body)
+        assert response.error_code == "unauthorized", (i, response.body)
+    await still_serving(api)
+
+
+async def test_signed_tokens_with_bad_claims_close_the_socket_with_4401(
+    server: RunningServer,
+) -> None:
+    api = server.client()
+    for i, token in enumerate(await bad_claim_tokens(api)):
+        ws = await WsClient.connect(server.ws_url)
+        await ws.send({"type": "auth", "token": token})
+        assert await ws.wait_closed() == 4401, i
+        ws.close()
+    await still_serving(api)
