@@ -11,9 +11,12 @@ import bcrypt
 import jwt
 
 from chat.errors import Unauthorized
+from chat.validation import is_id
 
 JWT_ALGORITHM = "HS256"
 BCRYPT_MAX_BYTES = 72
+# The last second a datetime can hold (9999-12-31T23:59:59Z): a later exp cannot be a date.
+LATEST_EXP = 253_402_300_799
 
 
 class PasswordHasher:
@@ -87,9 +90,13 @@ class TokenCodec:
             raise Unauthorized("The session has expired; sign in again.") from exc
         except jwt.PyJWTError as exc:
             raise Unauthorized("The token is not valid.") from exc
-        sub, sid = payload["sub"], payload["sid"]
-        if not isinstance(sub, str) or not isinstance(sid, str):
+        # The signature only says that we issued it: a token signed with our secret but
+        # claims of another type or range (exp as a string, a sub that is no id) is refused.
+        sub, sid, exp = payload["sub"], payload["sid"], payload["exp"]
+        if not is_id(sub) or not is_id(sid) or not _is_int(exp) or not 0 < exp <= LATEST_EXP:
             raise Unauthorized("The token is not valid.")
-        return Claims(
-            user_id=sub, session_id=sid, expires_at=datetime.fromtimestamp(payload["exp"], UTC)
-        )
+        return Claims(user_id=sub, session_id=sid, expires_at=datetime.fromtimestamp(exp, UTC))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

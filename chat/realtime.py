@@ -15,7 +15,7 @@ from chat.errors import NotFound, RateLimited, Unauthorized, ValidationFailed
 from chat.events import EventQueue, QueueRegistry
 from chat.limits import UserSlots
 from chat.presence import InMemoryPresence
-from chat.validation import get_id_list, require_object
+from chat.validation import get_id_list, int_from_text, require_object
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,8 @@ class RealtimeCommands(ServiceBase):
         """Resume the client's queue if it can serve every event after the cursor, else a new
         one; returns (queue, resumed, cursor). A resumed cursor acknowledges up to itself."""
         cursor = last_event_id
-        if isinstance(cursor, str) and cursor.isdigit():
-            cursor = int(cursor)
+        if isinstance(cursor, str):  # from a WebSocket URL
+            cursor = int_from_text(cursor)
         if isinstance(cursor, bool) or not isinstance(cursor, int) or cursor < 0:
             cursor = 0
         queue = self.registry.find_resumable(

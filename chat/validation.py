@@ -1,12 +1,14 @@
-"""Raw JSON values -> typed input, or a ValidationFailed naming the field at fault."""
+"""JSON text -> values within the contract's limits, or a BadRequest; raw JSON values -> typed
+input, or a ValidationFailed naming the field at fault."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from typing import Any
 
-from chat.errors import ValidationFailed
+from chat.errors import BadRequest, ValidationFailed
 
 USERNAME_MIN, USERNAME_MAX = 3, 32
 USERNAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
@@ -19,6 +21,89 @@ GROUP_NAME_MAX = 64
 CLIENT_MSG_ID_MAX = 64
 ID_MAX = 64
 PAGE_MAX = 100
+# Arrays and objects inside one another, the outermost counting 1. The deepest input the
+# contract takes is 2 (a frame with a list of ids); without a limit, a few thousand levels
+# exhaust the decoder's recursion.
+JSON_MAX_DEPTH = 32
+# Integers in JSON and in query strings: what the database stores (BSON's signed 64 bits); no
+# id, seq, cursor or count comes near it. Longer digit strings are refused before int() reads
+# them (int() of 10,000 digits costs milliseconds; past 4,300 it raises).
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+INT_MAX_DIGITS = 19  # len(str(INT_MAX))
+# ASCII digits only: int() also reads "1_0" and other scripts' digits (U+0661 is 1 to int()).
+INT_TEXT_RE = re.compile(r"[+-]?[0-9]{1,19}")
+# JSON text can spell a lone surrogate only as an escape: raw UTF-8 cannot encode one.
+SURROGATE_ESCAPE_RE = re.compile(r"\\u[dD][89a-fA-F]")
+SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
+
+
+def _json_int(text: str) -> int:
+    value = int(text) if len(text.lstrip("-")) <= INT_MAX_DIGITS else None
+    if value is None or not INT_MIN <= value <= INT_MAX:
+        raise BadRequest("Integers must fit in 64 bits (at most 19 digits).")
+    return value
+
+
+def _json_constant(name: str) -> Any:
+    raise BadRequest(f"{name} is not JSON.")
+
+
+_DECODER = json.JSONDecoder(parse_int=_json_int, parse_constant=_json_constant)
+
+
+def decode_json(raw: str | bytes, what: str) -> Any:
+    """The value of a JSON text (UTF-8 when bytes), or BadRequest naming `what` ("request
+    body", "frame") when it is not JSON, nests deeper than JSON_MAX_DEPTH, has an integer
+    outside 64 bits, NaN or Infinity, or a string (or key) with a lone surrogate: nothing
+    past this point needs to handle input that cannot be stored or encoded."""
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode("utf-8-sig")  # strict: encoded surrogates are not UTF-8
+        except UnicodeDecodeError as exc:
+            raise BadRequest(f"The {what} is not valid UTF-8.") from exc
+    else:
+        text = raw
+    try:
+        value = _DECODER.decode(text)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"The {what} is not valid JSON.") from exc
+    except RecursionError as exc:  # thousands deep: the decoder gave up before we could look
+        raise BadRequest(f"The {what} nests deeper than {JSON_MAX_DEPTH} levels.") from exc
+    # Only a text with that many brackets can nest that deep, and only one with a surrogate
+    # escape can hold a lone surrogate: a usual frame skips the walk.
+    if text.count("[") + text.count("{") > JSON_MAX_DEPTH or SURROGATE_ESCAPE_RE.search(text):
+        _check_decoded(value, 0, what)
+    return value
+
+
+def _check_decoded(value: Any, depth: int, what: str) -> None:
+    if isinstance(value, str):
+        if SURROGATE_RE.search(value):
+            raise BadRequest(
+                f"The {what} has a lone surrogate (\\ud800-\\udfff): strings must be Unicode."
+            )
+        return
+    if not isinstance(value, (list, dict)):
+        return
+    if depth >= JSON_MAX_DEPTH:
+        raise BadRequest(f"The {what} nests deeper than {JSON_MAX_DEPTH} levels.")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_decoded(key, depth + 1, what)
+            _check_decoded(item, depth + 1, what)
+    else:
+        for item in value:
+            _check_decoded(item, depth + 1, what)
+
+
+def int_from_text(text: str) -> int | None:
+    """The integer a query argument spells in ASCII digits (a sign and surrounding blanks
+    allowed), if it fits in 64 bits; None for anything else."""
+    text = text.strip()
+    if not INT_TEXT_RE.fullmatch(text):
+        return None
+    value = int(text)
+    return value if INT_MIN <= value <= INT_MAX else None
 
 
 def require_object(data: Any) -> dict[str, Any]:
@@ -59,8 +144,11 @@ def get_int(
     value = data.get(field)
     if value is None:
         return default
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value)  # query arguments arrive as strings
+    if isinstance(value, str):  # query arguments arrive as strings
+        parsed = int_from_text(value)
+        if parsed is None:
+            raise ValidationFailed(f"{field} must be an integer.", field=field)
+        value = parsed
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationFailed(f"{field} must be an integer.", field=field)
     if value < minimum or (maximum is not None and value > maximum):
@@ -82,9 +170,17 @@ def require_id(data: dict[str, Any], field: str) -> str:
     return check_id(value, field)
 
 
+def is_id(value: object) -> bool:
+    """Whether value can be an id of ours: a short, non-empty string of ASCII letters and
+    digits."""
+    return (
+        isinstance(value, str) and 0 < len(value) <= ID_MAX and value.isascii() and value.isalnum()
+    )
+
+
 def check_id(value: str, field: str) -> str:
     """Reject what cannot be an id of ours before it reaches the database."""
-    if not value or len(value) > ID_MAX or not value.isascii() or not value.isalnum():
+    if not is_id(value):
         raise ValidationFailed(f"{field} is not a valid id.", field=field)
     return value
 

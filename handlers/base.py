@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import tornado.web
 
-from chat.errors import BadRequest, ChatError, NotFound, RateLimited, TooLarge
+from chat.errors import ChatError, NotFound, RateLimited, TooLarge
+from chat.validation import decode_json
 
 if TYPE_CHECKING:
     from chat.commands import Principal
@@ -55,16 +56,14 @@ class JsonHandler(tornado.web.RequestHandler):
         """Bearer tokens, not cookies, authenticate the API: there is no CSRF to guard."""
 
     def json_body(self) -> Any:
-        """The parsed request body ({} when empty); 400 when it is not JSON, 413 when too big."""
+        """The parsed request body ({} when empty); 413 when too big; 400 when it is not JSON
+        or breaks the contract's limits on JSON (see decode_json)."""
         body = self.request.body
         if len(body) > MAX_JSON_BODY_BYTES:
             raise TooLarge("The request body is larger than 1 MiB.")
         if not body.strip():
             return {}
-        try:
-            return json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BadRequest("The request body is not valid JSON.") from exc
+        return decode_json(body, "request body")
 
     def query_args(self) -> dict[str, str]:
         """The query string as a flat dict (last value wins)."""

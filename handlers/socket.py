@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import logging
 import time
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from chat.commands import Principal
 from chat.errors import BadRequest, ChatError, RateLimited, Unauthorized
 from chat.events import EventQueue
 from chat.service import ChatService
+from chat.validation import decode_json
 from handlers.base import json_dumps
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ CLOSE_TOO_MANY = 4429  # the user already holds max_sockets_per_user sockets (or
 # After a logout elsewhere, the socket's writer normally delivers session.ended and closes at
 # once; one whose writes are stuck behind a client that stopped reading is closed this late.
 SESSION_END_GRACE_SECS = 1.0
+CLOSE_INVALID_DATA = 1007  # a text frame that is not UTF-8 (RFC 6455 section 8.1)
 PUBLIC_FRAMES = frozenset({"auth", "auth.register", "auth.login"})
 FRAMES_PER_SEC = 20.0  # sustained command rate of one socket: far above a person's typing
 FRAME_BURST = 60.0  # what a client may send at once (a resume, a reconnect storm)
@@ -75,6 +76,26 @@ class TokenBucket:
         return (1 - self.tokens) / self.rate
 
 
+class ChatProtocol(tornado.websocket.WebSocketProtocol13):
+    """Tornado's protocol, except that a text frame that is not UTF-8 fails the connection
+    with 1007, as RFC 6455 asks, where Tornado drops the TCP connection without a close."""
+
+    failed = False  # an invalid frame was seen: nothing after it is processed
+
+    def _handle_message(self, opcode: int, data: bytes) -> asyncio.Future[None] | None:
+        if self.failed and opcode in (0x1, 0x2):
+            return None  # the close handshake is under way
+        # Our server negotiates no compression, so the payload is the text itself.
+        if opcode == 0x1 and not self._frame_compressed:
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                self.failed = True
+                self.close(CLOSE_INVALID_DATA, "text frame is not valid UTF-8")
+                return None
+        return super()._handle_message(opcode, data)
+
+
 class ChatSocket(tornado.websocket.WebSocketHandler):
     """One client connection; the queue, not the socket, owns the events."""
 
@@ -95,6 +116,12 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         self.unsent_bytes = 0  # written and not yet taken by the client
         self.slot_user: str | None = None  # whose socket slot this socket holds
         self.session_timer: asyncio.TimerHandle | None = None  # expiry, or an ended session
+
+    def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
+        protocol = super().get_websocket_protocol()
+        if isinstance(protocol, tornado.websocket.WebSocketProtocol13):
+            return ChatProtocol(self, False, protocol.params)
+        return protocol
 
     def check_origin(self, origin: str) -> bool:
         # Tornado (>= 6.6) accepts same-origin requests before asking: this decides the rest.
@@ -223,10 +250,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
     def _parse(self, message: str | bytes) -> dict[str, Any]:
         if isinstance(message, bytes):
             raise BadRequest("Frames must be text (JSON).")
-        try:
-            frame = json.loads(message)
-        except json.JSONDecodeError as exc:
-            raise BadRequest("The frame is not valid JSON.") from exc
+        frame = decode_json(message, "frame")
         if not isinstance(frame, dict):
             raise BadRequest("A frame must be a JSON object.")
         return frame
