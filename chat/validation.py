@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from typing import Any
 
@@ -48,7 +49,16 @@ def _json_constant(name: str) -> Any:
     raise BadRequest(f"{name} is not JSON.")
 
 
-_DECODER = json.JSONDecoder(parse_int=_json_int, parse_constant=_json_constant)
+def _json_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 reads as inf, which no JSON reply could carry
+        raise BadRequest("Numbers must be finite (1e400 is too large).")
+    return value
+
+
+_DECODER = json.JSONDecoder(
+    parse_int=_json_int, parse_float=_json_float, parse_constant=_json_constant
+)
 
 
 def decode_json(raw: str | bytes, what: str) -> Any:

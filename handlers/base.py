@@ -36,7 +36,8 @@ STATUS_CODES = {
 
 def json_dumps(value: Any) -> str:
     """Compact JSON; '</' escaped so a body can never close a script tag."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).replace("</", "<\\/")
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return text.replace("</", "<\\/")
 
 
 class JsonHandler(tornado.web.RequestHandler):

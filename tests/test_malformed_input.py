@@ -71,6 +71,7 @@ def register_body(**overrides: str) -> str:
         (register_body(username="9223372036854775808"), "bad_request"),  # 2**63
         (register_body(username="NaN"), "bad_request"),  # not JSON, though Python reads it
         (register_body(username="Infinity"), "bad_request"),
+        (register_body(username="1e400"), "bad_request"),  # Python reads it as inf
         (register_body(password=f'"long enough{SURROGATE}"'), "bad_request"),
         (register_body(email=f'"carol{SURROGATE}@example.com"'), "bad_request"),
         (register_body(username=f'"carol{SURROGATE}"'), "bad_request"),
@@ -193,6 +194,7 @@ async def signed_in_socket(server: RunningServer) -> tuple[WsClient, ApiClient, 
         '{"type": "ack", "last_event_id": ' + HUGE + "}",
         '{"type": "ack", "last_event_id": 9223372036854775808}',
         '{"type": "me", "ref": "r", "x": NaN}',
+        '{"type": "me", "ref": 1e400}',  # echoed back as ref, inf would be no JSON at all
         '{"type": "me", "ref": "r", "x": "' + SURROGATE + '"}',
         '{"type": "me' + SURROGATE + '", "ref": "r"}',
         '{"type": "me", "ref": "r", "' + SURROGATE + '": 1}',
