@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import json
 import logging
 import os
@@ -35,6 +36,8 @@ START_TIMEOUT_SECS = 30.0  # a cold WiredTiger start with recovery can take a fe
 STOP_TIMEOUT_SECS = 10.0
 SECANTUS_EXECUTABLE = "secantusd-py"
 CREDENTIALS_FILE = "database-credentials.json"  # in the data dir, mode 0600
+LOCK_FILE = "server.lock"  # in the data dir: held by the one server that uses it
+USER_EXISTS = 51003  # createUser's error code for a user that already exists
 DATABASE_USER = "chat"
 PRIVATE_UMASK = 0o077  # the database's files and logs: this user only
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a child gets when its parent dies (Linux)
@@ -120,6 +123,23 @@ def _alive(pid: int) -> bool:
     return state != "Z"  # a zombie (not our child to reap) no longer holds files
 
 
+def _lock_data_dir(path: Path) -> int:
+    """An exclusive lock on the data dir (a file descriptor to keep open), or
+    DatabaseStartError when another live server holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise DatabaseStartError(
+            f"the data dir {path.parent} is in use by another server (pid {holder})"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 def write_private(path: Path, text: str) -> None:
     """Create `path` readable by this user only (0600), replacing it atomically."""
     tmp = path.with_name(path.name + ".tmp")
@@ -150,6 +170,7 @@ class EmbeddedDatabase:
         *,
         remove_data_on_stop: bool = False,
         credentials_path: Path | None = None,
+        lock_path: Path | None = None,
     ) -> None:
         self.kind = kind
         self.remove_data_on_stop = remove_data_on_stop
@@ -161,6 +182,10 @@ class EmbeddedDatabase:
         # in-memory database, which cannot keep a user across the restart that enables it).
         self.credentials_path = credentials_path
         self._credentials: tuple[str, str] | None = None
+        # Held from start to stop, so that a database found serving the data dir while we hold
+        # it can only be a leftover of a server that died (the kernel frees a dead one's lock).
+        self.lock_path = lock_path
+        self._lock: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -179,11 +204,14 @@ class EmbeddedDatabase:
         return self._process.pid if self._process else None
 
     def start(self) -> None:
-        """Start the process and return once it accepts connections; raise if it cannot.
-        A database left running on the same data dir by an earlier server is stopped first;
-        on the first start with authentication, its user is created, then it is restarted
-        with authentication required."""
+        """Start the process and return once it accepts connections; raise if it cannot, or
+        if another server holds the data dir. A database left running on the same data dir
+        by an earlier server is stopped first; on the first start with authentication, its
+        user is created, then it is restarted with authentication required. Call it from the
+        main thread: the process is sent SIGTERM when the thread that started it ends."""
         make_private_dir(self.log_path.parent)
+        if self.lock_path is not None and self._lock is None:
+            self._lock = _lock_data_dir(self.lock_path)
         if self.data_path != ":memory:" and not self.remove_data_on_stop:
             make_private_dir(Path(self.data_path))
             for pid in leftover_processes(self.data_path):
@@ -201,30 +229,31 @@ class EmbeddedDatabase:
                 password = secrets.token_urlsafe(24)
                 self._create_user(DATABASE_USER, password)
             finally:
-                self.stop()
+                self._stop_process()
             document = {"username": DATABASE_USER, "password": password}
             write_private(self.credentials_path, json.dumps(document) + "\n")
         document = json.loads(self.credentials_path.read_text())
         self._credentials = (document["username"], document["password"])
         self._spawn([*self.argv, "--auth"])
 
-    def restart(self) -> None:
-        """Stop (if running) and start again: the same program, port, files and credentials."""
-        self.stop()
-        self.start()
-
     def _create_user(self, user: str, password: str) -> None:
         # pymongo's synchronous client, once at first start: the server is not serving yet.
         from pymongo import MongoClient
-        from pymongo.errors import PyMongoError
+        from pymongo.errors import OperationFailure, PyMongoError
 
         client: MongoClient[dict[str, object]] = MongoClient(
             self.uri, serverSelectionTimeoutMS=int(START_TIMEOUT_SECS * 1000)
         )
         try:
-            client.admin.command(
-                "createUser", user, pwd=password, roles=[{"role": "root", "db": "admin"}]
-            )
+            try:
+                client.admin.command(
+                    "createUser", user, pwd=password, roles=[{"role": "root", "db": "admin"}]
+                )
+            except OperationFailure as exc:
+                if exc.code != USER_EXISTS:
+                    raise
+                # An earlier first start died before keeping the password: set a new one.
+                client.admin.command("updateUser", user, pwd=password)
         except PyMongoError as exc:
             raise DatabaseStartError(f"could not create the database user: {exc}") from exc
         finally:
@@ -262,7 +291,20 @@ class EmbeddedDatabase:
         )
 
     def stop(self) -> None:
-        """Stop the process (SIGTERM, then SIGKILL); idempotent; leaves no orphan."""
+        """Stop the process (SIGTERM, then SIGKILL) and free the data dir; idempotent; leaves
+        no orphan."""
+        self._stop_process()
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            os.close(lock)
+
+    def restart(self) -> None:
+        """Stop the process (if running) and start it again: the same program, port, files
+        and credentials; the data dir stays locked throughout."""
+        self._stop_process()
+        self.start()
+
+    def _stop_process(self) -> None:
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -283,6 +325,7 @@ def plan_embedded(data_dir: Path, *, in_memory: bool = False) -> EmbeddedDatabas
     port = free_port()
     log_path = data_dir / "logs" / "database.log"
     credentials = None if in_memory else data_dir / CREDENTIALS_FILE
+    lock = None if in_memory else data_dir / LOCK_FILE
     mongod = shutil.which("mongod")
     if mongod:
         # mongod's in-memory engine is Enterprise-only; a throwaway directory does the job.
@@ -292,7 +335,7 @@ def plan_embedded(data_dir: Path, *, in_memory: bool = False) -> EmbeddedDatabas
         argv = [mongod, "--bind_ip", "127.0.0.1", "--port", str(port), "--dbpath", path]
         return EmbeddedDatabase(
             "mongod", argv, port, path, log_path,
-            remove_data_on_stop=in_memory, credentials_path=credentials,
+            remove_data_on_stop=in_memory, credentials_path=credentials, lock_path=lock,
         )  # fmt: skip
     secantus = find_secantus()
     if secantus:
@@ -306,7 +349,7 @@ def plan_embedded(data_dir: Path, *, in_memory: bool = False) -> EmbeddedDatabas
             # crash loses acknowledged messages (and so hands their seqs out again).
             argv.append("--sync-on-commit")
         return EmbeddedDatabase(
-            "SecantusDB", argv, port, path, log_path, credentials_path=credentials
+            "SecantusDB", argv, port, path, log_path, credentials_path=credentials, lock_path=lock
         )
     raise DatabaseStartError(
         "No database: pass --mongo-uri, put mongod on PATH, "

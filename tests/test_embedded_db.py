@@ -33,6 +33,29 @@ def login_status(port: int, name: str) -> int:
     )[0]  # fmt: skip
 
 
+def serve_and_log_in(args: tuple[str, ...], port: int, name: str) -> str:
+    """Start server.py, check that `name` can sign in, stop it cleanly."""
+    process = run_server(*args)
+    try:
+        wait_healthy(port, process)
+        assert login_status(port, name) == 200
+    finally:
+        out = stop(process)
+    assert process.returncode == 0, out
+    return out
+
+
+def bare_secantus(storage: Path, port: int) -> subprocess.Popen[bytes]:
+    """A SecantusDB on these files that no server of ours started."""
+    secantus = find_secantus()
+    assert secantus is not None
+    return subprocess.Popen(
+        [secantus, "--host", "127.0.0.1", "--port", str(port),
+         "--storage-path", str(storage), "--standalone", "--log-level", "WARNING"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+
+
 def database_of(out: str) -> tuple[int, int]:
     """(pid, port) of the embedded database, from the server's start-up line."""
     match = re.search(r"database: embedded \S+ \(pid (\d+)\) on port (\d+)", out)
@@ -80,13 +103,7 @@ def test_sigkill_of_the_server_takes_its_database_along_and_a_restart_works(
         first.communicate()
     # The database must not outlive its server holding the data dir's lock.
     assert wait_gone(db_pid), "the database outlived its SIGKILLed server"
-    second = run_server(*args)
-    try:
-        wait_healthy(port, second)
-        assert login_status(port, "survivor") == 200
-    finally:
-        out = stop(second)
-    assert second.returncode == 0, out
+    serve_and_log_in(args, port, "survivor")
 
 
 def test_a_database_left_running_on_the_data_dir_is_stopped_at_start(tmp_path: Path) -> None:
@@ -101,23 +118,11 @@ def test_a_database_left_running_on_the_data_dir_is_stopped_at_start(tmp_path: P
     assert first.returncode == 0, out
     # A database on the same files that no server of ours stops (as one started by a server
     # that was killed before it could arm the parent-death signal would be).
-    secantus = find_secantus()
-    assert secantus is not None
-    leftover = subprocess.Popen(
-        [secantus, "--host", "127.0.0.1", "--port", str(free_port()),
-         "--storage-path", str(tmp_path / "secantus"), "--standalone", "--log-level", "WARNING"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+    leftover = bare_secantus(tmp_path / "secantus", free_port())
     try:
         time.sleep(1.0)
         assert leftover.poll() is None, "the stand-in leftover did not start"
-        second = run_server(*args)
-        try:
-            wait_healthy(port, second)
-            assert login_status(port, "keeper") == 200
-        finally:
-            out = stop(second)
-        assert second.returncode == 0, out
+        out = serve_and_log_in(args, port, "keeper")
         assert "left running on" in out, out
         assert leftover.wait(timeout=5) is not None
     finally:
@@ -177,14 +182,8 @@ def test_the_database_requires_the_generated_credentials_and_its_files_are_priva
 def test_a_data_dir_from_before_authentication_keeps_its_data(tmp_path: Path) -> None:
     """A data dir whose database ran without credentials (an older version of this server):
     the first start creates the user, then requires it, and the data is still there."""
-    secantus = find_secantus()
-    assert secantus is not None
     db_port = free_port()
-    old = subprocess.Popen(
-        [secantus, "--host", "127.0.0.1", "--port", str(db_port),
-         "--storage-path", str(tmp_path / "secantus"), "--standalone", "--log-level", "WARNING"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    old = bare_secantus(tmp_path / "secantus", db_port)
     try:
         client: MongoClient[dict[str, object]] = MongoClient(
             f"mongodb://127.0.0.1:{db_port}/?directConnection=true",
@@ -213,3 +212,40 @@ def test_a_data_dir_from_before_authentication_keeps_its_data(tmp_path: Path) ->
     finally:
         out = stop(process)
     assert process.returncode == 0, out
+
+
+def test_a_second_server_on_the_same_data_dir_is_refused_and_the_first_keeps_serving(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    first = run_server("--port", str(port), "--data-dir", str(tmp_path))
+    try:
+        wait_healthy(port, first)
+        register(port, "first")
+        second = run_server("--port", str(free_port()), "--data-dir", str(tmp_path))
+        out, _ = second.communicate(timeout=60)
+        assert second.returncode == 1, out
+        assert f"is in use by another server (pid {first.pid})" in out, out
+        assert login_status(port, "first") == 200  # its database was left alone
+    finally:
+        out = stop(first)
+    assert first.returncode == 0, out
+
+
+def test_a_first_start_that_died_before_keeping_the_password_is_recovered(
+    tmp_path: Path,
+) -> None:
+    """The database user exists but its password was never written down (the server died in
+    between): the next start sets a new password and keeps the data."""
+    port = free_port()
+    args = ("--port", str(port), "--data-dir", str(tmp_path))
+    first = run_server(*args)
+    try:
+        wait_healthy(port, first)
+        register(port, "again")
+    finally:
+        out = stop(first)
+    assert first.returncode == 0, out
+    (tmp_path / CREDENTIALS_FILE).unlink()
+    serve_and_log_in(args, port, "again")
+    assert (tmp_path / CREDENTIALS_FILE).exists()
