@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
@@ -117,3 +118,10 @@ class ServiceBase:
     ) -> Reply:
         """Run a command callable without signing in (accounts limit these per address)."""
         return await cmd.fn(principal, data)
+
+
+def retrieve_exception(future: asyncio.Future[Any]) -> None:
+    """A done callback that marks a future's exception as seen, for futures nobody may await
+    (a fire-and-forget write, an outcome no retry asked for): asyncio would log it otherwise."""
+    if not future.cancelled():
+        future.exception()

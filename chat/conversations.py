@@ -16,7 +16,6 @@ import collections
 import contextlib
 import dataclasses
 import secrets
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from datetime import datetime
@@ -24,7 +23,7 @@ from typing import Any
 
 from bson import ObjectId
 
-from chat.commands import Principal, Reply, ServiceBase, command
+from chat.commands import Principal, Reply, ServiceBase, command, retrieve_exception
 from chat.errors import (
     Blocked,
     ChatError,
@@ -68,12 +67,6 @@ GENERATED_KEY_PREFIX = "srv-"  # client_msg_id given to a send that brought none
 # until the database says whether it holds it: first after this, doubling up to the maximum.
 STORE_RETRY_FIRST_SECS = 0.2
 STORE_RETRY_MAX_SECS = 5.0
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    """Mark a future's exception as seen: nobody may be waiting for it."""
-    if not future.cancelled():
-        future.exception()
 
 
 class GroupFull(ChatError):
@@ -268,6 +261,7 @@ class ConversationCommands(ServiceBase):
         # outcome instead of storing again; and the tasks that store them.
         self._sends: dict[tuple[str, str], asyncio.Future[Message]] = {}
         self._storing: set[asyncio.Task[Message]] = set()
+        self._closing = False
 
     # -- access ---------------------------------------------------------------
 
@@ -386,8 +380,8 @@ class ConversationCommands(ServiceBase):
 
     @command("messages.send", status=201)
     async def send_message(self, principal: Principal, data: Any) -> Reply:
-        """Store the message at the conversation's next seq, reply, then publish message.new to
-        every member in seq order; a retried client_msg_id returns the stored message."""
+        """Store the message at the conversation's next seq, publish message.new to every
+        member in seq order, then reply; a retried client_msg_id returns the stored message."""
         data = require_object(data)
         conversation_id = require_id(data, "conversation_id")
         body = check_body(require_str(data, "body"))
@@ -402,6 +396,8 @@ class ConversationCommands(ServiceBase):
             conv, _ = await self.access_conversation(principal, conversation_id, write=True)
         if await self._dm_blocked(conv, me):
             raise Blocked("You cannot message this user.")
+        if self._closing:
+            raise DatabaseUnavailable("The server is shutting down; send again shortly.")
         pending = self._sends.get((me, key))
         if pending is not None:  # the same send is still being stored: its outcome is ours
             return self._retried(await self._outcome(pending), conv)
@@ -410,7 +406,7 @@ class ConversationCommands(ServiceBase):
         # costs a seq (a gap, which the contract allows) but a first send, by far the common
         # case, saves a database round trip.
         outcome: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        outcome.add_done_callback(_retrieve)
+        outcome.add_done_callback(retrieve_exception)
         self._sends[(me, key)] = outcome
         try:
             with self.sequencer.line(conv.id) as line:
@@ -450,18 +446,20 @@ class ConversationCommands(ServiceBase):
     async def _outcome(self, outcome: asyncio.Future[Message]) -> Message:
         """The stored and published message, or DatabaseUnavailable once the database timeout
         passed with the outcome still unknown (the storing goes on; a retry is safe)."""
+        unknown = DatabaseUnavailable(
+            "The database did not confirm the message in time. Retry with the same "
+            "client_msg_id: the message is stored at most once."
+        )
         try:
             return await asyncio.wait_for(
                 asyncio.shield(outcome), self.settings.db_timeout_ms / 1000
             )
-        except (TimeoutError, asyncio.CancelledError):
-            if not outcome.cancelled() and not isinstance(sys.exception(), TimeoutError):
-                raise  # this command itself was cancelled
-            # Still unknown, or the attempt was stopped (shutting down): a retry finds out.
-            raise DatabaseUnavailable(
-                "The database did not confirm the message in time. Retry with the same "
-                "client_msg_id: the message is stored at most once."
-            ) from None
+        except TimeoutError:  # still unknown: the storing goes on, a retry finds out
+            raise unknown from None
+        except asyncio.CancelledError:
+            if outcome.cancelled():  # the attempt was stopped (shutting down)
+                raise unknown from None
+            raise  # this command itself was cancelled
 
     async def _store_and_publish(
         self, line: _Line, slot: _Slot, message: Message, member_ids: list[str]
@@ -491,7 +489,9 @@ class ConversationCommands(ServiceBase):
             return stored
 
     async def close_sends(self) -> None:
-        """Stop the sends still being stored (shutting down; their outcome stays unknown)."""
+        """Stop the sends still being stored, and refuse new ones (shutting down; their
+        outcome stays unknown)."""
+        self._closing = True
         for task in list(self._storing):
             task.cancel()
         for task in list(self._storing):

@@ -12,7 +12,7 @@ from typing import Any
 
 import tornado.websocket
 
-from chat.commands import Principal
+from chat.commands import Principal, retrieve_exception
 from chat.errors import BadRequest, ChatError, RateLimited, Unauthorized
 from chat.events import EventQueue
 from chat.service import ChatService
@@ -48,12 +48,6 @@ MAX_REJECTED_FRAMES = 100  # past this many rate-limited frames in a row, close
 # gets there: the rate limit allows 20 a second.
 MAX_PENDING_FRAMES = 64
 INTERNAL_ERROR = {"code": "internal_error", "message": "Something went wrong on the server."}
-
-
-def _retrieve(future: asyncio.Future[None]) -> None:
-    """Mark a write's outcome as seen (a closed connection is not an error worth logging)."""
-    if not future.cancelled():
-        future.exception()
 
 
 class TokenBucket:
@@ -385,7 +379,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             # Not awaited: a reply is fire-and-forget. If the connection drops before the
             # write completes, its future fails with WebSocketClosedError; retrieve that so
             # asyncio does not log "Task exception was never retrieved".
-            self._write(json_dumps(frame)).add_done_callback(_retrieve)
+            self._write(json_dumps(frame)).add_done_callback(retrieve_exception)
 
     def _write(self, text: str) -> asyncio.Future[None]:
         """Write one text frame, counting its bytes until the client has taken them. A client

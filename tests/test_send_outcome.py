@@ -89,6 +89,8 @@ async def test_a_retry_while_the_first_send_is_still_unresolved_waits_for_it(
             "messages.send", conversation_id=cid, body="slow", client_msg_id="s-1"
         )
     message = retried.expect(201)["message"]
+    # The first send's own seq: the retry waited for it instead of storing at a new one.
+    assert message["seq"] == 1
     assert (await bob.event("message.new", timeout=10))["message"]["id"] == message["id"]
     await asyncio.wait_for(proxy.held.wait(), 10)
     await bob.no_event("message.new", wait=1.0)

@@ -106,14 +106,14 @@ async def test_every_command_checks_the_session_first(server: RunningServer) -> 
 
 
 async def test_a_socket_is_closed_when_its_token_expires(make_server: ServerFactory) -> None:
-    server = await make_server(token_ttl_secs=3)
+    server = await make_server(token_ttl_secs=6)  # room for sign-up and auth on a busy machine
     api = server.client()
     token = (await api.register("alice"))["token"]
     ws = await WsClient.connect(server.ws_url)
     await ws.auth(token)
     assert (await ws.command("me"))["ok"] is True
-    # Expiry is whole seconds: 2-3 s after the sign-up; closed at it, with the auth code.
-    assert await ws.wait_closed(timeout=6.0) == 4401
+    # Expiry is whole seconds: 5-6 s after the sign-up; closed at it, with the auth code.
+    assert await ws.wait_closed(timeout=10.0) == 4401
     assert ws.conn.close_reason == "session expired"
     poll = await api.get("/api/events")
     assert poll.status == 401 and poll.error_code == "unauthorized"

@@ -59,12 +59,17 @@ async def test_held_long_polls_per_user_are_capped(make_server: ServerFactory) -
     server = await make_server(max_polls_per_user=2)
     alice = server.client()
     await alice.register("alice")
+    me = (await alice.get("/api/me")).body["user"]["id"]
     queue_ids = [(await alice.get("/api/events")).body["queue_id"] for _ in range(3)]
     held = [
-        asyncio.ensure_future(alice.get(f"/api/events?queue_id={q}&timeout=2"))
+        asyncio.ensure_future(alice.get(f"/api/events?queue_id={q}&timeout=5"))
         for q in queue_ids[:2]
     ]
-    await asyncio.sleep(0.5)
+    for _ in range(100):  # both polls are held by the server (a busy machine may take a while)
+        if server.service.poll_slots.held(me) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert server.service.poll_slots.held(me) == 2
     refused = await alice.get(f"/api/events?queue_id={queue_ids[2]}&timeout=2")
     assert refused.status == 429 and refused.error_code == "rate_limited"
     assert refused.headers["Retry-After"] == "1"

@@ -23,8 +23,9 @@ from bson.errors import InvalidId
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
+from pymongo.read_concern import ReadConcern
 
-from chat.errors import Conflict
+from chat.errors import Conflict, DatabaseUnavailable
 from chat.models import iso, utcnow
 from chat.store.base import (
     BULK_TIMEOUT_SECS,
@@ -431,16 +432,24 @@ class ConversationStore(Collections):
         try:
             await self._messages.insert_one(doc)
         except DuplicateKeyError as exc:
-            mine = await self._messages.find_one({"_id": doc["_id"]})
+            # What an earlier attempt wrote counts only once it is as durable as an
+            # acknowledged write: read at majority, and until then the outcome is unknown.
+            durable = self._messages.with_options(read_concern=ReadConcern("majority"))
+            mine = await durable.find_one({"_id": doc["_id"]})
             if mine is not None:  # an earlier attempt got through
                 return message_from_doc(mine), True
             if "client_msg_id" not in duplicate_key_fields(exc):
+                if await self._messages.find_one({"_id": doc["_id"]}, projection={"_id": 1}):
+                    raise DatabaseUnavailable("The message is not confirmed yet.") from exc
                 raise Conflict("That message position is taken; try again.") from exc
-            stored = await self._messages.find_one(
-                {"sender_id": message.sender_id, "client_msg_id": message.client_msg_id}
-            )
+            key = {"sender_id": message.sender_id, "client_msg_id": message.client_msg_id}
+            stored = await durable.find_one(key)
             if stored is None:
+                if await self._messages.find_one(key, projection={"_id": 1}):
+                    raise DatabaseUnavailable("The message is not confirmed yet.") from exc
                 raise Conflict("The message changed; try again.") from exc
+            if stored["_id"] == doc["_id"]:
+                return message_from_doc(stored), True
             return message_from_doc(stored), False
         return message_from_doc(doc), True
 
