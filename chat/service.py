@@ -6,7 +6,8 @@ from chat.accounts import AccountCommands
 from chat.auth import PasswordHasher, TokenCodec
 from chat.commands import Command, Principal, Reply
 from chat.config import Settings
-from chat.conversations import ConversationCommands
+from chat.groups import GroupCommands
+from chat.messages import MessageCommands
 from chat.realtime import RealtimeCommands
 from chat.social import SocialCommands
 from chat.store import Store
@@ -14,7 +15,9 @@ from chat.store import Store
 __all__ = ["ChatService", "Command", "Principal", "Reply"]
 
 
-class ChatService(RealtimeCommands, ConversationCommands, SocialCommands, AccountCommands):
+class ChatService(
+    RealtimeCommands, MessageCommands, GroupCommands, SocialCommands, AccountCommands
+):
     """The core: validate, check access, store, then publish."""
 
     @classmethod

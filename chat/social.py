@@ -8,7 +8,7 @@ Visibility rules, in one place:
   told exactly what an ordinary removal, decline or cancellation would tell it, nothing more.
 - Group conversations are not the social graph's business: a block leaves membership and
   messages there alone, and stops only typing and read receipts between the pair
-  (chat/conversations.py).
+  (chat/messages.py).
 """
 
 from __future__ import annotations

@@ -10,9 +10,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from chat.conversations import IDLE_LINES_MAX, Sequencer, TypingThrottle
 from chat.errors import RateLimited
 from chat.events import Event
+from chat.messages import TypingThrottle
+from chat.sequencer import IDLE_LINES_MAX, Sequencer
 from chat.store.conversations import Conversation
 
 

@@ -1,0 +1,339 @@
+"""Messages: send (stored durably before anyone sees it, retried safely), history, read
+pointers and typing, over the conversations' access rules (chat/conversations.py) and their
+lines of order (chat/sequencer.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import secrets
+import time
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+
+from chat.commands import Principal, Reply, command, retrieve_exception
+from chat.conversations import ConversationCommands
+from chat.errors import (
+    Blocked,
+    ChatError,
+    Conflict,
+    DatabaseUnavailable,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    ValidationFailed,
+)
+from chat.events import Event
+from chat.sequencer import Line, Slot
+from chat.store.conversations import Conversation, Message
+from chat.validation import (
+    check_body,
+    check_client_msg_id,
+    get_int,
+    get_limit,
+    get_str,
+    require_id,
+    require_object,
+    require_str,
+)
+
+ALLOCATE_RETRIES = 20  # compare-and-set attempts; only another server process makes one fail
+TYPING_INTERVAL_SECS = 2.0  # one typing event per user and conversation per this (clients
+#                             repeat it every few seconds while typing; more adds nothing)
+TYPING_RATE_PER_SEC = 2.0  # forwarded typing events per user across conversations, sustained
+TYPING_BURST = 10.0
+TYPING_STATE_MAX = 10_000  # remembered (user, conversation) pairs before stale ones are purged
+GENERATED_KEY_PREFIX = "srv-"  # client_msg_id given to a send that brought none
+# A message insert whose outcome is unknown (the database did not answer) is tried again
+# until the database says whether it holds it: first after this, doubling up to the maximum.
+STORE_RETRY_FIRST_SECS = 0.2
+STORE_RETRY_MAX_SECS = 5.0
+
+
+class TypingThrottle:
+    """At most one typing event per user and conversation per interval, and a per-user rate."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, str], float] = {}
+        self._buckets: dict[str, tuple[float, float]] = {}  # user -> (tokens, stamp)
+
+    def allow(self, user_id: str, conversation_id: str) -> bool:
+        """True to forward now; False to drop (already forwarded within the interval);
+        RateLimited when the user types in too many conversations at once."""
+        now = time.monotonic()
+        key = (user_id, conversation_id)
+        last = self._last.get(key)
+        if last is not None and now - last < TYPING_INTERVAL_SECS:
+            return False
+        tokens, stamp = self._buckets.get(user_id, (TYPING_BURST, now))
+        tokens = min(TYPING_BURST, tokens + (now - stamp) * TYPING_RATE_PER_SEC)
+        if tokens < 1:
+            self._buckets[user_id] = (tokens, now)
+            raise RateLimited(
+                "Too many typing notifications; slow down.",
+                retry_after_secs=(1 - tokens) / TYPING_RATE_PER_SEC,
+            )
+        self._buckets[user_id] = (tokens - 1, now)
+        self._last[key] = now
+        if len(self._last) > TYPING_STATE_MAX:
+            self._purge(now)
+        return True
+
+    def _purge(self, now: float) -> None:
+        self._last = {k: t for k, t in self._last.items() if now - t < TYPING_INTERVAL_SECS}
+        full_after = TYPING_BURST / TYPING_RATE_PER_SEC  # a bucket idle this long is full
+        self._buckets = {u: b for u, b in self._buckets.items() if now - b[1] < full_after}
+
+
+class MessageCommands(ConversationCommands):
+    """messages.send, messages.history, conversations.read, typing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.typing_throttle = TypingThrottle()
+        # Sends being stored, by (sender, client_msg_id): a retry meanwhile awaits the same
+        # outcome instead of storing again; and the tasks that store them.
+        self._sends: dict[tuple[str, str], asyncio.Future[Message]] = {}
+        self._storing: set[asyncio.Task[Message]] = set()
+        self._closing = False
+
+    @command("messages.send", status=201)
+    async def send_message(self, principal: Principal, data: Any) -> Reply:
+        """Store the message at the conversation's next seq, publish message.new to every
+        member in seq order, then reply; a retried client_msg_id returns the stored message."""
+        data = require_object(data)
+        conversation_id = require_id(data, "conversation_id")
+        body = check_body(require_str(data, "body"))
+        key = get_str(data, "client_msg_id", required=False)
+        if key is None:
+            key = GENERATED_KEY_PREFIX + secrets.token_hex(12)
+        else:
+            check_client_msg_id(key)
+        me = principal.user_id
+        conv = self.sequencer.snapshot(conversation_id)  # allocation re-checks it
+        if conv is None or conv.member(me) is None:
+            conv, _ = await self.access_conversation(principal, conversation_id, write=True)
+        if await self._dm_blocked(conv, me):
+            raise Blocked("You cannot message this user.")
+        if self._closing:
+            raise DatabaseUnavailable("The server is shutting down; send again shortly.")
+        pending = self._sends.get((me, key))
+        if pending is not None:  # the same send is still being stored: its outcome is ours
+            return self._retried(await self._outcome(pending), conv)
+        # No lookup of client_msg_id first: the unique (sender, client_msg_id) index makes the
+        # insert of a later retry fail, and the stored message is returned then. That retry
+        # costs a seq (a gap, which the contract allows) but a first send, by far the common
+        # case, saves a database round trip.
+        outcome: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        outcome.add_done_callback(retrieve_exception)
+        self._sends[(me, key)] = outcome
+        try:
+            with self.sequencer.line(conv.id) as line:
+                async with line.lock:
+                    conv, slot, created_at = await self._allocate(line, conv, me)
+                message = Message(str(ObjectId()), conv.id, slot.seq, me, body, key, created_at)
+                # The storing goes on by itself: neither a timeout nor a closed connection
+                # abandons a write whose outcome is not known yet.
+                storing = asyncio.get_running_loop().create_task(
+                    self._store_and_publish(line, slot, message, conv.member_ids)
+                )
+                self._storing.add(storing)
+        except BaseException as exc:
+            self._sends.pop((me, key), None)
+            if isinstance(exc, asyncio.CancelledError):
+                outcome.cancel()
+            elif not outcome.done():
+                outcome.set_exception(exc)
+            raise
+
+        def settle(task: asyncio.Task[Message]) -> None:
+            self._storing.discard(task)
+            if self._sends.get((me, key)) is outcome:
+                del self._sends[(me, key)]
+            if outcome.done():
+                return
+            if task.cancelled():
+                outcome.cancel()
+            elif (error := task.exception()) is not None:
+                outcome.set_exception(error)
+            else:
+                outcome.set_result(task.result())
+
+        storing.add_done_callback(settle)
+        return self._retried(await self._outcome(outcome), conv)
+
+    async def _outcome(self, outcome: asyncio.Future[Message]) -> Message:
+        """The stored and published message, or DatabaseUnavailable once the database timeout
+        passed with the outcome still unknown (the storing goes on; a retry is safe)."""
+        unknown = DatabaseUnavailable(
+            "The database did not confirm the message in time. Retry with the same "
+            "client_msg_id: the message is stored at most once."
+        )
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(outcome), self.settings.db_timeout_ms / 1000
+            )
+        except TimeoutError:  # still unknown: the storing goes on, a retry finds out
+            raise unknown from None
+        except asyncio.CancelledError:
+            if outcome.cancelled():  # the attempt was stopped (shutting down)
+                raise unknown from None
+            raise  # this command itself was cancelled
+
+    async def _store_and_publish(
+        self, line: Line, slot: Slot, message: Message, member_ids: list[str]
+    ) -> Message:
+        """Insert the message at its seq until the database says whether it holds it (retrying
+        while it is unreachable); publish it in seq order; return it once published. A message
+        stored under the same key by another send is returned instead, unpublished here."""
+        delay = STORE_RETRY_FIRST_SECS
+        with self.sequencer.line(message.conversation_id):  # the line outlives the command
+            try:
+                while True:
+                    try:
+                        stored, ours = await self.store.conversations.insert_message(message)
+                        break
+                    except DatabaseUnavailable:
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, STORE_RETRY_MAX_SECS)
+            except BaseException:
+                self.sequencer.resolve(line, slot, None)  # not stored: a gap in seq
+                raise
+            if not ours:  # the key's message was stored by another send, which publishes it
+                self.sequencer.resolve(line, slot, None)
+                return stored
+            event: Event = {"type": "message.new", "message": stored.to_dict()}
+            self.sequencer.resolve(line, slot, (member_ids, event))
+            await self.sequencer.published(slot)
+            return stored
+
+    async def close_sends(self) -> None:
+        """Stop the sends still being stored, and refuse new ones (shutting down; their
+        outcome stays unknown)."""
+        self._closing = True
+        for task in list(self._storing):
+            task.cancel()
+        for task in list(self._storing):
+            with contextlib.suppress(asyncio.CancelledError, ChatError):
+                await task
+
+    @staticmethod
+    def _retried(message: Message, conv: Conversation) -> Reply:
+        if message.conversation_id != conv.id:
+            raise Conflict(
+                "client_msg_id was already used for a message in another conversation.",
+                field="client_msg_id",
+            )
+        return {"message": message.to_dict()}
+
+    async def _allocate(
+        self, line: Line, conv: Conversation, sender_id: str
+    ) -> tuple[Conversation, Slot, datetime]:
+        """Take the next seq (holding the line's lock); the conversation as of that seq, whose
+        members are exactly those who get the message."""
+        store = self.store.conversations
+        snapshot = line.snapshot
+        current = snapshot if snapshot is not None and snapshot.version >= conv.version else conv
+        fresh = current is conv
+        for _ in range(ALLOCATE_RETRIES):
+            if current.member(sender_id) is None:
+                if not fresh:  # an old guess of this process: the database decides
+                    current, fresh = await self._reread(conv.id), True
+                    continue
+                line.snapshot = current
+                raise Forbidden("You are no longer a member of this conversation.")
+            # Reserved before the write: once the database holds the new last_seq, history
+            # must already know this seq is in flight.
+            slot = self.sequencer.reserve(line, current.last_seq + 1)
+            try:
+                when = await store.allocate_seq(current)
+            except BaseException:
+                line.snapshot = None  # the write may have happened: re-read next time
+                self.sequencer.resolve(line, slot, None)
+                raise
+            if when is not None:
+                current = dataclasses.replace(
+                    current, last_seq=current.last_seq + 1, last_activity_at=when
+                )
+                line.snapshot = current
+                return current, slot, when
+            self.sequencer.resolve(line, slot, None)
+            current, fresh = await self._reread(conv.id), True
+        line.snapshot = None
+        raise Conflict("The conversation is too busy right now; try again.")
+
+    async def _reread(self, conversation_id: str) -> Conversation:
+        conv = await self.store.conversations.get(conversation_id)
+        if conv is None:
+            raise NotFound("No such conversation.")
+        return conv
+
+    @command("messages.history")
+    async def history(self, principal: Principal, data: Any) -> Reply:
+        """A page of messages, oldest first: the newest `limit` (default 50), or those before
+        before_seq, or those after after_seq; has_more says whether the page could go on."""
+        data = require_object(data)
+        conversation_id = require_id(data, "conversation_id")
+        before = get_int(data, "before_seq", minimum=1)
+        after = get_int(data, "after_seq", minimum=0)
+        limit = get_limit(data)
+        conv, max_seq = await self.access_conversation(principal, conversation_id, write=False)
+        end = self._visible_seq(conv.id, max_seq) + 1  # exclusive
+        if before is not None:
+            end = min(end, before)
+        store = self.store.conversations
+        if after is not None:
+            messages, has_more = await store.page_after(conv.id, after, end, limit)
+        else:
+            messages, has_more = await store.page_before(conv.id, end, 0, limit)
+        return {"messages": [m.to_dict() for m in messages], "has_more": has_more}
+
+    @command("conversations.read")
+    async def mark_read(self, principal: Principal, data: Any) -> Reply:
+        """Move the caller's read pointer forward to seq (never back, never past the last
+        message); conversation.read goes to every member when it moved, except those a block
+        stands between the caller and."""
+        data = require_object(data)
+        conversation_id = require_id(data, "conversation_id")
+        seq = get_int(data, "seq", minimum=0)
+        if seq is None:
+            raise ValidationFailed("seq is required.", field="seq")
+        me = principal.user_id
+        conv, _ = await self.access_conversation(principal, conversation_id, write=True)
+        seq = min(seq, conv.last_seq)
+        store = self.store.conversations
+        moved = seq > 0 and await store.advance_read(conv.id, me, seq)
+        current = max(seq, conv.reads.get(me, 0))
+        if moved:
+            event: Event = {
+                "type": "conversation.read",
+                "conversation_id": conv.id,
+                "user_id": me,
+                "seq": seq,
+            }
+            blocked = await self.blocked_either_way(me)
+            self.publish([uid for uid in conv.member_ids if uid not in blocked], event)
+        top = self._visible_seq(conv.id, conv.last_seq)
+        unread = await store.count_unread(conv.id, me, current, top)
+        return {"conversation_id": conv.id, "seq": current, "unread_count": unread}
+
+    @command("typing")
+    async def typing(self, principal: Principal, data: Any) -> Reply:
+        """Tell the other members the caller is typing (not those a block stands between it
+        and); never stored, at most one event per conversation every TYPING_INTERVAL_SECS
+        (extra calls are accepted and dropped)."""
+        data = require_object(data)
+        conversation_id = require_id(data, "conversation_id")
+        me = principal.user_id
+        conv, _ = await self.access_conversation(principal, conversation_id, write=True)
+        if await self._dm_blocked(conv, me):
+            raise Blocked("You cannot message this user.")
+        if not self.typing_throttle.allow(me, conv.id):
+            return {"forwarded": False}
+        event: Event = {"type": "typing", "conversation_id": conv.id, "user_id": me}
+        hidden = {me} if conv.kind == "dm" else {me} | await self.blocked_either_way(me)
+        self.publish([uid for uid in conv.member_ids if uid not in hidden], event)
+        return {"forwarded": True}
