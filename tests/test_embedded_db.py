@@ -33,6 +33,17 @@ def login_status(port: int, name: str) -> int:
     )[0]  # fmt: skip
 
 
+def serve_and_sign_up(args: tuple[str, ...], port: int, name: str) -> None:
+    """Start server.py, sign `name` up, stop it cleanly."""
+    process = run_server(*args)
+    try:
+        wait_healthy(port, process)
+        register(port, name)
+    finally:
+        out = stop(process)
+    assert process.returncode == 0, out
+
+
 def serve_and_log_in(args: tuple[str, ...], port: int, name: str) -> str:
     """Start server.py, check that `name` can sign in, stop it cleanly."""
     process = run_server(*args)
@@ -109,13 +120,7 @@ def test_sigkill_of_the_server_takes_its_database_along_and_a_restart_works(
 def test_a_database_left_running_on_the_data_dir_is_stopped_at_start(tmp_path: Path) -> None:
     port = free_port()
     args = ("--port", str(port), "--data-dir", str(tmp_path))
-    first = run_server(*args)
-    try:
-        wait_healthy(port, first)
-        register(port, "keeper")
-    finally:
-        out = stop(first)
-    assert first.returncode == 0, out
+    serve_and_sign_up(args, port, "keeper")
     # A database on the same files that no server of ours stops (as one started by a server
     # that was killed before it could arm the parent-death signal would be).
     leftover = bare_secantus(tmp_path / "secantus", free_port())
@@ -239,13 +244,7 @@ def test_a_first_start_that_died_before_keeping_the_password_is_recovered(
     between): the next start sets a new password and keeps the data."""
     port = free_port()
     args = ("--port", str(port), "--data-dir", str(tmp_path))
-    first = run_server(*args)
-    try:
-        wait_healthy(port, first)
-        register(port, "again")
-    finally:
-        out = stop(first)
-    assert first.returncode == 0, out
+    serve_and_sign_up(args, port, "again")
     (tmp_path / CREDENTIALS_FILE).unlink()
     serve_and_log_in(args, port, "again")
     assert (tmp_path / CREDENTIALS_FILE).exists()
