@@ -41,6 +41,7 @@ class ExportPart:
 
 
 def now_member(user: User, role: Role, joined_at: datetime) -> Member:
+    """The user as a member of a conversation, from joined_at on."""
     return Member(user_id=user.id, username=user.username, role=role, joined_at=joined_at)
 
 

@@ -47,7 +47,8 @@ class _GroupChange:
 
 
 class GroupCommands(ConversationCommands):
-    """groups.*"""
+    """groups.create, groups.get, groups.update, groups.add_members, groups.remove_member,
+    groups.set_role: each change made against the group's current version."""
 
     async def _users_for(self, principal: Principal, user_ids: list[str], field: str) -> list[User]:
         """These users, checked: they exist and no block stands between them and the caller."""
