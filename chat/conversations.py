@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
+from chat.activity import ActivityLog
 from chat.commands import Principal, Reply, ServiceBase, command
 from chat.errors import (
     Blocked,
@@ -65,6 +66,29 @@ class ConversationCommands(ServiceBase):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.sequencer = Sequencer(self.publish)
+        self.activity = ActivityLog(
+            self.store.conversations.touch_many, self.settings.activity_flush_secs
+        )
+
+    # -- state ----------------------------------------------------------------
+
+    async def load(self, conversation_id: str) -> Conversation | None:
+        """The conversation as stored, with its current last seq and activity."""
+        conv = await self.store.conversations.get(conversation_id)
+        return await self.current(conv) if conv is not None else None
+
+    async def current(self, conv: Conversation) -> Conversation:
+        """A stored conversation with its last seq and last activity brought up to date: its
+        document holds only floors of them (chat/activity.py). The last seq is what this
+        process allocated last when it has the conversation's line, else the newest stored
+        message's (one index lookup)."""
+        conv = self.activity.overlay(conv)
+        snapshot = self.sequencer.snapshot(conv.id)
+        if snapshot is not None:
+            known = snapshot.last_seq
+        else:
+            known = await self.store.conversations.latest_seq(conv.id)
+        return dataclasses.replace(conv, last_seq=known) if known > conv.last_seq else conv
 
     # -- access ---------------------------------------------------------------
 
@@ -73,7 +97,7 @@ class ConversationCommands(ServiceBase):
     ) -> tuple[Conversation, int]:
         """The conversation and the last seq the caller may read. NotFound unless the caller
         is or was a member; Forbidden for a write by a removed member."""
-        conv = await self.store.conversations.get(conversation_id)
+        conv = await self.load(conversation_id)
         if conv is None:
             raise NotFound("No such conversation.")
         if conv.member(principal.user_id) is not None:
@@ -145,8 +169,10 @@ class ConversationCommands(ServiceBase):
         data = require_object(data)
         limit = get_limit(data, default=LIST_PAGE_DEFAULT)
         cursor = _parse_cursor(get_str(data, "before", required=False))
-        found = await self.store.conversations.list_for_member(principal.user_id, limit + 1, cursor)
-        page = found[:limit]
+        found = await self.store.conversations.list_for_member(
+            principal.user_id, limit + 1, cursor, self.activity.last_activity
+        )
+        page = list(await asyncio.gather(*(self.current(c) for c in found[:limit])))
         blocked = await self.blocked_either_way(principal.user_id)  # once for the whole page
         rendered = await asyncio.gather(*(self.render(c, principal.user_id, blocked) for c in page))
         last = page[-1] if page else None
@@ -193,7 +219,8 @@ class ConversationCommands(ServiceBase):
             convs = [await self.access_conversation(principal, conversation_id, write=False)]
         else:
             convs = []
-            for conv in await self.store.conversations.readable_by(principal.user_id):
+            for stored in await self.store.conversations.readable_by(principal.user_id):
+                conv = await self.current(stored)
                 former = conv.former_member(principal.user_id)
                 if conv.member(principal.user_id) is not None:
                     convs.append((conv, conv.last_seq))

@@ -112,7 +112,7 @@ class GroupCommands(ConversationCommands):
                 current = line.snapshot if line.snapshot is not None else conv
                 for attempt in range(GROUP_CHANGE_RETRIES):
                     if attempt:
-                        fresh = await store.get(conv.id)
+                        fresh = await self.load(conv.id)
                         if fresh is None:
                             raise NotFound("No such group.")
                         current = fresh

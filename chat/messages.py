@@ -9,11 +9,11 @@ import contextlib
 import dataclasses
 import secrets
 import time
-from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
 
+from chat.batching import GroupCommit
 from chat.commands import Principal, Reply, command, retrieve_exception
 from chat.conversations import ConversationCommands
 from chat.errors import (
@@ -27,8 +27,9 @@ from chat.errors import (
     ValidationFailed,
 )
 from chat.events import Event
+from chat.models import utcnow
 from chat.sequencer import Line, Slot
-from chat.store.conversations import Conversation, Message
+from chat.store.conversations import Conversation, InsertOutcome, Message, SeqTaken
 from chat.validation import (
     check_body,
     check_client_msg_id,
@@ -40,7 +41,9 @@ from chat.validation import (
     require_str,
 )
 
-ALLOCATE_RETRIES = 20  # compare-and-set attempts; only another server process makes one fail
+# Messages inserted by one database write at most (group commit): sends that arrive while a
+# write is in flight go together in the next one.
+WRITE_BATCH_MAX = 500
 TYPING_INTERVAL_SECS = 2.0  # one typing event per user and conversation per this (clients
 #                             repeat it every few seconds while typing; more adds nothing)
 TYPING_RATE_PER_SEC = 2.0  # forwarded typing events per user across conversations, sustained
@@ -99,6 +102,12 @@ class MessageCommands(ConversationCommands):
         self._sends: dict[tuple[str, str], asyncio.Future[Message]] = {}
         self._storing: set[asyncio.Task[Message]] = set()
         self._closing = False
+        self._writes: GroupCommit[Message, tuple[Message, bool]] = GroupCommit(
+            self._insert_messages, WRITE_BATCH_MAX
+        )
+
+    async def _insert_messages(self, messages: list[Message]) -> list[InsertOutcome]:
+        return await self.store.conversations.insert_messages(messages)
 
     @command("messages.send", status=201)
     async def send_message(self, principal: Principal, data: Any) -> Reply:
@@ -133,8 +142,8 @@ class MessageCommands(ConversationCommands):
         try:
             with self.sequencer.line(conv.id) as line:
                 async with line.lock:
-                    conv, slot, created_at = await self._allocate(line, conv, me)
-                message = Message(str(ObjectId()), conv.id, slot.seq, me, body, key, created_at)
+                    draft = Message(str(ObjectId()), conv.id, 0, me, body, key, utcnow())
+                    conv, slot, message = self._allocate(line, conv, draft)
                 # The storing goes on by itself: neither a timeout nor a closed connection
                 # abandons a write whose outcome is not known yet.
                 storing = asyncio.get_running_loop().create_task(
@@ -187,28 +196,53 @@ class MessageCommands(ConversationCommands):
         self, line: Line, slot: Slot, message: Message, member_ids: list[str]
     ) -> Message:
         """Insert the message at its seq until the database says whether it holds it (retrying
-        while it is unreachable); publish it in seq order; return it once published. A message
-        stored under the same key by another send is returned instead, unpublished here."""
+        while it is unreachable, and at the next seq when another process took this one);
+        publish it in seq order; return it once published. A message stored under the same
+        key by another send is returned instead, unpublished here."""
         delay = STORE_RETRY_FIRST_SECS
+        current: Slot | None = slot
         with self.sequencer.line(message.conversation_id):  # the line outlives the command
             try:
                 while True:
                     try:
-                        stored, ours = await self.store.conversations.insert_message(message)
+                        stored, ours = await self._writes.submit(message)
                         break
+                    except SeqTaken:  # by another process: a gap here, and the next seq
+                        self.sequencer.resolve(line, slot, None)
+                        current = None
+                        slot, message, member_ids = await self._reallocate(line, message)
+                        current = slot
                     except DatabaseUnavailable:
                         await asyncio.sleep(delay)
                         delay = min(delay * 2, STORE_RETRY_MAX_SECS)
             except BaseException:
-                self.sequencer.resolve(line, slot, None)  # not stored: a gap in seq
+                if current is not None:
+                    self.sequencer.resolve(line, current, None)  # not stored: a gap in seq
                 raise
             if not ours:  # the key's message was stored by another send, which publishes it
                 self.sequencer.resolve(line, slot, None)
                 return stored
+            self.activity.note(stored.conversation_id, stored.seq, stored.created_at)
             event: Event = {"type": "message.new", "message": stored.to_dict()}
             self.sequencer.resolve(line, slot, (member_ids, event))
             await self.sequencer.published(slot)
             return stored
+
+    async def _reallocate(self, line: Line, message: Message) -> tuple[Slot, Message, list[str]]:
+        """The message at the next free seq, after another process took its seq: the
+        conversation is read again (that process may have changed it too)."""
+        store = self.store.conversations
+        async with line.lock:
+            fresh = await store.get(message.conversation_id)
+            if fresh is None:
+                raise NotFound("No such conversation.")
+            latest = await store.latest_seq(fresh.id)
+            known = line.snapshot.last_seq if line.snapshot is not None else 0
+            # The members as read now; the seq after every one taken here or there.
+            conv = dataclasses.replace(fresh, last_seq=max(fresh.last_seq, latest, known))
+            line.snapshot = None
+            conv, slot, message = self._allocate(line, conv, message)
+            return slot, message, conv.member_ids
 
     async def close_sends(self) -> None:
         """Stop the sends still being stored, and refuse new ones (shutting down; their
@@ -219,6 +253,8 @@ class MessageCommands(ConversationCommands):
         for task in list(self._storing):
             with contextlib.suppress(asyncio.CancelledError, ChatError):
                 await task
+        await self._writes.close()
+        await self.activity.close()
 
     @staticmethod
     def _retried(message: Message, conv: Conversation) -> Reply:
@@ -229,47 +265,28 @@ class MessageCommands(ConversationCommands):
             )
         return {"message": message.to_dict()}
 
-    async def _allocate(
-        self, line: Line, conv: Conversation, sender_id: str
-    ) -> tuple[Conversation, Slot, datetime]:
-        """Take the next seq (holding the line's lock); the conversation as of that seq, whose
-        members are exactly those who get the message."""
-        store = self.store.conversations
+    def _allocate(
+        self, line: Line, conv: Conversation, draft: Message
+    ) -> tuple[Conversation, Slot, Message]:
+        """Take the next seq after the last this process knows, in memory (holding the line's
+        lock): the conversation as of that seq, whose members are exactly those who get the
+        message, its slot in the line, and the message at that seq. The insert is the only
+        write: the unique (conversation_id, seq) index refuses a seq another process took."""
         snapshot = line.snapshot
-        current = snapshot if snapshot is not None and snapshot.version >= conv.version else conv
-        fresh = current is conv
-        for _ in range(ALLOCATE_RETRIES):
-            if current.member(sender_id) is None:
-                if not fresh:  # an old guess of this process: the database decides
-                    current, fresh = await self._reread(conv.id), True
-                    continue
-                line.snapshot = current
-                raise Forbidden("You are no longer a member of this conversation.")
-            # Reserved before the write: once the database holds the new last_seq, history
-            # must already know this seq is in flight.
-            slot = self.sequencer.reserve(line, current.last_seq + 1)
-            try:
-                when = await store.allocate_seq(current)
-            except BaseException:
-                line.snapshot = None  # the write may have happened: re-read next time
-                self.sequencer.resolve(line, slot, None)
-                raise
-            if when is not None:
-                current = dataclasses.replace(
-                    current, last_seq=current.last_seq + 1, last_activity_at=when
-                )
-                line.snapshot = current
-                return current, slot, when
-            self.sequencer.resolve(line, slot, None)
-            current, fresh = await self._reread(conv.id), True
-        line.snapshot = None
-        raise Conflict("The conversation is too busy right now; try again.")
-
-    async def _reread(self, conversation_id: str) -> Conversation:
-        conv = await self.store.conversations.get(conversation_id)
-        if conv is None:
-            raise NotFound("No such conversation.")
-        return conv
+        current = conv
+        if snapshot is not None:
+            if snapshot.version >= conv.version:
+                current = snapshot
+            elif snapshot.last_seq > conv.last_seq:
+                current = dataclasses.replace(conv, last_seq=snapshot.last_seq)
+        if current.member(draft.sender_id) is None:
+            line.snapshot = current
+            raise Forbidden("You are no longer a member of this conversation.")
+        seq = current.last_seq + 1
+        current = dataclasses.replace(current, last_seq=seq, last_activity_at=draft.created_at)
+        line.snapshot = current
+        slot = self.sequencer.reserve(line, seq)
+        return current, slot, dataclasses.replace(draft, seq=seq)
 
     @command("messages.history")
     async def history(self, principal: Principal, data: Any) -> Reply:

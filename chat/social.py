@@ -17,6 +17,7 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
+from chat.caches import InvalidatedCache
 from chat.commands import Principal, Reply, ServiceBase, StatusReply, command
 from chat.errors import Blocked, Conflict, NotFound, ValidationFailed
 from chat.models import User, iso
@@ -98,8 +99,22 @@ def request_view(request: FriendRequest, users: dict[str, User], status: str) ->
     }
 
 
+# Users whose blocks (made and received) are kept in memory: a send, a typing event and a
+# presence announcement each ask; a block or unblock here invalidates both users' entries.
+BLOCK_CACHE_USERS = 50_000
+
+
 class SocialCommands(ServiceBase):
     """Users, friends and blocks."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._blocks: InvalidatedCache[str, frozenset[str]] = InvalidatedCache(
+            self._load_blocks, BLOCK_CACHE_USERS
+        )
+
+    async def _load_blocks(self, user_id: str) -> frozenset[str]:
+        return frozenset(await self.store.social.blocked_either_way(user_id))
 
     # -- hooks the other domains rely on -----------------------------------------------
 
@@ -111,13 +126,13 @@ class SocialCommands(ServiceBase):
 
     async def blocked_either_way(self, user_id: str) -> set[str]:
         """Users this user blocked or who blocked it."""
-        return await self.store.social.blocked_either_way(user_id)
+        return set(await self._blocks.get(user_id))
 
     async def is_blocked_between(self, a: str, b: str) -> bool:
         """True when either user blocked the other."""
         if a == b:
             return False
-        return await self.store.social.is_blocked_between(a, b)
+        return b in await self._blocks.get(a)
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -349,6 +364,7 @@ class SocialCommands(ServiceBase):
             raise ValidationFailed("You cannot block yourself.", field="user_id")
         users = await self._pair(me, other_id)
         block, _ = await self.store.social.add_block(me, other_id)
+        self._blocks.invalidate(me, other_id)  # also what a read overlapping the write saw
         # The block is stored first, then the pair is cleaned up: a request or acceptance
         # racing with it re-checks for the block after its own write, so one of the two
         # always sees the other (and the cleanup also runs again on a repeated block).
@@ -365,7 +381,9 @@ class SocialCommands(ServiceBase):
     async def unblock_user(self, principal: Principal, data: Any) -> Reply:
         """Lift a block the caller made; 404 when there is none. Friendship is not restored."""
         other_id = require_id(require_object(data), "user_id")
-        if not await self.store.social.remove_block(principal.user_id, other_id):
+        removed = await self.store.social.remove_block(principal.user_id, other_id)
+        self._blocks.invalidate(principal.user_id, other_id)
+        if not removed:
             raise NotFound("You have not blocked this user.")
         return {}
 

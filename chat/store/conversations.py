@@ -2,27 +2,30 @@
 
 A conversation document holds its members (with role and username), the members who were
 removed (with the last seq they may still read, and the group's name when they left), every
-member's read pointer, the last allocated seq and a version that every membership change
-bumps. Messages live in their own collection, keyed by (conversation_id, seq).
+member's read pointer, a version that every membership change bumps, and a floor of its last
+seq and activity time (moved forward now and then, never per message). Messages live in their
+own collection, keyed by (conversation_id, seq).
 
-Writes that must not interleave (allocating a seq, changing the members) are compare-and-set
-updates on (version, last_seq): correct across any number of server processes; the service
-serializes them per conversation in-process so that they rarely have to retry.
+A message costs one write, its insert: its seq is chosen by the service from the last one it
+knows, and the unique (conversation_id, seq) index is the arbiter: a seq taken meanwhile (by
+another server process) fails that insert alone (SeqTaken), and the service takes the next.
+Membership changes are compare-and-set updates on the version. The last seq of a conversation
+is the higher of its floor and its newest stored message.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
 import pymongo
 from bson import ObjectId
 from bson.errors import InvalidId
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 from pymongo.read_concern import ReadConcern
 
 from chat.errors import Conflict, DatabaseUnavailable
@@ -32,7 +35,6 @@ from chat.store.base import (
     Collections,
     InFlight,
     db_errors,
-    duplicate_key_fields,
     object_id,
     translated,
 )
@@ -49,6 +51,16 @@ UNREAD_SCAN_MAX = 1000
 EXPORT_BATCH = 500  # messages per cursor batch (and per flushed chunk) when exporting
 IMPORT_BATCH = 5000  # documents per insert_many when importing messages in bulk
 IMPORT_RETRIES = 100  # compare-and-set attempts to reserve a block of seqs
+DUPLICATE_KEY = 11000  # MongoDB's error code for a unique index refusing a write
+
+
+class SeqTaken(Conflict):
+    """The message's seq is already another message's: choose the next one and insert again."""
+
+
+# What insert_messages says about each message: stored (the message, and whether it is this
+# send's own or one stored earlier under its sender's client_msg_id), or why not.
+InsertOutcome = tuple["Message", bool] | Exception
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,6 +189,18 @@ def conversation_from_doc(doc: dict[str, Any]) -> Conversation:
     )
 
 
+def message_doc(message: Message) -> dict[str, Any]:
+    return {
+        "_id": ObjectId(message.id),
+        "conversation_id": message.conversation_id,
+        "seq": message.seq,
+        "sender_id": message.sender_id,
+        "body": message.body,
+        "client_msg_id": message.client_msg_id,
+        "created_at": message.created_at,
+    }
+
+
 def message_from_doc(doc: dict[str, Any]) -> Message:
     return Message(
         id=str(doc["_id"]),
@@ -295,15 +319,31 @@ class ConversationStore(Collections):
         return conversation_from_doc(doc)
 
     @translated
-    async def allocate_seq(self, conv: Conversation) -> datetime | None:
-        """Take seq conv.last_seq + 1 if the conversation is still exactly `conv` (same version
-        and last seq); the time of the activity, or None when it changed meanwhile."""
-        now = utcnow()
-        result = await self._conversations.update_one(
-            {"_id": ObjectId(conv.id), "version": conv.version, "last_seq": conv.last_seq},
-            {"$set": {"last_seq": conv.last_seq + 1, "last_activity_at": now}},
+    async def latest_seq(self, conversation_id: str) -> int:
+        """The highest seq of a stored message of the conversation (0 for none), read at
+        majority: what a new seq is chosen after when this process knows no later one."""
+        durable = self._messages.with_options(read_concern=ReadConcern("majority"))
+        doc = await durable.find_one(
+            {"conversation_id": conversation_id},
+            projection={"seq": 1, "_id": 0},
+            sort=[("seq", DESCENDING)],
         )
-        return now if result.matched_count == 1 else None
+        return int(doc["seq"]) if doc else 0
+
+    @translated
+    async def touch_many(self, activity: dict[str, tuple[int, datetime]]) -> None:
+        """Move each conversation's floors (last seq, last activity) forward, in one bulk
+        write; never back."""
+        if not activity:
+            return
+        updates = [
+            UpdateOne(
+                {"_id": ObjectId(cid)},
+                {"$max": {"last_seq": last_seq, "last_activity_at": when}},
+            )
+            for cid, (last_seq, when) in activity.items()
+        ]
+        await self._conversations.bulk_write(updates, ordered=False)
 
     @translated
     async def change_group(
@@ -315,8 +355,10 @@ class ConversationStore(Collections):
         removed: Sequence[Member] = (),
         readded: Sequence[str] = (),
     ) -> Conversation | None:
-        """Replace the members (and name) if the group is still exactly `conv`; removed members
-        keep read access up to conv.last_seq. The new state, or None when it changed meanwhile."""
+        """Replace the members (and name) if the group is still at conv's version; removed
+        members keep read access up to conv.last_seq (the last seq the caller allocated, which
+        becomes the floor: no later message reuses it). The new state, or None when the group
+        changed meanwhile."""
         now = utcnow()
         update: dict[str, Any] = {
             "$set": {
@@ -325,6 +367,7 @@ class ConversationStore(Collections):
                 "name": conv.name if name is None else name,
             },
             "$inc": {"version": 1},
+            "$max": {"last_seq": conv.last_seq},
         }
         gone = {m.user_id for m in removed} | set(readded)
         kept_former = [f for f in conv.former if f.user_id not in gone]
@@ -337,8 +380,7 @@ class ConversationStore(Collections):
             update["$set"]["former"] = former_docs
         # A member's read pointer outlives a removal (it is read-only access, not amnesia).
         result = await self._conversations.update_one(
-            {"_id": ObjectId(conv.id), "version": conv.version, "last_seq": conv.last_seq},
-            update,
+            {"_id": ObjectId(conv.id), "version": conv.version}, update
         )
         if result.matched_count != 1:
             return None
@@ -368,13 +410,19 @@ class ConversationStore(Collections):
 
     @translated
     async def list_for_member(
-        self, user_id: str, limit: int, before: ListCursor | None
+        self,
+        user_id: str,
+        limit: int,
+        before: ListCursor | None,
+        last_activity: Callable[[str, datetime], datetime],
     ) -> list[Conversation]:
-        """The user's current conversations, newest activity first, after the cursor."""
+        """The user's current conversations, newest activity first, after the cursor; each
+        one's last activity as last_activity(id, stored time) says (documents hold a floor
+        of it: chat/activity.py)."""
         # Order the (id, time) pairs of all the member's conversations -- small, one index
         # lookup -- then load only the page's documents, which can be large (groups).
         heads = [
-            (doc["last_activity_at"], doc["_id"])
+            (last_activity(str(doc["_id"]), doc["last_activity_at"]), doc["_id"])
             async for doc in self._conversations.find(
                 {"members.user_id": user_id}, projection={"last_activity_at": 1}
             )
@@ -415,43 +463,58 @@ class ConversationStore(Collections):
     # -- messages -------------------------------------------------------------
 
     @translated
-    async def insert_message(self, message: Message) -> tuple[Message, bool]:
-        """Store the message (its id chosen by the caller, so that trying again is safe):
-        (message, True) once the database holds it, also when an earlier attempt whose answer
-        was lost stored it; (the message already stored under its sender's client_msg_id by
-        another send, False)."""
-        doc = {
-            "_id": ObjectId(message.id),
-            "conversation_id": message.conversation_id,
-            "seq": message.seq,
-            "sender_id": message.sender_id,
-            "body": message.body,
-            "client_msg_id": message.client_msg_id,
-            "created_at": message.created_at,
-        }
+    async def insert_messages(self, messages: Sequence[Message]) -> list[InsertOutcome]:
+        """Store the messages in one write (their ids chosen by the caller, so that trying
+        again is safe), each on its own: the outcome of each, in order. (message, True) once
+        the database holds it, also when an earlier attempt whose answer was lost stored it;
+        (the message stored under its sender's client_msg_id by another send, False);
+        SeqTaken; DatabaseUnavailable while its outcome is unknown. Raises
+        DatabaseUnavailable when the outcome of all of them is unknown."""
+        docs = [message_doc(m) for m in messages]
+        outcomes: list[InsertOutcome] = [(m, True) for m in messages]
         try:
-            await self._messages.insert_one(doc)
-        except DuplicateKeyError as exc:
-            # What an earlier attempt wrote counts only once it is as durable as an
-            # acknowledged write: read at majority, and until then the outcome is unknown.
-            durable = self._messages.with_options(read_concern=ReadConcern("majority"))
-            mine = await durable.find_one({"_id": doc["_id"]})
-            if mine is not None:  # an earlier attempt got through
-                return message_from_doc(mine), True
-            if "client_msg_id" not in duplicate_key_fields(exc):
-                if await self._messages.find_one({"_id": doc["_id"]}, projection={"_id": 1}):
-                    raise DatabaseUnavailable("The message is not confirmed yet.") from exc
-                raise Conflict("That message position is taken; try again.") from exc
-            key = {"sender_id": message.sender_id, "client_msg_id": message.client_msg_id}
-            stored = await durable.find_one(key)
-            if stored is None:
-                if await self._messages.find_one(key, projection={"_id": 1}):
-                    raise DatabaseUnavailable("The message is not confirmed yet.") from exc
-                raise Conflict("The message changed; try again.") from exc
-            if stored["_id"] == doc["_id"]:
-                return message_from_doc(stored), True
-            return message_from_doc(stored), False
-        return message_from_doc(doc), True
+            await self._messages.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            details = exc.details or {}
+            if details.get("writeConcernErrors"):  # written, but not yet as durable as asked
+                unconfirmed = DatabaseUnavailable("The messages are not confirmed yet.")
+                outcomes = [unconfirmed for _ in messages]
+            for error in details.get("writeErrors", []):
+                index = error["index"]
+                if error.get("code") != DUPLICATE_KEY:
+                    outcomes[index] = DatabaseUnavailable(
+                        f"The database refused the message: {error.get('errmsg', '')}"
+                    )
+                    continue
+                fields = set(error.get("keyPattern") or error.get("keyValue") or {})
+                try:
+                    outcomes[index] = await self._duplicate(messages[index], fields)
+                except (Conflict, DatabaseUnavailable) as failure:
+                    outcomes[index] = failure
+        return outcomes
+
+    async def _duplicate(self, message: Message, fields: set[str]) -> tuple[Message, bool]:
+        """The outcome of a message whose insert a unique index refused (fields: its keys)."""
+        oid = ObjectId(message.id)
+        # What an earlier attempt wrote counts only once it is as durable as an acknowledged
+        # write: read at majority, and until then the outcome is unknown.
+        durable = self._messages.with_options(read_concern=ReadConcern("majority"))
+        mine = await durable.find_one({"_id": oid})
+        if mine is not None:  # an earlier attempt got through
+            return message_from_doc(mine), True
+        if "client_msg_id" not in fields:
+            if await self._messages.find_one({"_id": oid}, projection={"_id": 1}):
+                raise DatabaseUnavailable("The message is not confirmed yet.")
+            if "seq" in fields:
+                raise SeqTaken("That message position is taken; try again.")
+            raise Conflict("The message could not be stored; try again.")
+        key = {"sender_id": message.sender_id, "client_msg_id": message.client_msg_id}
+        stored = await durable.find_one(key)
+        if stored is None:
+            if await self._messages.find_one(key, projection={"_id": 1}):
+                raise DatabaseUnavailable("The message is not confirmed yet.")
+            raise Conflict("The message changed; try again.")
+        return message_from_doc(stored), stored["_id"] == oid
 
     async def _range(
         self, conversation_id: str, low: int, high: int, *, descending: bool, limit: int = 0
@@ -559,9 +622,10 @@ class ConversationStore(Collections):
             doc = await self._conversations.find_one({"_id": oid}, projection={"last_seq": 1})
             if doc is None:
                 raise Conflict("No such conversation.")
-            first = int(doc.get("last_seq", 0)) + 1
+            floor = int(doc.get("last_seq", 0))
+            first = max(floor, await self.latest_seq(conversation_id)) + 1
             result = await self._conversations.update_one(
-                {"_id": oid, "last_seq": first - 1},
+                {"_id": oid, "last_seq": floor},
                 {"$set": {"last_seq": first - 1 + count, "last_activity_at": utcnow()}},
             )
             if result.matched_count == 1:

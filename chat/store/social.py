@@ -240,11 +240,3 @@ class SocialStore(Collections):
         blocked = self._blocks.find({"blocker_id": user_id}, {"blocked_id": 1})
         blockers = self._blocks.find({"blocked_id": user_id}, {"blocker_id": 1})
         return {d["blocked_id"] async for d in blocked} | {d["blocker_id"] async for d in blockers}
-
-    @translated
-    async def is_blocked_between(self, a: str, b: str) -> bool:
-        """True when either user blocked the other."""
-        doc = await self._blocks.find_one(
-            {"_id": {"$in": [block_key(a, b), block_key(b, a)]}}, {"_id": 1}
-        )
-        return doc is not None
