@@ -1,0 +1,189 @@
+"""The database work of a send, counted by the database's own profiler (system.profile,
+level 2, as on MongoDB): one insert per message in the steady state, sends that arrive
+together stored by one insert, nothing written to the conversation per message, whatever the
+group's size; and seqs that another server process took are skipped, not reused."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from tests.conftest import RunningServer, ServerFactory
+from tests.test_conversations import Member, join, open_dm, send
+
+QUIET = {"activity_flush_secs": 3600.0}  # no periodic activity write inside a measurement
+
+
+class Profiler:
+    """The operations the server sends to the test's database, from its profiler."""
+
+    def __init__(self, client: AsyncMongoClient[dict[str, Any]], db_name: str) -> None:
+        self._db = client[db_name]
+
+    async def start(self) -> None:
+        await self._db.command({"profile": 0})
+        await self._db.drop_collection("system.profile")
+        await self._db.command({"profile": 2})
+
+    async def ops(self) -> list[dict[str, Any]]:
+        await self._db.command({"profile": 0})
+        return [d async for d in self._db["system.profile"].find()]
+
+
+def writes(ops: list[dict[str, Any]], collection: str) -> list[dict[str, Any]]:
+    """The write commands (insert, update, delete) on one collection."""
+    kinds = ("insert", "update", "delete")
+    return [op for op in ops if op["ns"].endswith(f".{collection}") and op["op"] in kinds]
+
+
+def inserted(ops: list[dict[str, Any]]) -> int:
+    return sum(len(op["command"]["documents"]) for op in ops if op["op"] == "insert")
+
+
+@pytest.fixture
+async def profiler(database_uri: str, db_name: str) -> AsyncIterator[Profiler]:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(database_uri)
+    try:
+        yield Profiler(client, db_name)
+    finally:
+        await client.close()
+
+
+async def pair(server: RunningServer) -> tuple[Member, Member, str]:
+    alice = await join(server, "wp-a", "ws")
+    bob = await join(server, "wp-b", "ws")
+    conv = await open_dm(alice, bob)
+    return alice, bob, conv["id"]
+
+
+@pytest.mark.parametrize("transport", ["rest", "ws"])
+async def test_a_send_costs_one_insert_and_nothing_else_written(
+    make_server: ServerFactory, profiler: Profiler, transport: str
+) -> None:
+    server = await make_server(**QUIET)
+    alice, bob, cid = await pair(server)
+    alice.transport = transport
+    await send(alice, cid, "warm-up")  # learns the conversation's last seq
+    await profiler.start()
+    for i in range(20):
+        await send(alice, cid, f"m{i}")
+    ops = await profiler.ops()
+    assert len(writes(ops, "messages")) == 20 and inserted(writes(ops, "messages")) == 20
+    others = [op for op in ops if op["op"] in ("insert", "update", "delete")]
+    assert len(others) == 20, [(op["op"], op["ns"]) for op in others]
+    # Nor is anything read per message: the seq, membership and blocks are known here.
+    looked_up = (".messages", ".conversations", ".blocks")
+    reads = [op for op in ops if op["op"] == "query" and op["ns"].endswith(looked_up)]
+    assert not reads, reads
+    seqs = [(await bob.event("message.new"))["message"]["seq"] for _ in range(21)]
+    assert seqs == list(range(1, 22))
+
+
+async def test_the_activity_reaches_the_document_in_one_bulk_write(
+    make_server: ServerFactory, profiler: Profiler
+) -> None:
+    server = await make_server(**QUIET)
+    alice, _, first = await pair(server)
+    carol = await join(server, "wp-c", "ws")
+    second = (await open_dm(alice, carol))["id"]
+    await send(alice, first, "one")
+    await send(alice, second, "two")
+    # Meanwhile this process answers from memory: the list is ordered by the last message.
+    listed = (await alice.call("conversations.list")).expect()["conversations"]
+    assert [c["id"] for c in listed] == [second, first]
+    assert [c["last_seq"] for c in listed] == [1, 1]
+    await profiler.start()
+    await server.service.activity.flush()
+    ops = await profiler.ops()
+    [update] = writes(ops, "conversations")
+    assert len(update["command"]["updates"]) == 2
+    # A process that knows nothing of it (here: a new one) reads the same from the database.
+    other = await make_server(**QUIET)
+    relisted = (
+        await Member(other, {"id": alice.id, "username": alice.name}, alice.token, "rest").call(
+            "conversations.list"
+        )
+    ).expect()["conversations"]
+    assert [(c["id"], c["last_seq"]) for c in relisted] == [(second, 1), (first, 1)]
+
+
+async def test_sends_that_arrive_together_share_an_insert(
+    make_server: ServerFactory, profiler: Profiler
+) -> None:
+    server = await make_server(**QUIET)
+    pairs = [await pair(server) for _ in range(20)]
+    for alice, _, cid in pairs:
+        await send(alice, cid, "warm-up")
+    await profiler.start()
+    sent = await asyncio.gather(*(send(a, cid, "together") for a, _, cid in pairs))
+    ops = writes(await profiler.ops(), "messages")
+    assert inserted(ops) == 20
+    assert len(ops) < 20, len(ops)  # fewer database writes than messages
+    for (_, bob, _), message in zip(pairs, sent, strict=True):
+        assert message["seq"] == 2
+        got = [await bob.event("message.new") for _ in range(2)]
+        assert got[1]["message"] == message
+        await bob.no_event("message.new", wait=0.1)
+
+
+async def test_a_retried_key_in_a_shared_insert_fails_alone(server: RunningServer) -> None:
+    alice, bob, cid = await pair(server)
+    alice.transport = "rest"  # concurrent requests (one socket runs its commands in turn)
+    original = await send(alice, cid, "first", client_msg_id="k-1")
+    fresh = [send(alice, cid, f"new-{i}", client_msg_id=f"k-new-{i}") for i in range(10)]
+    retried, *others = await asyncio.gather(send(alice, cid, "first", client_msg_id="k-1"), *fresh)
+    assert retried == original
+    assert sorted(m["body"] for m in others) == sorted(f"new-{i}" for i in range(10))
+    delivered = [(await bob.event("message.new"))["message"] for _ in range(11)]
+    assert [m["id"] for m in delivered].count(original["id"]) == 1
+    assert [m["seq"] for m in delivered] == sorted(m["seq"] for m in delivered)
+    await bob.no_event("message.new", wait=0.2)
+
+
+async def test_a_1000_member_group_send_writes_only_the_message(
+    make_server: ServerFactory, profiler: Profiler
+) -> None:
+    server = await make_server(**QUIET)
+    owner = await join(server, "wp-owner", "rest")
+    users = server.service.store.users
+    others = [
+        await users.create(f"wp-member-{i}", f"wp-member-{i}@example.com", "x") for i in range(999)
+    ]
+    group = (
+        await owner.call("groups.create", name="big", member_ids=[u.id for u in others])
+    ).expect(201)["conversation"]
+    assert len(group["members"]) == 1000
+    await send(owner, group["id"], "warm-up")
+    await profiler.start()
+    for i in range(5):
+        await send(owner, group["id"], f"g{i}")
+    ops = await profiler.ops()
+    assert inserted(writes(ops, "messages")) == 5
+    assert not writes(ops, "conversations")
+
+
+async def test_seqs_another_process_took_are_skipped_never_reused(
+    make_server: ServerFactory,
+) -> None:
+    one = await make_server()
+    two = await make_server()
+    alice, bob, cid = await pair(one)
+    # The same users, signed in through the second process.
+    alice2 = Member(two, {"id": alice.id, "username": alice.name}, alice.token, "rest")
+    bob2 = Member(two, {"id": bob.id, "username": bob.name}, bob.token, "rest")
+    stored = []
+    for i in range(6):  # each process in turn, each believing it knows the last seq
+        stored.append(await send(alice if i % 2 else alice2, cid, f"a{i}"))
+        stored.append(await send(bob2 if i % 2 else bob, cid, f"b{i}"))
+    seqs = [m["seq"] for m in stored]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    # A process that has not seen the conversation reads it all from the database. (Each
+    # process's own view of another's latest messages comes with the broker, issue 15.)
+    three = await make_server()
+    reader = Member(three, {"id": bob.id, "username": bob.name}, bob.token, "rest")
+    history = (await reader.call("messages.history", conversation_id=cid, limit=100)).expect()
+    assert [m["id"] for m in history["messages"]] == [m["id"] for m in stored]
