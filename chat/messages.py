@@ -29,6 +29,7 @@ from chat.errors import (
 from chat.events import Event
 from chat.models import utcnow
 from chat.sequencer import Line, Slot
+from chat.store.base import Unsent
 from chat.store.conversations import Conversation, InsertOutcome, Message, SeqTaken
 from chat.validation import (
     check_body,
@@ -201,6 +202,7 @@ class MessageCommands(ConversationCommands):
         key by another send is returned instead, unpublished here."""
         delay = STORE_RETRY_FIRST_SECS
         current: Slot | None = slot
+        maybe_stored = False  # an attempt may have been written: only the database can say
         with self.sequencer.line(message.conversation_id):  # the line outlives the command
             try:
                 while True:
@@ -212,7 +214,10 @@ class MessageCommands(ConversationCommands):
                         current = None
                         slot, message, member_ids = await self._reallocate(line, message)
                         current = slot
-                    except DatabaseUnavailable:
+                    except DatabaseUnavailable as exc:
+                        if isinstance(exc, Unsent) and not maybe_stored:
+                            raise  # never written: the send fails, nothing to find out
+                        maybe_stored = True
                         await asyncio.sleep(delay)
                         delay = min(delay * 2, STORE_RETRY_MAX_SECS)
             except BaseException:

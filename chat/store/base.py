@@ -11,7 +11,13 @@ from typing import Any, ParamSpec, TypeVar
 
 from bson import ObjectId
 from bson.errors import InvalidId
-from pymongo.errors import ConnectionFailure, DuplicateKeyError, InvalidOperation, PyMongoError
+from pymongo.errors import (
+    ConnectionFailure,
+    DuplicateKeyError,
+    InvalidOperation,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+)
 
 from chat.errors import DatabaseUnavailable, NotFound
 
@@ -36,13 +42,23 @@ def _unreachable(exc: PyMongoError) -> bool:
     )
 
 
+class Unsent(DatabaseUnavailable):
+    """The database could not be reached, and the operation was never sent to it: a write
+    did not happen. (A retried write that fails to find a server raises its first error,
+    as the drivers' retryable-writes specification requires, so this is only ever a first
+    attempt.)"""
+
+
 @contextlib.contextmanager
 def db_errors() -> Iterator[None]:
-    """Turn an unreachable database into DatabaseUnavailable (503); let the rest through."""
+    """Turn an unreachable database into DatabaseUnavailable (503), Unsent when the operation
+    never left; let the rest through."""
     try:
         yield
     except DuplicateKeyError:
         raise
+    except ServerSelectionTimeoutError as exc:
+        raise Unsent("The database is unavailable; try again shortly.") from exc
     except PyMongoError as exc:
         if _unreachable(exc):
             raise DatabaseUnavailable("The database is unavailable; try again shortly.") from exc
