@@ -71,7 +71,11 @@ async def all_messages(member: Member, cid: str) -> dict[int, dict[str, Any]]:
     by_seq: dict[int, dict[str, Any]] = {}
     after = 0
     while True:
-        result = await member.call("messages.history", conversation_id=cid, after_seq=after)
+        # Over REST, in pages as large as allowed: the senders store thousands of messages,
+        # more pages than one socket's command rate allows at once.
+        result = await member.call_rest(
+            "messages.history", conversation_id=cid, after_seq=after, limit=100
+        )
         page = result.expect()
         for message in page["messages"]:
             by_seq[message["seq"]] = message
