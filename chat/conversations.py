@@ -134,7 +134,8 @@ class ConversationCommands(ServiceBase):
         members' read pointers, except those of users a block stands between it and (blocked:
         those users, when the caller already knows them)."""
         store = self.store.conversations
-        read_seq = conv.reads.get(user_id, 0)
+        reads = await self.read_pointers(conv)
+        read_seq = reads.get(user_id, 0)
         top = self._visible_seq(conv.id, conv.last_seq)
         last, unread, hidden = await asyncio.gather(
             store.latest_message(conv.id, top),
@@ -149,8 +150,15 @@ class ConversationCommands(ServiceBase):
             "read_seq": read_seq,
             # Every current member's read pointer, so that receipts survive a reload;
             # conversation.read events keep them current from there.
-            "reads": {uid: seq for uid, seq in conv.reads.items() if uid in members and seq > 0},
+            "reads": {uid: seq for uid, seq in reads.items() if uid in members and seq > 0},
         }
+
+    async def read_pointers(self, conv: Conversation) -> dict[str, int]:
+        """Every member's read pointer (user_id -> seq)."""
+        reads = dict(conv.reads)  # pointers stored on the document by earlier versions
+        for user_id, seq in (await self.store.conversations.read_pointers(conv.id)).items():
+            reads[user_id] = max(seq, reads.get(user_id, 0))
+        return reads
 
     async def _blocked_or(self, known: set[str] | None, user_id: str) -> set[str]:
         return known if known is not None else await self.blocked_either_way(user_id)

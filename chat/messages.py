@@ -30,7 +30,12 @@ from chat.events import Event
 from chat.models import utcnow
 from chat.sequencer import Line, Slot
 from chat.store.base import Unsent
-from chat.store.conversations import Conversation, InsertOutcome, Message, SeqTaken
+from chat.store.conversations import (
+    Conversation,
+    Message,
+    ReadPointer,
+    SeqTaken,
+)
 from chat.validation import (
     check_body,
     check_client_msg_id,
@@ -104,11 +109,11 @@ class MessageCommands(ConversationCommands):
         self._storing: set[asyncio.Task[Message]] = set()
         self._closing = False
         self._writes: GroupCommit[Message, tuple[Message, bool]] = GroupCommit(
-            self._insert_messages, WRITE_BATCH_MAX
+            self.store.conversations.insert_messages, WRITE_BATCH_MAX
         )
-
-    async def _insert_messages(self, messages: list[Message]) -> list[InsertOutcome]:
-        return await self.store.conversations.insert_messages(messages)
+        self._read_writes: GroupCommit[ReadPointer, bool] = GroupCommit(
+            self.store.conversations.advance_reads, WRITE_BATCH_MAX
+        )
 
     @command("messages.send", status=201)
     async def send_message(self, principal: Principal, data: Any) -> Reply:
@@ -259,6 +264,7 @@ class MessageCommands(ConversationCommands):
             with contextlib.suppress(asyncio.CancelledError, ChatError):
                 await task
         await self._writes.close()
+        await self._read_writes.close()
         await self.activity.close()
 
     @staticmethod
@@ -327,8 +333,11 @@ class MessageCommands(ConversationCommands):
         conv, _ = await self.access_conversation(principal, conversation_id, write=True)
         seq = min(seq, conv.last_seq)
         store = self.store.conversations
-        moved = seq > 0 and await store.advance_read(conv.id, me, seq)
-        current = max(seq, conv.reads.get(me, 0))
+        # Concurrent pointer moves (every member watching a busy group) share a bulk write.
+        moved = seq > conv.reads.get(me, 0) and await self._read_writes.submit(
+            ReadPointer(conv.id, me, seq)
+        )
+        current = seq if moved else max(seq, (await self.read_pointers(conv)).get(me, 0))
         if moved:
             event: Event = {
                 "type": "conversation.read",

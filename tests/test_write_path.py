@@ -187,3 +187,29 @@ async def test_seqs_another_process_took_are_skipped_never_reused(
     reader = Member(three, {"id": bob.id, "username": bob.name}, bob.token, "rest")
     history = (await reader.call("messages.history", conversation_id=cid, limit=100)).expect()
     assert [m["id"] for m in history["messages"]] == [m["id"] for m in stored]
+
+
+async def test_read_receipts_of_a_group_share_a_small_write_not_the_group_document(
+    make_server: ServerFactory, profiler: Profiler
+) -> None:
+    server = await make_server(**QUIET)
+    owner = await join(server, "wp-reader-owner", "rest")
+    readers = [await join(server, "wp-reader", "rest", online=False) for _ in range(20)]
+    group = (
+        await owner.call("groups.create", name="readers", member_ids=[r.id for r in readers])
+    ).expect(201)["conversation"]
+    message = await send(owner, group["id"], "read me")
+    await profiler.start()
+    replies = await asyncio.gather(
+        *(r.call("conversations.read", conversation_id=group["id"], seq=1) for r in readers)
+    )
+    again = await readers[0].call("conversations.read", conversation_id=group["id"], seq=1)
+    ops = await profiler.ops()
+    assert [r.expect()["seq"] for r in replies] == [message["seq"]] * 20
+    assert again.expect()["seq"] == 1  # already there: not moved, no event
+    assert not writes(ops, "conversations")
+    pointer_writes = writes(ops, "read_pointers")
+    assert sum(len(op["command"]["updates"]) for op in pointer_writes) == 21
+    assert len(pointer_writes) < 21, len(pointer_writes)
+    shown = (await owner.call("groups.get", conversation_id=group["id"])).expect()
+    assert shown["conversation"]["reads"] == {r.id: 1 for r in readers}

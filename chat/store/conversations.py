@@ -93,6 +93,13 @@ class FormerMember:
 
 
 @dataclasses.dataclass(frozen=True)
+class ReadPointer:
+    conversation_id: str
+    user_id: str
+    seq: int
+
+
+@dataclasses.dataclass(frozen=True)
 class Message:
     id: str
     conversation_id: str
@@ -122,7 +129,9 @@ class Conversation:
     name: str | None
     members: tuple[Member, ...]
     former: tuple[FormerMember, ...]
-    reads: dict[str, int]  # user_id -> seq of the last message the user has read
+    # user_id -> seq of the last message the user has read, as stored on the document before
+    # read pointers had a collection of their own (a floor: see read_pointers)
+    reads: dict[str, int]
     last_seq: int  # the last seq allocated (its message may have failed: gaps are allowed)
     version: int  # bumped by every membership or name change
     created_at: datetime
@@ -234,10 +243,11 @@ class ConversationStore(Collections):
         self._db = db
         self._conversations = db["conversations"]
         self._messages = db["messages"]
+        self._reads = db["read_pointers"]
 
     async def ensure_indexes(self) -> None:
         """One DM per pair; a user's conversations by activity; messages by (conversation, seq);
-        one message per (sender, client_msg_id)."""
+        one message per (sender, client_msg_id); read pointers by conversation."""
         conv, msgs = self._conversations, self._messages
         await conv.create_index(
             [("dm_key", ASCENDING)], unique=True, partialFilterExpression={"kind": "dm"}
@@ -251,6 +261,7 @@ class ConversationStore(Collections):
         await msgs.create_index(
             [("sender_id", ASCENDING), ("client_msg_id", ASCENDING)], unique=True
         )
+        await self._reads.create_index([("conversation_id", ASCENDING)])
 
     # -- conversations --------------------------------------------------------
 
@@ -394,19 +405,42 @@ class ConversationStore(Collections):
         )
 
     @translated
-    async def advance_read(self, conversation_id: str, user_id: str, seq: int) -> bool:
-        """Move the member's read pointer forward to seq; False when it already was there or
-        beyond (it never moves back), or the user is not a member."""
-        field = f"reads.{user_id}"
-        result = await self._conversations.update_one(
-            {
-                "_id": object_id(conversation_id, "conversation"),
-                "members.user_id": user_id,
-                field: {"$not": {"$gte": seq}},
-            },
-            {"$set": {field: seq}},
+    async def read_pointers(self, conversation_id: str) -> dict[str, int]:
+        """The members' read pointers kept apart from the document (user_id -> seq)."""
+        cursor = self._reads.find(
+            {"conversation_id": conversation_id}, projection={"user_id": 1, "seq": 1, "_id": 0}
         )
-        return result.modified_count == 1
+        return {doc["user_id"]: int(doc["seq"]) async for doc in cursor}
+
+    @translated
+    async def advance_reads(self, pointers: Sequence[ReadPointer]) -> list[bool | Exception]:
+        """Move each (conversation, user) read pointer forward to its seq, in one bulk write:
+        whether each moved (False: it already was there or beyond; it never moves back).
+        Each pointer is a small document of its own: a group's read receipts never rewrite
+        the group's document."""
+        updates = [
+            UpdateOne(
+                {"_id": f"{p.conversation_id}:{p.user_id}", "seq": {"$lt": p.seq}},
+                {"$set": dataclasses.asdict(p)},
+                upsert=True,
+            )
+            for p in pointers
+        ]
+        moved: list[bool | Exception] = [True] * len(updates)
+        try:
+            await self._reads.bulk_write(updates, ordered=False)
+        except BulkWriteError as exc:
+            details = exc.details or {}
+            if details.get("writeConcernErrors"):
+                moved = [DatabaseUnavailable("The read pointer is not confirmed yet.")] * len(moved)
+            for error in details.get("writeErrors", []):
+                # A pointer at or past seq does not match, and the upsert then collides with it.
+                moved[error["index"]] = (
+                    False
+                    if error.get("code") == DUPLICATE_KEY
+                    else DatabaseUnavailable(f"The database refused: {error.get('errmsg', '')}")
+                )
+        return moved
 
     @translated
     async def list_for_member(
