@@ -50,6 +50,7 @@ from chat.validation import (
 # Messages inserted by one database write at most (group commit): sends that arrive while a
 # write is in flight go together in the next one.
 WRITE_BATCH_MAX = 500
+REALLOCATE_RETRIES = 20  # seqs lost in a row to other processes before a send gives up
 TYPING_INTERVAL_SECS = 2.0  # one typing event per user and conversation per this (clients
 #                             repeat it every few seconds while typing; more adds nothing)
 TYPING_RATE_PER_SEC = 2.0  # forwarded typing events per user across conversations, sustained
@@ -208,6 +209,7 @@ class MessageCommands(ConversationCommands):
         delay = STORE_RETRY_FIRST_SECS
         current: Slot | None = slot
         maybe_stored = False  # an attempt may have been written: only the database can say
+        taken = 0
         with self.sequencer.line(message.conversation_id):  # the line outlives the command
             try:
                 while True:
@@ -217,6 +219,9 @@ class MessageCommands(ConversationCommands):
                     except SeqTaken:  # by another process: a gap here, and the next seq
                         self.sequencer.resolve(line, slot, None)
                         current = None
+                        taken += 1
+                        if taken > REALLOCATE_RETRIES:
+                            raise Conflict("The conversation is too busy; try again.") from None
                         slot, message, member_ids = await self._reallocate(line, message)
                         current = slot
                     except DatabaseUnavailable as exc:
@@ -285,11 +290,11 @@ class MessageCommands(ConversationCommands):
         write: the unique (conversation_id, seq) index refuses a seq another process took."""
         snapshot = line.snapshot
         current = conv
-        if snapshot is not None:
-            if snapshot.version >= conv.version:
-                current = snapshot
-            elif snapshot.last_seq > conv.last_seq:
-                current = dataclasses.replace(conv, last_seq=snapshot.last_seq)
+        if snapshot is not None:  # the newer membership, after the higher of the two seqs
+            current = snapshot if snapshot.version >= conv.version else conv
+            last_seq = max(snapshot.last_seq, conv.last_seq)
+            if current.last_seq != last_seq:
+                current = dataclasses.replace(current, last_seq=last_seq)
         if current.member(draft.sender_id) is None:
             line.snapshot = current
             raise Forbidden("You are no longer a member of this conversation.")
