@@ -1654,7 +1654,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.compare",
         description="This server beside a bare Tornado relay and python-socketio (WebSocket and "
-        "long-polling): connect rate, memory per connection, fan-out latency, sustained 1:1 rate.",
+        "long-polling): connect rate, memory per connection, fan-out latency, sustained 1:1 rate, "
+        "and this server's send rate to 1,000-member vs 2-member groups. For a quick look at one "
+        "figure: --servers chat-ws,bare --workloads fanout --quick.",
     )
     add = parser.add_argument
     add("--clients", type=int, default=None, help="N idle clients (default 5000; --quick 1000)")
@@ -1713,7 +1715,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--profile",
         type=Path,
         default=None,
-        help="attach py-spy to each server per workload; write stacks here",
+        help="attach py-spy to each server per workload; write stacks here "
+        "(python -m bench.profsummary DIR summarizes them)",
     )
     add("--mongo-uri", default=None, help="use this MongoDB instead of an embedded one")
     args = parser.parse_args(argv)
