@@ -128,6 +128,8 @@ GROUP_SECS = 10.0  # per group size (--quick: 5)
 WS_SENDS_PER_SEC = FRAMES_PER_SEC * 0.95  # a WebSocket sender's pace at most
 REPLY_TIMEOUT_SECS = 60.0
 SEED_READ_SLICE = 500  # users read at once while setting up
+SETUP_ATTEMPTS = 5  # a (d) sender's sign-in and first sends, tried this often
+SETUP_RETRY_SECS = 3.0
 WORKLOADS = ("connect", "fanout", "one2one", "group")
 CLIENT_WORKLOADS = frozenset({"connect", "fanout", "one2one"})  # those that connect N clients
 
@@ -737,26 +739,43 @@ class Generator(CommandTarget):
         """Connect the (d) senders (WebSocket, or a REST connection each for chat-lp) and send
         one untimed message to each of their groups, so that what is timed is the steady
         state; the number of senders."""
-        for spec in self.spec.group_senders:
-            sender: ChatWs | ChatRestSender
-            if self.spec.kind == "chat-ws":
-                sender = ChatWs(spec.account, self.rec, self.spec.port)
-            else:
-                sender = ChatRestSender(spec.account, self.rec, self.spec.port)
-            self.group_senders.append((spec, sender))
-        await gather_limited(
-            [s.connect for _, s in self.group_senders], concurrency, return_exceptions=False
+        specs = self.spec.group_senders
+        senders = await gather_limited(
+            [functools.partial(self._group_sender, spec) for spec in specs],
+            concurrency,
+            return_exceptions=False,
         )
+        self.group_senders = list(zip(specs, senders, strict=True))
         if self.flusher is None:
             self.flusher = asyncio.create_task(self._flush_forever())
+        return len(self.group_senders)
 
-        async def warm(spec: GroupSenderSpec, sender: ChatWs | ChatRestSender) -> None:
+    async def _group_sender(self, spec: GroupSenderSpec) -> ChatWs | ChatRestSender:
+        """A (d) sender, connected, whose first send to each of its groups was answered; tried
+        again while the server is still catching up with earlier workloads (a sign-in or a
+        send refused because the database did not answer in time)."""
+        for _ in range(SETUP_ATTEMPTS - 1):
+            try:
+                return await self._try_group_sender(spec)
+            except (ConnectionError, TimeoutError):
+                await asyncio.sleep(SETUP_RETRY_SECS)
+        return await self._try_group_sender(spec)
+
+    async def _try_group_sender(self, spec: GroupSenderSpec) -> ChatWs | ChatRestSender:
+        sender: ChatWs | ChatRestSender
+        if self.spec.kind == "chat-ws":
+            sender = ChatWs(spec.account, self.rec, self.spec.port)
+        else:
+            sender = ChatRestSender(spec.account, self.rec, self.spec.port)
+        try:
+            await sender.connect()
             for conversation_id in spec.groups.values():
                 if await sender.send_and_wait(conversation_id, "warm") is None:
-                    raise RuntimeError(f"warm-up send refused: {dict(self.rec.errors)}")
-
-        await asyncio.gather(*(warm(spec, sender) for spec, sender in self.group_senders))
-        return len(self.group_senders)
+                    raise ConnectionError(f"warm-up send refused: {dict(self.rec.errors)}")
+        except BaseException:
+            sender.close()
+            raise
+        return sender
 
     async def cmd_group_sends(
         self, tag: str, members: int, start_at: float, duration: float
@@ -1083,12 +1102,19 @@ class Phase:
             if "group" in workloads:
                 await asyncio.sleep(PRESENCE_GRACE_SECS + 1)
         if "group" in workloads and self.setup.group_specs:
-            await self.group_sends(say)
+            try:
+                await self.group_sends(say)
+            except Exception as exc:  # (a)-(c) stand; (d) shows "-" and the error
+                say(f"  (d) failed: {exc!r}")
+                self.result["groups"] = {"error": repr(exc)}
         return self.result
 
     async def group_sends(self, say: Callable[[str], None]) -> None:
         """(d): the senders' send rate to groups of 2, then of 1,000 members; their ratio."""
-        await wait_idle(self.server.pid)  # the disconnects of (a)-(c) are over
+        # The disconnects of (a)-(c) are over, and what (c) left queued for the database.
+        await wait_idle(self.server.pid)
+        if self.db_pid:
+            await wait_idle(self.db_pid)
         pool = GeneratorPool(make_generator, self.setup.group_specs)
         try:
             senders = sum(await pool.call_all("connect_group_senders", timeout=300, concurrency=50))
@@ -1631,7 +1657,9 @@ def print_report(report: dict[str, Any], kinds: Sequence[str]) -> None:
         )
     for kind in kinds:
         groups = report["servers"].get(kind, {}).get("groups")
-        if groups:
+        if groups and "error" in groups:
+            print(f"(d) {kind} failed: {groups['error']}")
+        elif groups:
             ceiling = groups["ceiling_per_sec"]
             print(
                 f"(d) {kind}: {groups['senders']} senders over {groups['sends_over']}, each "
