@@ -40,7 +40,8 @@ Workloads, for each:
 Each generator process reports its CPU use per workload, as do the server and the database: a
 generator near 100 % of a core would be the ceiling, not the server. The table and the same
 figures as JSON (--json) come out at the end; ratios are this server's figure divided by the
-peer's. --profile DIR attaches py-spy to the server during each workload (python -m
+peer's. --profile DIR attaches py-spy to the server (and to this server's embedded database)
+during each workload (python -m
 bench.profsummary DIR summarizes the stacks). --workloads and --servers choose a part, e.g.
 `--servers chat-ws,bare --workloads fanout --quick` takes about a minute.
 """
@@ -833,30 +834,34 @@ def make_generator(spec: WorkerSpec) -> Generator:
 
 
 class Profiler:
-    """py-spy attached to the server for one workload (--profile): collapsed stacks
-    (`--format raw`; flamegraph.pl or speedscope draw them)."""
+    """py-spy attached to processes for one workload (--profile): collapsed stacks, one file
+    per process named by `targets` (`--format raw`; flamegraph.pl or speedscope draw them)."""
 
-    def __init__(self, directory: Path | None, pid: int, name: str) -> None:
-        self.proc: subprocess.Popen[bytes] | None = None
+    def __init__(self, directory: Path | None, targets: dict[str, int]) -> None:
+        """targets: file name (without .txt) -> the pid to sample."""
+        self.procs: list[subprocess.Popen[bytes]] = []
         if directory is None:
             return
         directory.mkdir(parents=True, exist_ok=True)
         exe = Path(sys.executable).parent / "py-spy"
-        argv = [str(exe), "record", "--pid", str(pid), "--rate", "200", "--nonblocking"]
-        argv += ["--format", "raw", "--output", str(directory / f"{name}.txt")]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for name, pid in targets.items():
+            argv = [str(exe), "record", "--pid", str(pid), "--rate", "200", "--nonblocking"]
+            argv += ["--format", "raw", "--output", str(directory / f"{name}.txt")]
+            self.procs.append(
+                subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
         time.sleep(0.5)  # attached before the workload starts
 
     def stop(self) -> None:
         """Stop sampling; py-spy writes its file on SIGINT."""
-        if self.proc is None:
-            return
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        for proc in self.procs:
+            proc.send_signal(signal.SIGINT)
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 Server = ServerProcess | PeerProcess
@@ -1055,7 +1060,13 @@ class Phase:
         self.result: dict[str, Any] = {"label": LABELS[kind]}
 
     def profiler(self, workload: str) -> Profiler:
-        return Profiler(self.args.profile, self.server.pid, f"{self.kind}-{workload}")
+        """The server's profile for the workload, and for this server the embedded database's
+        (SecantusDB is a Python process too: where the database work of a send shows)."""
+        name = f"{self.kind}-{workload}"
+        targets = {name: self.server.pid}
+        if self.kind.startswith("chat") and self.db_pid:
+            targets[f"{name}-database"] = self.db_pid
+        return Profiler(self.args.profile, targets)
 
     async def measure(
         self, pool: GeneratorPool, body: Callable[[], Any]
