@@ -28,21 +28,33 @@ Workloads, for each:
     (nothing lost or refused, median within 100 ms), so a single stall does not end it; the
     highest rate kept up with is reported too. This server stores every message before it
     delivers it; the raw insert rate of the same database, measured in the same run, is
-    printed beside it.
+    printed beside it;
+(d) group sends, this server only: --group-senders senders (60), each closed-loop (the next
+    send once the reply came) in a group of its own for --group-secs (10 s), first in groups of
+    2 members, then in groups of 1,000: sends per second, reply latency, and the ratio of the
+    two. The other members never connect (a member with no queue costs nothing to deliver
+    to), so the ratio shows whether the database work of a send grows with the group.
+    chat-ws sends as WebSocket frames, each sender paced below the per-socket command limit;
+    chat-lp sends over REST.
 
 Each generator process reports its CPU use per workload, as do the server and the database: a
 generator near 100 % of a core would be the ceiling, not the server. The table and the same
 figures as JSON (--json) come out at the end; ratios are this server's figure divided by the
-peer's. --profile DIR attaches py-spy to the server during each workload.
+peer's. --profile DIR attaches py-spy to the server (and to this server's embedded database)
+during each workload (python -m
+bench.profsummary DIR summarizes the stacks). --workloads and --servers choose a part, e.g.
+`--servers chat-ws,bare --workloads fanout --quick` takes about a minute.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import datetime
+import functools
 import itertools
 import json
 import math
@@ -59,6 +71,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import tornado.httpclient
+
 from bench.common import ROOT, ServerProcess, database_and_pid, percentile
 from bench.loadgen import (
     CommandTarget,
@@ -66,6 +80,7 @@ from bench.loadgen import (
     HttpConn,
     HttpPool,
     WsClient,
+    closed_loop,
     gather_limited,
     raise_fd_limit,
     summarize_cpu,
@@ -74,8 +89,10 @@ from bench.messaging import bench_raw_inserts
 from bench.peers import PeerProcess
 from bench.realtime import Account, Http, cpu_ticks, create_groups, seed_accounts, wait_idle
 from chat.models import utcnow
+from chat.presence import PRESENCE_GRACE_SECS
 from chat.store import Store
 from chat.store.conversations import Member
+from handlers.socket import FRAMES_PER_SEC
 
 HOST = "127.0.0.1"
 SERVERS = ("chat-ws", "chat-lp", "bare", "socketio", "socketio-lp")
@@ -103,6 +120,23 @@ FANOUT_TIMEOUT_SECS = 30.0
 STEP_DRAIN_SECS = 5.0  # after a step, wait this long at most for the last deliveries
 TICK = os.sysconf("SC_CLK_TCK")
 PADDING = "x" * 40  # message bodies of a realistic size
+# Workload (d): senders each closed-loop in a group of their own, first of 2 members, then of
+# GROUP_SIZE. A WebSocket sender is paced below the per-socket command limit, so the senders
+# can offer GROUP_SENDERS x WS_SENDS_PER_SEC at most (1,140/s): with 20 (380/s), a server
+# that stores a send with one write reached that ceiling at both sizes. Far more make a slow
+# server keep each send waiting behind the others past its database timeout (3 s): the
+# rewrite of the group document per send before issue 13 (24 sends/s at 1,000 members with
+# 20 senders) made 60 senders' sends time out: 152 errors in 10 s, 7 sends/s answered.
+GROUP_SENDERS = 60
+GROUP_SIZES = (2, GROUP_SIZE)
+GROUP_SECS = 10.0  # per group size (--quick: 5)
+WS_SENDS_PER_SEC = FRAMES_PER_SEC * 0.95  # a WebSocket sender's pace at most
+REPLY_TIMEOUT_SECS = 60.0
+SEED_READ_SLICE = 500  # users read at once while setting up
+SETUP_ATTEMPTS = 5  # a (d) sender's sign-in and first sends, tried this often
+SETUP_RETRY_SECS = 3.0
+WORKLOADS = ("connect", "fanout", "one2one", "group")
+CLIENT_WORKLOADS = frozenset({"connect", "fanout", "one2one"})  # those that connect N clients
 
 
 # -- what each generator process runs ----------------------------------------------------------
@@ -119,6 +153,14 @@ class ClientSpec:
 
 
 @dataclasses.dataclass
+class GroupSenderSpec:
+    """A sender of workload (d): its account, and the conversation it sends to per group size."""
+
+    account: ClientSpec
+    groups: dict[int, str]  # members -> that group's id
+
+
+@dataclasses.dataclass
 class WorkerSpec:
     kind: str
     port: int
@@ -126,6 +168,7 @@ class WorkerSpec:
     clients: list[ClientSpec]
     sender: ClientSpec | None = None  # the fan-out sender (first process only)
     groups: list[str] = dataclasses.field(default_factory=list)  # this server's fan-out groups
+    group_senders: list[GroupSenderSpec] = dataclasses.field(default_factory=list)  # (d)
 
 
 class Recorder:
@@ -210,6 +253,7 @@ class ChatWs(Client):
         self.unacked = 0
         self.last_id = 0
         self.groups = groups
+        self.replies: dict[int, asyncio.Future[tuple[bool, float]]] = {}  # by ref: (ok, arrived)
 
     async def connect(self) -> None:
         self.ws = await WsClient.connect(HOST, self.port, "/ws", self.on_text, self.on_closed)
@@ -219,6 +263,10 @@ class ChatWs(Client):
     def on_closed(self, ws: WsClient) -> None:
         if not self.hello.done():
             self.hello.set_exception(ConnectionError(f"closed: {ws.close_code}"))
+        for waiter in self.replies.values():
+            if not waiter.done():
+                waiter.set_exception(ConnectionError(f"closed: {ws.close_code}"))
+        self.replies.clear()
 
     def on_text(self, ws: WsClient, text: str, arrived: float) -> None:
         frame = json.loads(text)
@@ -230,8 +278,12 @@ class ChatWs(Client):
             if self.unacked >= ACK_EVERY:
                 self.flush()
         elif kind == "reply":
-            if not frame.get("ok"):
+            ok = bool(frame.get("ok"))
+            if not ok:
                 self.rec.errors[frame["error"]["code"]] += 1
+            waiter = self.replies.pop(frame.get("ref"), None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result((ok, arrived))
         elif kind == "hello" and not self.hello.done():
             self.hello.set_result(None)
 
@@ -240,7 +292,8 @@ class ChatWs(Client):
             self.unacked = 0
             self.ws.send_text(f'{{"type":"ack","last_event_id":{self.last_id}}}')
 
-    def _send(self, conversation_id: str, tag: str, sent: float) -> None:
+    def _send(self, conversation_id: str, tag: str, sent: float) -> int:
+        """Send one message; its ref (0 when the socket is closed)."""
         assert self.ws is not None
         ref = next(self.refs)
         frame = {
@@ -252,6 +305,18 @@ class ChatWs(Client):
         }
         if not self.ws.send_text(json.dumps(frame)):
             self.rec.errors["send on a closed socket"] += 1
+            return 0
+        return ref
+
+    async def send_and_wait(self, conversation_id: str, tag: str) -> float | None:
+        """Send one message and wait for its reply: the reply latency, None when refused."""
+        sent = time.perf_counter()
+        ref = self._send(conversation_id, tag, sent)
+        if not ref:
+            raise ConnectionError("socket closed")
+        waiter = self.replies[ref] = asyncio.get_running_loop().create_future()
+        ok, arrived = await asyncio.wait_for(waiter, REPLY_TIMEOUT_SECS)
+        return arrived - sent if ok else None
 
     def send_dm(self, tag: str, sent: float) -> None:
         self._send(self.spec.dm, tag, sent)
@@ -335,17 +400,9 @@ class ChatLp(Client):
                 self.record_event(item["event"], arrived)
 
     async def _post(self, conversation_id: str, tag: str, sent: float) -> None:
-        body = {
-            "body": _tagged(tag, sent),
-            "client_msg_id": f"{tag}-{os.getpid()}-{self.spec.cid}-{next(self.refs)}",
-        }
+        key = f"{tag}-{os.getpid()}-{self.spec.cid}-{next(self.refs)}"
         try:
-            status, _ = await self.pool.request(
-                "POST",
-                f"/api/conversations/{conversation_id}/messages",
-                {**self.headers, "Content-Type": "application/json"},
-                json.dumps(body).encode(),
-            )
+            status = await rest_send(self.pool, self.spec.token, conversation_id, tag, sent, key)
         except (ConnectionError, TimeoutError):
             self.rec.errors["send failed"] += 1
             return
@@ -366,6 +423,53 @@ class ChatLp(Client):
 
     def close(self) -> None:
         self.running = False
+        if self.conn is not None:
+            self.conn.abort()
+
+
+async def rest_send(
+    http: HttpPool | HttpConn, token: str, conversation_id: str, tag: str, sent: float, key: str
+) -> int:
+    """POST one message to this server (REST); the HTTP status."""
+    status, _ = await http.request(
+        "POST",
+        f"/api/conversations/{conversation_id}/messages",
+        {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        json.dumps({"body": _tagged(tag, sent), "client_msg_id": key}).encode(),
+    )
+    return status
+
+
+class ChatRestSender:
+    """A group sender over REST (the long-polling transport's sends), on a keep-alive
+    connection of its own; it holds no queue, so nothing is delivered to it."""
+
+    def __init__(self, spec: ClientSpec, rec: Recorder, port: int) -> None:
+        self.spec = spec
+        self.rec = rec
+        self.port = port
+        self.conn: HttpConn | None = None
+        self.refs = itertools.count(1)
+
+    async def connect(self) -> None:
+        self.conn = await HttpConn.open(HOST, self.port)
+
+    async def send_and_wait(self, conversation_id: str, tag: str) -> float | None:
+        """POST one message: the reply latency, None when refused."""
+        if self.conn is None or self.conn.closed:  # the server may close after an error
+            self.conn = await HttpConn.open(HOST, self.port)
+        sent = time.perf_counter()
+        key = f"{tag}-{os.getpid()}-{self.spec.cid}-{next(self.refs)}"
+        status = await rest_send(self.conn, self.spec.token, conversation_id, tag, sent, key)
+        if status != 201:
+            self.rec.errors[f"send HTTP {status}"] += 1
+            return None
+        return self.conn.arrived - sent
+
+    def flush(self) -> None:
+        """Nothing to acknowledge."""
+
+    def close(self) -> None:
         if self.conn is not None:
             self.conn.abort()
 
@@ -541,6 +645,7 @@ class Generator(CommandTarget):
         self.sender: Client | None = None
         self.pool: HttpPool | None = None
         self.flusher: asyncio.Task[None] | None = None
+        self.group_senders: list[tuple[GroupSenderSpec, ChatWs | ChatRestSender]] = []
 
     def _make(self, spec: ClientSpec, sender: bool = False) -> Client:
         kind, port, rec = self.spec.kind, self.spec.port, self.rec
@@ -571,6 +676,8 @@ class Generator(CommandTarget):
                 client.flush()
             if self.sender is not None:
                 self.sender.flush()
+            for _, sender in self.group_senders:
+                sender.flush()
 
     async def cmd_connect(self, start_at: float, concurrency: int) -> dict[str, Any]:
         """Connect the sender (untimed), then every client from start_at: (start, end, failures)."""
@@ -633,6 +740,81 @@ class Generator(CommandTarget):
             "max_send_lag": late,
         }
 
+    async def cmd_connect_group_senders(self, concurrency: int) -> int:
+        """Connect the (d) senders (WebSocket, or a REST connection each for chat-lp) and send
+        one untimed message to each of their groups, so that what is timed is the steady
+        state; the number of senders."""
+        specs = self.spec.group_senders
+        senders = await gather_limited(
+            [functools.partial(self._group_sender, spec) for spec in specs],
+            concurrency,
+            return_exceptions=False,
+        )
+        self.group_senders = list(zip(specs, senders, strict=True))
+        if self.flusher is None:
+            self.flusher = asyncio.create_task(self._flush_forever())
+        return len(self.group_senders)
+
+    async def _group_sender(self, spec: GroupSenderSpec) -> ChatWs | ChatRestSender:
+        """A (d) sender, connected, whose first send to each of its groups was answered; tried
+        again while the server is still catching up with earlier workloads (a sign-in or a
+        send refused because the database did not answer in time)."""
+        for _ in range(SETUP_ATTEMPTS - 1):
+            try:
+                return await self._try_group_sender(spec)
+            except (ConnectionError, TimeoutError):
+                await asyncio.sleep(SETUP_RETRY_SECS)
+        return await self._try_group_sender(spec)
+
+    async def _try_group_sender(self, spec: GroupSenderSpec) -> ChatWs | ChatRestSender:
+        sender: ChatWs | ChatRestSender
+        if self.spec.kind == "chat-ws":
+            sender = ChatWs(spec.account, self.rec, self.spec.port)
+        else:
+            sender = ChatRestSender(spec.account, self.rec, self.spec.port)
+        try:
+            await sender.connect()
+            for conversation_id in spec.groups.values():
+                if await sender.send_and_wait(conversation_id, "warm") is None:
+                    raise ConnectionError(f"warm-up send refused: {dict(self.rec.errors)}")
+        except BaseException:
+            sender.close()
+            raise
+        return sender
+
+    async def cmd_group_sends(
+        self, tag: str, members: int, start_at: float, duration: float
+    ) -> dict[str, Any]:
+        """Every (d) sender sends closed-loop to its group of `members` from start_at for
+        `duration` seconds: reply latencies, errors, and when the last reply came."""
+        # A socket's commands are limited to FRAMES_PER_SEC (a refusal would count as an error
+        # and cost the server less than a send): pace each WebSocket sender just below it.
+        interval = 1 / WS_SENDS_PER_SEC if self.spec.kind == "chat-ws" else 0.0
+        errors_before = dict(self.rec.errors)
+        await asyncio.sleep(max(0.0, start_at - time.perf_counter()))
+        until = start_at + duration
+
+        loops = await asyncio.gather(
+            *(
+                closed_loop(
+                    functools.partial(sender.send_and_wait, spec.groups[members], tag),
+                    until,
+                    interval,
+                )
+                for spec, sender in self.group_senders
+            )
+        )
+        kinds = collections.Counter(
+            {k: v - errors_before.get(k, 0) for k, v in self.rec.errors.items()}
+        )
+        kinds.update(f"sender stopped: {loop.stopped_by}" for loop in loops if loop.stopped_by)
+        return {
+            "latencies": [x for loop in loops for x in loop.latencies],
+            "errors": sum(loop.errors for loop in loops),
+            "error_kinds": {k: v for k, v in kinds.items() if v > 0},
+            "ended": max((loop.ended for loop in loops), default=until),
+        }
+
     async def cmd_close(self) -> None:
         """Close every connection (the server sees ordinary disconnects)."""
         if self.flusher is not None:
@@ -641,6 +823,8 @@ class Generator(CommandTarget):
             client.close()
         if self.sender is not None:
             self.sender.close()
+        for _, sender in self.group_senders:
+            sender.close()
         await asyncio.sleep(1.0)
         if self.pool is not None:
             self.pool.close()
@@ -654,30 +838,34 @@ def make_generator(spec: WorkerSpec) -> Generator:
 
 
 class Profiler:
-    """py-spy attached to the server for one workload (--profile): collapsed stacks
-    (`--format raw`; flamegraph.pl or speedscope draw them)."""
+    """py-spy attached to processes for one workload (--profile): collapsed stacks, one file
+    per process named by `targets` (`--format raw`; flamegraph.pl or speedscope draw them)."""
 
-    def __init__(self, directory: Path | None, pid: int, name: str) -> None:
-        self.proc: subprocess.Popen[bytes] | None = None
+    def __init__(self, directory: Path | None, targets: dict[str, int]) -> None:
+        """targets: file name (without .txt) -> the pid to sample."""
+        self.procs: list[subprocess.Popen[bytes]] = []
         if directory is None:
             return
         directory.mkdir(parents=True, exist_ok=True)
         exe = Path(sys.executable).parent / "py-spy"
-        argv = [str(exe), "record", "--pid", str(pid), "--rate", "200", "--nonblocking"]
-        argv += ["--format", "raw", "--output", str(directory / f"{name}.txt")]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for name, pid in targets.items():
+            argv = [str(exe), "record", "--pid", str(pid), "--rate", "200", "--nonblocking"]
+            argv += ["--format", "raw", "--output", str(directory / f"{name}.txt")]
+            self.procs.append(
+                subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
         time.sleep(0.5)  # attached before the workload starts
 
     def stop(self) -> None:
         """Stop sampling; py-spy writes its file on SIGINT."""
-        if self.proc is None:
-            return
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        for proc in self.procs:
+            proc.send_signal(signal.SIGINT)
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 Server = ServerProcess | PeerProcess
@@ -689,6 +877,7 @@ class Setup:
 
     specs: list[WorkerSpec]
     receivers: int
+    group_specs: list[WorkerSpec] = dataclasses.field(default_factory=list)  # (d), this server
 
 
 def split(items: Sequence[Any], parts: int) -> list[list[Any]]:
@@ -724,13 +913,19 @@ class ChatWorld:
     clients: list[Account]
     dms: list[str]  # dms[i] is the DM of pair i (clients 2i and 2i+1)
     groups: list[str]
+    group_senders: list[tuple[Account, dict[int, str]]]  # (d): sender, members -> group id
 
 
-async def build_chat_world(uri: str, clients: int, say: Callable[[str], None]) -> ChatWorld:
+async def build_chat_world(
+    uri: str, workloads: Sequence[str], clients: int, group_senders: int, say: Callable[[str], None]
+) -> ChatWorld:
     """Accounts written straight to the database (bcrypt for 5,000 sign-ups would take minutes),
-    then DMs and groups created through the API of a server started for the purpose."""
+    then DMs and groups created through the API of a server started for the purpose; only what
+    the chosen workloads use."""
     db_name = f"bench_compare_{uuid.uuid4().hex[:8]}"
     server = ServerProcess(uri, db_name)  # creates the indexes
+    if not CLIENT_WORKLOADS & set(workloads):
+        clients = 0
     try:
         started = time.perf_counter()
         sender, *accounts = await seed_accounts(uri, db_name, clients + 1)
@@ -738,19 +933,61 @@ async def build_chat_world(uri: str, clients: int, say: Callable[[str], None]) -
         http = Http(server.base_url, max_clients=50)
         try:
             started = time.perf_counter()
-            per_group = math.ceil(clients / math.ceil(clients / (GROUP_SIZE - 1))) + 1
-            groups = [gid for gid, _ in await create_groups(http, sender, accounts, per_group)]
-
-            dms = await open_dms(uri, db_name, accounts)
+            groups: list[str] = []
+            if "fanout" in workloads:
+                per_group = math.ceil(clients / math.ceil(clients / (GROUP_SIZE - 1))) + 1
+                groups = [gid for gid, _ in await create_groups(http, sender, accounts, per_group)]
+            dms = await open_dms(uri, db_name, accounts) if "one2one" in workloads else []
             say(
                 f"  {len(groups)} groups and {len(dms)} DMs in "
                 f"{time.perf_counter() - started:.1f} s"
             )
+            senders = []
+            if "group" in workloads:
+                started = time.perf_counter()
+                senders = await create_sender_groups(uri, db_name, http, group_senders)
+                say(
+                    f"  (d) {group_senders} senders, each in a group of "
+                    f"{' and of '.join(map(str, GROUP_SIZES))} in "
+                    f"{time.perf_counter() - started:.1f} s"
+                )
         finally:
             http.close()
     finally:
         server.stop()
-    return ChatWorld(uri, db_name, sender, accounts, dms, groups)
+    return ChatWorld(uri, db_name, sender, accounts, dms, groups, senders)
+
+
+async def create_sender_groups(
+    uri: str, db_name: str, http: Http, senders: int
+) -> list[tuple[Account, dict[int, str]]]:
+    """The (d) senders, each the owner of one group per size in GROUP_SIZES. The other members
+    are accounts of their own that never connect (the same ones in every group): a member
+    with no queue costs nothing to deliver to, so the groups differ only in what is stored."""
+    accounts = await seed_accounts(uri, db_name, senders + max(GROUP_SIZES) - 1)
+    owners, members = accounts[:senders], accounts[senders:]
+
+    async def create(owner: Account, size: int) -> str:
+        body = {"name": f"d{size}", "member_ids": [m.user_id for m in members[: size - 1]]}
+        attempts = itertools.count(1)
+        while True:
+            try:
+                reply = await http.call("POST", "/api/groups", owner.token, body)
+                return str(reply["conversation"]["id"])
+            except tornado.httpclient.HTTPClientError as exc:
+                # 503: the database did not answer in time (a loaded machine). A group that
+                # was created anyway is never used.
+                if exc.code != 503 or next(attempts) == SETUP_ATTEMPTS:
+                    raise
+            await asyncio.sleep(SETUP_RETRY_SECS)
+
+    # One owner at a time: a 1,000-member group is a large write, and four owners' at once
+    # outlasted the database timeout on a loaded machine even when retried.
+    found = []
+    for owner in owners:
+        ids = await asyncio.gather(*(create(owner, size) for size in GROUP_SIZES))
+        found.append((owner, dict(zip(GROUP_SIZES, ids, strict=True))))
+    return found
 
 
 async def open_dms(uri: str, db_name: str, accounts: list[Account]) -> list[str]:
@@ -758,7 +995,11 @@ async def open_dms(uri: str, db_name: str, accounts: list[Account]) -> list[str]
     conversations.open_dm would (set-up, not what is measured)."""
     store = Store(uri, db_name, timeout_ms=10_000)
     try:
-        users = await store.users.get_many([a.user_id for a in accounts])
+        # In slices: one read of 5,000 users outlasts the timeout on a loaded machine.
+        users = {}
+        for start in range(0, len(accounts), SEED_READ_SLICE):
+            ids = [a.user_id for a in accounts[start : start + SEED_READ_SLICE]]
+            users.update(await store.users.get_many(ids))
         now = utcnow()
 
         def member(account: Account) -> Member:
@@ -791,12 +1032,20 @@ def chat_setup(kind: str, port: int, world: ChatWorld, workers: int) -> Setup:
         )
     shares = split(specs, workers)
     sender = ClientSpec(cid=world.sender.user_id, token=world.sender.token)
+    group_senders = [
+        GroupSenderSpec(ClientSpec(cid=account.user_id, token=account.token), groups)
+        for account, groups in world.group_senders
+    ]
     return Setup(
         [
             WorkerSpec(kind, port, workers, share, sender if w == 0 else None, world.groups)
             for w, share in enumerate(shares)
         ],
         len(specs),
+        [
+            WorkerSpec(kind, port, workers, [], group_senders=group_senders[w::workers])
+            for w in range(min(workers, len(group_senders)))
+        ],
     )
 
 
@@ -813,7 +1062,7 @@ def cpu_note(cpu: dict[str, Any]) -> str:
 
 
 class Phase:
-    """One server under the three workloads."""
+    """One server under the chosen workloads."""
 
     def __init__(
         self, args: argparse.Namespace, kind: str, server: Server, setup: Setup, db_pid: int | None
@@ -826,7 +1075,13 @@ class Phase:
         self.result: dict[str, Any] = {"label": LABELS[kind]}
 
     def profiler(self, workload: str) -> Profiler:
-        return Profiler(self.args.profile, self.server.pid, f"{self.kind}-{workload}")
+        """The server's profile for the workload, and for this server the embedded database's
+        (SecantusDB is a Python process too: where the database work of a send shows)."""
+        name = f"{self.kind}-{workload}"
+        targets = {name: self.server.pid}
+        if self.kind.startswith("chat") and self.db_pid:
+            targets[f"{name}-database"] = self.db_pid
+        return Profiler(self.args.profile, targets)
 
     async def measure(
         self, pool: GeneratorPool, body: Callable[[], Any]
@@ -850,19 +1105,110 @@ class Phase:
         return value, cpu
 
     async def run(self, say: Callable[[str], None]) -> dict[str, Any]:
+        """The chosen workloads: (a) first whenever (b) or (c) is chosen, as they need its
+        clients; (d) last, for this server only, once those clients are gone."""
+        workloads = self.args.workloads
         await wait_idle(self.server.pid)
-        rss_before = self.server.rss_bytes()
-        pool = GeneratorPool(make_generator, self.setup.specs)
+        if CLIENT_WORKLOADS & set(workloads):
+            rss_before = self.server.rss_bytes()
+            pool = GeneratorPool(make_generator, self.setup.specs)
+            try:
+                await pool.call_all("ping", timeout=60)
+                await self.connect(pool, rss_before, say)
+                if "fanout" in workloads:
+                    await self.fanout(pool, say)
+                if "one2one" in workloads:
+                    await self.pairs(pool, say)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pool.call_all("close", timeout=30)
+                await pool.close()
+            # Their offline announcements (a read of each one's audience) come this much
+            # later: they must not fall into the timed part of (d).
+            if "group" in workloads:
+                await asyncio.sleep(PRESENCE_GRACE_SECS + 1)
+        if "group" in workloads and self.setup.group_specs:
+            try:
+                await self.group_sends(say)
+            except Exception as exc:  # (a)-(c) stand; (d) shows "-" and the error
+                say(f"  (d) failed: {exc!r}")
+                self.result["groups"] = {"error": repr(exc)}
+        return self.result
+
+    async def group_sends(self, say: Callable[[str], None]) -> None:
+        """(d): the senders' send rate to groups of 2, then of 1,000 members; their ratio."""
+        # The disconnects of (a)-(c) are over, and what (c) left queued for the database.
+        await wait_idle(self.server.pid)
+        if self.db_pid:
+            await wait_idle(self.db_pid)
+        pool = GeneratorPool(make_generator, self.setup.group_specs)
         try:
-            await pool.call_all("ping", timeout=60)
-            await self.connect(pool, rss_before, say)
-            await self.fanout(pool, say)
-            await self.pairs(pool, say)
+            senders = sum(await pool.call_all("connect_group_senders", timeout=300, concurrency=50))
+            ws = self.kind == "chat-ws"
+            self.result["groups"] = section = {
+                "senders": senders,
+                "secs": self.args.group_secs,
+                "sends_over": "WebSocket frames" if ws else "REST (POST, no queue held)",
+                # What the senders can offer at most: the per-socket command limit.
+                "ceiling_per_sec": senders * WS_SENDS_PER_SEC if ws else None,
+            }
+            for members in GROUP_SIZES:
+                await wait_idle(self.server.pid)
+                section[f"members_{members}"] = await self.group_round(pool, members, say)
+            small, large = (section[f"members_{m}"]["per_sec"] for m in GROUP_SIZES)
+            section["ratio"] = large / small if small else None
+            say(
+                f"  (d) {max(GROUP_SIZES):,} members / {min(GROUP_SIZES)}: "
+                + ("-" if section["ratio"] is None else f"{section['ratio']:.2f}")
+            )
         finally:
             with contextlib.suppress(Exception):
                 await pool.call_all("close", timeout=30)
             await pool.close()
-        return self.result
+
+    async def group_round(
+        self, pool: GeneratorPool, members: int, say: Callable[[str], None]
+    ) -> dict[str, Any]:
+        profiler = self.profiler(f"group-{members}")
+        start_at = time.perf_counter() + 0.5
+        secs = self.args.group_secs
+
+        async def body() -> list[dict[str, Any]]:
+            return await pool.call_all(
+                "group_sends",
+                timeout=secs + REPLY_TIMEOUT_SECS + 30,
+                tag=f"d{members}",
+                members=members,
+                start_at=start_at,
+                duration=secs,
+            )
+
+        parts, cpu = await self.measure(pool, body)
+        profiler.stop()
+        ms = [x * 1000 for p in parts for x in p["latencies"]]
+        wall = max(p["ended"] for p in parts) - start_at
+        result = {
+            "members": members,
+            "sends": len(ms),
+            "errors": sum(p["errors"] for p in parts),
+            "error_kinds": {k: v for p in parts for k, v in p["error_kinds"].items()},
+            "seconds": wall,
+            "per_sec": len(ms) / wall if wall > 0 else 0.0,
+            "p50_ms": percentile(ms, 50),
+            "p99_ms": percentile(ms, 99),
+            "max_ms": max(ms, default=0.0),
+            **cpu,
+        }
+        ceiling = self.result["groups"]["ceiling_per_sec"]
+        at_ceiling = ceiling is not None and result["per_sec"] >= 0.9 * ceiling
+        result["at_senders_ceiling"] = at_ceiling
+        say(
+            f"  (d) {members:>5,} members: {result['per_sec']:,.0f} sends/s, reply p50 "
+            f"{result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, errors "
+            f"{result['errors']}; {cpu_note(cpu)}"
+            + ("  <- at the senders' ceiling: raise --group-senders" if at_ceiling else "")
+        )
+        return result
 
     async def connect(
         self, pool: GeneratorPool, rss_before: int, say: Callable[[str], None]
@@ -1065,6 +1411,12 @@ def _max_gen_cpu(result: dict[str, Any]) -> float | None:
     ]
     at = (result.get("pairs") or {}).get("steps") or []
     found += [max(step["generator_cpu_pct"]) for step in at]
+    groups = result.get("groups") or {}
+    found += [
+        max(groups[f"members_{m}"]["generator_cpu_pct"])
+        for m in GROUP_SIZES
+        if f"members_{m}" in groups
+    ]
     return float(max(found)) if found else None
 
 
@@ -1102,6 +1454,39 @@ METRICS = (
         "(c) 1:1 rate kept up with, p50 <= 100 ms", "msg/s", True, _get("pairs", "kept_up_per_sec")
     ),
     Metric("(c) raw database inserts, same run", "ins/s", True, _get("raw_db_inserts_per_sec")),
+    *(
+        metric
+        for members in GROUP_SIZES
+        for metric in (
+            Metric(
+                f"(d) sends to a {members:,}-member group",
+                "msg/s",
+                True,
+                _get("groups", f"members_{members}", "per_sec"),
+            ),
+            Metric(
+                "(d)   reply p50",
+                "ms",
+                False,
+                _get("groups", f"members_{members}", "p50_ms"),
+                "{:,.1f}",
+            ),
+            Metric(
+                "(d)   reply p99",
+                "ms",
+                False,
+                _get("groups", f"members_{members}", "p99_ms"),
+                "{:,.1f}",
+            ),
+        )
+    ),
+    Metric(
+        f"(d) {max(GROUP_SIZES):,}-member / {min(GROUP_SIZES)}-member rate",
+        "ratio",
+        True,
+        _get("groups", "ratio"),
+        "{:.2f}",
+    ),
     Metric("generator CPU, busiest process, any step", "%", False, _max_gen_cpu),
 )
 
@@ -1135,6 +1520,8 @@ def render_table(rows: list[dict[str, Any]], kinds: Sequence[str]) -> str:
     head = ["metric", "unit", *kinds, *ratio_keys]
     lines = []
     for row in rows:
+        if all(row["values"].get(kind) is None for kind in kinds):
+            continue  # a workload that was not run
         cells = [row["metric"] + (" ↑" if row["higher_is_better"] else " ↓"), row["unit"]]
         for kind in kinds:
             value = row["values"].get(kind)
@@ -1177,7 +1564,7 @@ def versions() -> dict[str, str]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Every server in turn under the three workloads; the results (also written as JSON)."""
+    """Every server in turn under the chosen workloads; the results (also written as JSON)."""
     limit = raise_fd_limit()
     need = args.clients + 1000
     if limit < need:
@@ -1190,13 +1577,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     extra: dict[str, Any] = {}
     chat_kinds = [k for k in args.servers if k.startswith("chat")]
+    # The peers take part in (a)-(c) only.
+    kinds = [k for k in args.servers if k in chat_kinds or CLIENT_WORKLOADS & set(args.workloads)]
+    if kinds != args.servers:
+        say(f"skipped (no workload of theirs chosen): {', '.join(set(args.servers) - set(kinds))}")
     with database_and_pid(args.mongo_uri) as (uri, db_pid):
         world: ChatWorld | None = None
         try:
             if chat_kinds:
                 say("this server: seeding accounts, DMs and groups")
-                world = await build_chat_world(uri, args.clients, say)
-            for kind in args.servers:
+                world = await build_chat_world(
+                    uri, args.workloads, args.clients, args.group_senders, say
+                )
+            for kind in kinds:
                 say(f"{kind}: {LABELS[kind]}")
                 server: Server
                 if kind.startswith("chat"):
@@ -1218,7 +1611,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     results[kind] = {"label": LABELS[kind], "error": repr(exc)}
                 finally:
                     server.stop()
-            if world is not None:
+            if world is not None and {"one2one", "group"} & set(args.workloads):
                 say("raw database inserts (the same database, no server running)")
                 store = Store(uri, world.db_name, timeout_ms=10_000)
                 try:
@@ -1253,9 +1646,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "arguments": {
             "clients": args.clients,
             "workers": args.workers,
+            "concurrency": args.concurrency,
             "rounds": args.rounds,
             "step_secs": args.step_secs,
             "rates": list(args.rates),
+            "workloads": list(args.workloads),
+            "group_senders": args.group_senders,
+            "group_secs": args.group_secs,
             "database": "given --mongo-uri"
             if args.mongo_uri
             else "embedded (SecantusDB, in memory)",
@@ -1271,7 +1668,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def print_report(report: dict[str, Any], kinds: Sequence[str]) -> None:
     args = report["arguments"]
     print(
-        f"\nComparison: {args['clients']:,} clients, {args['workers']} generator processes, "
+        f"\nComparison: {args['clients']:,} clients, {args['workers']} generator processes "
+        f"({args['concurrency']} connects in flight each), "
         f"{report['machine']['cpus']} CPUs, {report['wall_secs']} s"
     )
     print(render_table(report["_rows"], kinds))
@@ -1283,6 +1681,22 @@ def print_report(report: dict[str, Any], kinds: Sequence[str]) -> None:
             f"Raw inserts into the same database in the same run: {raw['per_sec']:,.0f}/s "
             f"({raw['concurrent_writers']} concurrent writers)."
         )
+    for kind in kinds:
+        groups = report["servers"].get(kind, {}).get("groups")
+        if groups and "error" in groups:
+            print(f"(d) {kind} failed: {groups['error']}")
+        elif groups:
+            ceiling = groups["ceiling_per_sec"]
+            print(
+                f"(d) {kind}: {groups['senders']} senders over {groups['sends_over']}, each "
+                f"closed-loop in its own group for {groups['secs']:g} s; only the senders are "
+                "connected."
+                + (
+                    f" Their ceiling (the per-socket command limit): {ceiling:,.0f}/s."
+                    if ceiling
+                    else ""
+                )
+            )
     print("Ratios: this server's figure divided by the peer's (↑ higher is better, ↓ lower).")
     for kind in kinds:
         error = report["servers"].get(kind, {}).get("error")
@@ -1294,7 +1708,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.compare",
         description="This server beside a bare Tornado relay and python-socketio (WebSocket and "
-        "long-polling): connect rate, memory per connection, fan-out latency, sustained 1:1 rate.",
+        "long-polling): connect rate, memory per connection, fan-out latency, sustained 1:1 rate, "
+        "and this server's send rate to 1,000-member vs 2-member groups. For a quick look at one "
+        "figure: --servers chat-ws,bare --workloads fanout --quick.",
     )
     add = parser.add_argument
     add("--clients", type=int, default=None, help="N idle clients (default 5000; --quick 1000)")
@@ -1323,6 +1739,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=list(SERVERS),
         help="comma-separated subset of " + ",".join(SERVERS),
     )
+    add(
+        "--workloads",
+        type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
+        default=list(WORKLOADS),
+        help="comma-separated subset of " + ",".join(WORKLOADS) + " (fanout and one2one connect "
+        "the clients first, so connect is measured with them; group is this server's only)",
+    )
+    add(
+        "--group-senders",
+        type=int,
+        default=GROUP_SENDERS,
+        help="(d): senders, each in a group of its own (%(default)s)",
+    )
+    add(
+        "--group-secs",
+        type=float,
+        default=None,
+        help=f"(d): seconds of sending per group size (default {GROUP_SECS:g}; --quick half)",
+    )
     add("--raw-inserts", type=int, default=5000, help="raw database inserts to time (%(default)s)")
     add(
         "--json",
@@ -1334,7 +1769,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--profile",
         type=Path,
         default=None,
-        help="attach py-spy to each server per workload; write stacks here",
+        help="attach py-spy to each server per workload; write stacks here "
+        "(python -m bench.profsummary DIR summarizes them)",
     )
     add("--mongo-uri", default=None, help="use this MongoDB instead of an embedded one")
     args = parser.parse_args(argv)
@@ -1342,6 +1778,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.rounds = args.rounds or (5 if args.quick else 10)
     args.step_secs = args.step_secs or (3.0 if args.quick else 6.0)
     args.rates = args.rates or list(QUICK_RATES if args.quick else DEFAULT_RATES)
+    args.group_secs = args.group_secs or (GROUP_SECS / 2 if args.quick else GROUP_SECS)
     if not 2 <= args.clients <= 20_000 or args.clients % 2:
         parser.error("--clients must be an even number between 2 and 20000")
     if not 1 <= args.workers <= 16 or args.clients < 2 * args.workers:
@@ -1349,13 +1786,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     unknown = set(args.servers) - set(SERVERS)
     if unknown or not args.servers:
         parser.error(f"--servers takes {', '.join(SERVERS)}")
+    if set(args.workloads) - set(WORKLOADS) or not args.workloads:
+        parser.error(f"--workloads takes {', '.join(WORKLOADS)}")
+    args.workloads = [w for w in WORKLOADS if w in args.workloads]
+    if not 1 <= args.group_senders <= 1000:
+        parser.error("--group-senders must be between 1 and 1000")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     report = asyncio.run(run(args))
-    kinds = [k for k in SERVERS if k in args.servers]
+    kinds = [k for k in SERVERS if k in report["servers"]]
     print_report(report, kinds)
     path = args.json or ROOT / "bench" / "results" / (
         "compare-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + ".json"

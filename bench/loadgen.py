@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import itertools
 import multiprocessing
 import multiprocessing.connection
@@ -452,6 +453,44 @@ async def gather_limited(
 
     runs = (run(f) for f in factories)
     return list(await asyncio.gather(*runs, return_exceptions=return_exceptions))
+
+
+@dataclasses.dataclass
+class ClosedLoop:
+    """What one closed-loop sender did: the reply latency of each send that succeeded (seconds),
+    the sends that failed, when its last reply came (time.perf_counter), and what stopped it
+    before the end, if anything."""
+
+    latencies: list[float]
+    errors: int
+    ended: float
+    stopped_by: str | None = None
+
+
+async def closed_loop(
+    send: Callable[[], Awaitable[float | None]], until: float, min_interval: float = 0.0
+) -> ClosedLoop:
+    """Call `send` again as soon as the previous call returned, until `until` (perf_counter),
+    starting calls at most every `min_interval` seconds. `send` returns its reply latency, or
+    None for a refused send; a ConnectionError ends the loop (the rest would fail as well)."""
+    latencies: list[float] = []
+    errors = 0
+    stopped_by = None
+    while (started := time.perf_counter()) < until:
+        try:
+            latency = await send()
+        except (ConnectionError, TimeoutError) as exc:
+            errors += 1
+            stopped_by = type(exc).__name__
+            break
+        if latency is None:
+            errors += 1
+        else:
+            latencies.append(latency)
+        wait = started + min_interval - time.perf_counter()
+        if wait > 0:
+            await asyncio.sleep(wait)
+    return ClosedLoop(latencies, errors, time.perf_counter(), stopped_by)
 
 
 def summarize_cpu(
