@@ -1676,8 +1676,8 @@ def print_report(report: dict[str, Any], kinds: Sequence[str]) -> None:
     raw = report.get("raw_db_inserts")
     if raw:
         print(
-            f"\nThis server stores every message before delivering it: a 1:1 message costs three "
-            f"database operations (block check, seq allocation, insert). "
+            f"\nThis server stores every message before delivering it: one insert per message, "
+            f"sends that arrive together sharing one insert_many. "
             f"Raw inserts into the same database in the same run: {raw['per_sec']:,.0f}/s "
             f"({raw['concurrent_writers']} concurrent writers)."
         )
