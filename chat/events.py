@@ -53,6 +53,18 @@ class AttachListener(Protocol):
         """Called synchronously when the user's last attached queue loses it."""
 
 
+class EventSink(Protocol):
+    """A consumer that is handed each event as it is pushed (a WebSocket), instead of
+    waiting for it in :meth:`EventQueue.wait_after` (a long-poll)."""
+
+    def on_event(self, event_id: int, event: Event) -> None:
+        """Called synchronously by :meth:`EventQueue.push`; must not raise."""
+
+    def on_end(self) -> None:
+        """Called synchronously once the sink is no longer fed: the queue was closed, or
+        another transport attached. Not called after its own detach."""
+
+
 class EventQueue:
     """The ordered, acknowledged event stream of one client (browser tab)."""
 
@@ -69,6 +81,7 @@ class EventQueue:
         "_next_token",
         "_on_close",
         "_overflowed",
+        "_sink",
         "_waiter",
         "_waiter_token",
         "queue_id",
@@ -104,6 +117,9 @@ class EventQueue:
         self._waiter_token: int | None = None
         self._next_token = 0
         self._attached_token: int | None = None
+        # The attached transport's sink, if it asked to be fed (see subscribe): it holds
+        # the attached token, so a takeover or its own detach removes it.
+        self._sink: EventSink | None = None
         # A queue nobody ever attached to must still expire.
         self._detached_since: float | None = clock()
         self._clock = clock
@@ -163,6 +179,16 @@ class EventQueue:
         self._last_id += 1
         self._events.append((self._last_id, event))
         self._wake()
+        sink = self._sink
+        if sink is not None:
+            # Handed over at once: a fan-out writes every socket's frame in this one call,
+            # with no task or future per idle socket. A sink that cannot take it now reads
+            # it later with events_after (the event stays until acknowledged).
+            try:
+                sink.on_event(self._last_id, event)
+            except Exception:
+                # One broken consumer must not stop a publish to the other queues.
+                logger.exception("event sink failed on %r", self)
         return self._last_id
 
     # -- consuming ------------------------------------------------------------
@@ -267,6 +293,23 @@ class EventQueue:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def subscribe(self, token: int, sink: EventSink) -> bool:
+        """Feed every event pushed from now on to sink while token stays current; False
+        (nothing changes) if it is not. The caller first sends what events_after returns."""
+        if not self.is_current(token) or self._closed:
+            return False
+        self._sink = sink
+        return True
+
+    def _end_sink(self) -> None:
+        sink = self._sink
+        self._sink = None
+        if sink is not None:
+            try:
+                sink.on_end()
+            except Exception:
+                logger.exception("event sink failed to end on %r", self)
+
     # -- attachment -----------------------------------------------------------
 
     def attach(self) -> int:
@@ -280,8 +323,10 @@ class EventQueue:
         self._next_token += 1
         self._attached_token = self._next_token
         self._detached_since = None
-        # Only one transport at a time: the previous one's pending wait ends.
+        # Only one transport at a time: the previous one's pending wait ends, and its
+        # sink learns it was taken over.
         self._supersede_waiter()
+        self._end_sink()
         return self._attached_token
 
     def detach(self, token: int) -> bool:
@@ -290,6 +335,7 @@ class EventQueue:
             # A transport that was taken over must not detach its successor.
             return False
         self._attached_token = None
+        self._sink = None  # it detached itself: nothing to tell it
         if self._detached_since is None:
             self._detached_since = self._clock()
         if self._waiter is not None and self._waiter_token == token:
@@ -322,6 +368,7 @@ class EventQueue:
         if self._detached_since is None:
             self._detached_since = self._clock()
         self._wake()
+        self._end_sink()
         on_close = self._on_close
         self._on_close = None  # drop the back-reference: nothing else to report
         if on_close is not None:

@@ -7,7 +7,7 @@ import asyncio
 from chat.errors import RateLimited
 from chat.events import Item
 from chat.validation import get_int
-from handlers.base import ApiHandler
+from handlers.base import ApiHandler, EventEncoder
 
 DEFAULT_POLL_SECS = 25  # below the 30-60 s idle timeouts of common proxies
 MAX_POLL_SECS = 60  # the contract's maximum; longer polls are refused, not shortened
@@ -58,7 +58,9 @@ class LongPollHandler(ApiHandler):
             self.wait = None
             registry.detach(queue, consumer)  # a no-op if another transport took over
             slots.release(user_id)
-        self.write_json({"queue_id": queue.queue_id, "events": events})
+        # The events' JSON is shared with every other socket and poll that delivers them.
+        encoder: EventEncoder = self.application.settings["event_encoder"]
+        self.finish(encoder.poll_body(queue.queue_id, events))
 
     def on_connection_close(self) -> None:
         self.gone = True
