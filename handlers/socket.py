@@ -7,9 +7,11 @@ import collections
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
+import tornado.httputil
 import tornado.iostream
 import tornado.websocket
 
@@ -58,6 +60,12 @@ EVENT_WRITE_AHEAD_BYTES = 64 * 1024
 HEARTBEAT_SLICES = 5
 
 
+# What a socket's request and response headers are replaced with once upgraded (see
+# ChatSocket._forget_upgrade): empty, and never written to (Tornado refuses to set headers on
+# an upgraded handler).
+NO_HEADERS = tornado.httputil.HTTPHeaders()
+
+
 # -- Tornado internals ---------------------------------------------------------------------
 # The two functions below are the only uses of Tornado's private API (checked against
 # Tornado 6.6.1; tests/test_socket_frames.py covers both). WebSocketHandler.write_message wraps
@@ -66,11 +74,14 @@ HEARTBEAT_SLICES = 5
 # frame writer costs only the stream's own future.
 
 
-def write_text_frame(protocol: tornado.websocket.WebSocketProtocol13, data: bytes) -> Any:
+def write_text_frame(
+    protocol: tornado.websocket.WebSocketProtocol13, data: bytes
+) -> asyncio.Future[None]:
     """Write one unfragmented, uncompressed text frame (the server negotiates no compression);
     the stream's future. Raises WebSocketClosedError if the stream is closed."""
     try:
-        return protocol._write_frame(True, 0x1, data)
+        future: asyncio.Future[None] = protocol._write_frame(True, 0x1, data)
+        return future
     except tornado.iostream.StreamClosedError:
         raise tornado.websocket.WebSocketClosedError() from None
 
@@ -127,32 +138,36 @@ class ChatProtocol(tornado.websocket.WebSocketProtocol13):
 class ChatSocket(tornado.websocket.WebSocketHandler):
     """One client connection; the queue, not the socket, owns the events."""
 
+    # Thousands of sockets are open at once: what most of them never set stays a class
+    # attribute instead of an entry in each one's __dict__.
+    principal: Principal | None = None
+    queue: EventQueue | None = None
+    consumer: int | None = None  # the queue's token for this socket
+    # The queue feeds this socket (it is the queue's EventSink): the id of the last event
+    # written, and whether later ones wait in the queue (for the stream to drain, or for ever
+    # once session.ended is written).
+    cursor = 0
+    paused = False
+    auth_timer: asyncio.TimerHandle | None = None
+    # Made at the first command and at the first ack.
+    bucket: TokenBucket | None = None
+    ack_bucket: TokenBucket | None = None
+    rejected = 0  # rate-limited frames in a row
+    # Commands waiting to run, and the task running them (both only while there are any).
+    pending: collections.deque[tuple[dict[str, Any], Any]] | None = None
+    runner: asyncio.Task[None] | None = None
+    stream: tornado.iostream.IOStream | None = None  # set once upgraded
+    slot_user: str | None = None  # whose socket slot this socket holds
+    session_timer: asyncio.TimerHandle | None = None  # expiry, or an ended session
+    heartbeat_slice = 0  # which of the heartbeat's slices pings this socket
+    pong_due = False  # pinged, and no pong since
+
     def initialize(self, service: ChatService) -> None:
         self.service = service
         settings = self.application.settings
         self.sockets: set[ChatSocket] = settings["chat_sockets"]
         self.heartbeat: Heartbeat = settings["chat_heartbeat"]
         self.encoder: EventEncoder = settings["event_encoder"]
-        self.principal: Principal | None = None
-        self.queue: EventQueue | None = None
-        self.consumer: int | None = None
-        # The queue feeds this socket (it is the queue's EventSink): the id of the last event
-        # written, and whether later ones wait in the queue (for the stream to drain, or for
-        # ever once session.ended is written).
-        self.cursor = 0
-        self.paused = False
-        self.auth_timer: asyncio.TimerHandle | None = None
-        self.bucket = TokenBucket(FRAMES_PER_SEC, FRAME_BURST)
-        self.ack_bucket = TokenBucket(ACKS_PER_SEC, ACK_BURST)
-        self.rejected = 0
-        # Commands waiting to run, and the task running them (both only while there are any).
-        self.pending: collections.deque[tuple[dict[str, Any], Any]] | None = None
-        self.runner: asyncio.Task[None] | None = None
-        self.stream: tornado.iostream.IOStream | None = None  # set once upgraded
-        self.slot_user: str | None = None  # whose socket slot this socket holds
-        self.session_timer: asyncio.TimerHandle | None = None  # expiry, or an ended session
-        self.heartbeat_slice = 0  # which of the heartbeat's slices pings this socket
-        self.pong_due = False  # pinged, and no pong since
 
     def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
         protocol = super().get_websocket_protocol()
@@ -164,7 +179,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         # Tornado (>= 6.6) accepts same-origin requests before asking: this decides the rest.
         return origin in self.service.settings.allowed_origins
 
-    async def open(self, *args: str, **kwargs: str) -> None:
+    def open(self, *args: str, **kwargs: str) -> Awaitable[None] | None:
         # Small frames must not wait for the peer's delayed ACK (Nagle): an event followed by
         # a reply otherwise costs ~40 ms.
         self.set_nodelay(True)
@@ -173,6 +188,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         self.sockets.add(self)
         self.heartbeat.add(self)
         token = self.get_query_argument("token", None)
+        frame = None
         if token:
             frame = {
                 "token": token,
@@ -180,12 +196,26 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
                 "epoch": self.get_query_argument("epoch", None),
                 "last_event_id": self.get_query_argument("last_event_id", "0"),
             }
-            await self._authenticate(frame)
-        else:
-            loop = asyncio.get_running_loop()
-            self.auth_timer = loop.call_later(
-                self.service.settings.auth_timeout_secs, self._auth_timed_out
-            )
+        self._forget_upgrade()
+        if frame is not None:
+            return self._authenticate(frame)  # Tornado reads no frame before it is done
+        loop = asyncio.get_running_loop()
+        self.auth_timer = loop.call_later(
+            self.service.settings.auth_timeout_secs, self._auth_timed_out
+        )
+        return None
+
+    def _forget_upgrade(self) -> None:
+        """Drop what the HTTP upgrade left on the handler, which Tornado keeps for the life of
+        the connection and a WebSocket never reads again (about 4 KiB a socket): the request's
+        headers and arguments (the token among them), the response's headers, the output
+        transforms, the template namespace. The request's remote_ip stays (commands use it)."""
+        request = self.request
+        request.headers = NO_HEADERS
+        request.arguments, request.query_arguments = {}, {}
+        self._headers = NO_HEADERS  # sent with the 101; setting headers now raises anyway
+        self._transforms = []
+        self.ui = None  # type: ignore[assignment]  # as Tornado's own _break_cycles does
 
     def _auth_timed_out(self) -> None:
         if self.principal is None:
@@ -296,16 +326,22 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         return frame
 
     def _throttle(self) -> None:
+        if self.bucket is None:
+            self.bucket = TokenBucket(FRAMES_PER_SEC, FRAME_BURST)
         wait = self.bucket.take()
         if not wait:
-            self.rejected = 0
+            if self.rejected:
+                self.rejected = 0
             return
         self._rejected_one()
         raise RateLimited("Too many frames; slow down.", retry_after_secs=wait)
 
     def _allow_ack(self) -> bool:
+        if self.ack_bucket is None:
+            self.ack_bucket = TokenBucket(ACKS_PER_SEC, ACK_BURST)
         if not self.ack_bucket.take():
-            self.rejected = 0
+            if self.rejected:
+                self.rejected = 0
             return True
         self._rejected_one()  # dropped without a reply: the next ack covers it
         return False
@@ -482,8 +518,9 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         if self.unsent_bytes > self.service.settings.max_socket_buffer_bytes:
             self.close(CLOSE_SLOW_CONSUMER, "slow consumer: too much unread data")
             raise tornado.websocket.WebSocketClosedError()
-        assert isinstance(connection, tornado.websocket.WebSocketProtocol13)
-        future: asyncio.Future[None] = write_text_frame(connection, data)
+        # get_websocket_protocol makes every connection a ChatProtocol (no isinstance here: an
+        # ABC's costs more than the rest of a fan-out's bookkeeping).
+        future: asyncio.Future[None] = write_text_frame(cast(ChatProtocol, connection), data)
         return future
 
     @property
