@@ -208,11 +208,12 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
     def _forget_upgrade(self) -> None:
         """Drop what the HTTP upgrade left on the handler, which Tornado keeps for the life of
         the connection and a WebSocket never reads again (about 4 KiB a socket): the request's
-        headers and arguments (the token among them), the response's headers, the output
+        headers, query and arguments (the token among them), the response's headers, the output
         transforms, the template namespace. The request's remote_ip stays (commands use it)."""
         request = self.request
         request.headers = NO_HEADERS
         request.arguments, request.query_arguments = {}, {}
+        request.uri, request.query = request.path, ""  # what a log line may show of it
         self._headers = NO_HEADERS  # sent with the 101; setting headers now raises anyway
         self._transforms = []
         self.ui = None  # type: ignore[assignment]  # as Tornado's own _break_cycles does
