@@ -51,6 +51,11 @@ class AttachListener(Protocol):
         """Called synchronously when the user's last attached queue loses it."""
 
 
+def _wake_future(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class EventSink(Protocol):
     """A consumer that is handed each event as it is pushed (a WebSocket), instead of
     waiting for it in :meth:`EventQueue.wait_after` (a long-poll)."""
@@ -255,18 +260,18 @@ class EventQueue:
         # One consumer at a time: the previous one (an older poll, or the
         # transport we are taking over from) returns [] right away.
         self._supersede_waiter()
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
         self._waiter = fut
         self._waiter_token = token
+        # The timeout only wakes the waiter, as a push would: a plain timer, not a timeout
+        # context (which costs each of thousands of held polls an object and a cancellation).
+        timer = None if timeout is None else loop.call_later(timeout, _wake_future, fut)
         try:
-            if timeout is None:
-                await fut  # no timeout context: nothing to schedule or cancel
-            else:
-                async with asyncio.timeout(timeout):
-                    await fut
-        except TimeoutError:
-            pass
+            await fut
         finally:
+            if timer is not None:
+                timer.cancel()
             # Decide before clearing: if someone replaced us, we were superseded,
             # even if a push woke us first (the newer consumer gets those events,
             # so returning them here too would deliver them twice).
