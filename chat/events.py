@@ -15,9 +15,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
-from itertools import islice
 from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
@@ -53,6 +51,23 @@ class AttachListener(Protocol):
         """Called synchronously when the user's last attached queue loses it."""
 
 
+def _wake_future(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class EventSink(Protocol):
+    """A consumer that is handed each event as it is pushed (a WebSocket), instead of
+    waiting for it in :meth:`EventQueue.wait_after` (a long-poll)."""
+
+    def on_event(self, event_id: int, event: Event) -> None:
+        """Called synchronously by :meth:`EventQueue.push`; must not raise."""
+
+    def on_end(self) -> None:
+        """Called synchronously once the sink is no longer fed: the queue was closed, or
+        another transport attached. Not called after its own detach."""
+
+
 class EventQueue:
     """The ordered, acknowledged event stream of one client (browser tab)."""
 
@@ -69,6 +84,7 @@ class EventQueue:
         "_next_token",
         "_on_close",
         "_overflowed",
+        "_sink",
         "_waiter",
         "_waiter_token",
         "queue_id",
@@ -93,7 +109,9 @@ class EventQueue:
         self.user_id = user_id
         self.session_id = session_id
         # Only unacknowledged events are kept, oldest first; ids are contiguous.
-        self._events: deque[tuple[int, Event]] = deque()
+        # A list, not a deque: an empty deque costs 760 bytes, an empty list 56, and most
+        # queues hold a few events at a time, dropped by cumulative acks.
+        self._events: list[tuple[int, Event]] = []
         self._last_id = 0
         self._acked = 0
         self._max_events = max_events
@@ -104,6 +122,9 @@ class EventQueue:
         self._waiter_token: int | None = None
         self._next_token = 0
         self._attached_token: int | None = None
+        # The attached transport's sink, if it asked to be fed (see subscribe): it holds
+        # the attached token, so a takeover or its own detach removes it.
+        self._sink: EventSink | None = None
         # A queue nobody ever attached to must still expire.
         self._detached_since: float | None = clock()
         self._clock = clock
@@ -163,6 +184,16 @@ class EventQueue:
         self._last_id += 1
         self._events.append((self._last_id, event))
         self._wake()
+        sink = self._sink
+        if sink is not None:
+            # Handed over at once: a fan-out writes every socket's frame in this one call,
+            # with no task or future per idle socket. A sink that cannot take it now reads
+            # it later with events_after (the event stays until acknowledged).
+            try:
+                sink.on_event(self._last_id, event)
+            except Exception:
+                # One broken consumer must not stop a publish to the other queues.
+                logger.exception("event sink failed on %r", self)
         return self._last_id
 
     # -- consuming ------------------------------------------------------------
@@ -175,8 +206,9 @@ class EventQueue:
             return
         self._acked = last_event_id
         events = self._events
-        while events and events[0][0] <= last_event_id:
-            events.popleft()
+        if events:
+            # Ids are contiguous: the acknowledged ones are a prefix of known length.
+            del events[: max(0, last_event_id - events[0][0] + 1)]
 
     def events_after(self, last_event_id: int, *, prune: bool = True) -> list[Item]:
         """Return every kept event after last_event_id in order; acks first unless prune=False."""
@@ -189,7 +221,7 @@ class EventQueue:
             return []
         # Ids are contiguous, so the start is an offset: no scan of what was sent.
         start = max(0, last_event_id - events[0][0] + 1)
-        return [{"id": i, "event": e} for i, e in islice(events, start, None)]
+        return [{"id": i, "event": e} for i, e in events[start:]]
 
     def can_resume_from(self, last_event_id: int) -> bool:
         """True if every event after last_event_id can still be delivered."""
@@ -228,18 +260,18 @@ class EventQueue:
         # One consumer at a time: the previous one (an older poll, or the
         # transport we are taking over from) returns [] right away.
         self._supersede_waiter()
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
         self._waiter = fut
         self._waiter_token = token
+        # The timeout only wakes the waiter, as a push would: a plain timer, not a timeout
+        # context (which costs each of thousands of held polls an object and a cancellation).
+        timer = None if timeout is None else loop.call_later(timeout, _wake_future, fut)
         try:
-            if timeout is None:
-                await fut  # no timeout context: nothing to schedule or cancel
-            else:
-                async with asyncio.timeout(timeout):
-                    await fut
-        except TimeoutError:
-            pass
+            await fut
         finally:
+            if timer is not None:
+                timer.cancel()
             # Decide before clearing: if someone replaced us, we were superseded,
             # even if a push woke us first (the newer consumer gets those events,
             # so returning them here too would deliver them twice).
@@ -267,6 +299,23 @@ class EventQueue:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def subscribe(self, token: int, sink: EventSink) -> bool:
+        """Feed every event pushed from now on to sink while token stays current; False
+        (nothing changes) if it is not. The caller first sends what events_after returns."""
+        if not self.is_current(token) or self._closed:
+            return False
+        self._sink = sink
+        return True
+
+    def _end_sink(self) -> None:
+        sink = self._sink
+        self._sink = None
+        if sink is not None:
+            try:
+                sink.on_end()
+            except Exception:
+                logger.exception("event sink failed to end on %r", self)
+
     # -- attachment -----------------------------------------------------------
 
     def attach(self) -> int:
@@ -280,8 +329,10 @@ class EventQueue:
         self._next_token += 1
         self._attached_token = self._next_token
         self._detached_since = None
-        # Only one transport at a time: the previous one's pending wait ends.
+        # Only one transport at a time: the previous one's pending wait ends, and its
+        # sink learns it was taken over.
         self._supersede_waiter()
+        self._end_sink()
         return self._attached_token
 
     def detach(self, token: int) -> bool:
@@ -290,6 +341,7 @@ class EventQueue:
             # A transport that was taken over must not detach its successor.
             return False
         self._attached_token = None
+        self._sink = None  # it detached itself: nothing to tell it
         if self._detached_since is None:
             self._detached_since = self._clock()
         if self._waiter is not None and self._waiter_token == token:
@@ -322,6 +374,7 @@ class EventQueue:
         if self._detached_since is None:
             self._detached_since = self._clock()
         self._wake()
+        self._end_sink()
         on_close = self._on_close
         self._on_close = None  # drop the back-reference: nothing else to report
         if on_close is not None:

@@ -10,12 +10,12 @@ import tornado.web
 
 from chat.service import ChatService
 from handlers.api import CommandHandler, HealthHandler
-from handlers.base import ApiNotFoundHandler
+from handlers.base import ApiNotFoundHandler, EventEncoder
 from handlers.events import LongPollHandler
 from handlers.export import AllExportHandler, ConversationExportHandler
 from handlers.logs import access_logger, install_log_redaction
 from handlers.pages import IndexHandler, StaticHandler
-from handlers.socket import MAX_FRAME_BYTES, ChatSocket, end_session_sockets
+from handlers.socket import MAX_FRAME_BYTES, ChatSocket, Heartbeat, end_session_sockets
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,12 +81,12 @@ def make_app(
         static_path=str(ROOT / "static"),
         static_handler_class=StaticHandler,
         debug=service.settings.debug,
-        websocket_ping_interval=service.settings.heartbeat_secs,
-        # A peer that does not answer a ping before the next one is dropped (Tornado caps the
-        # timeout at the interval).
-        websocket_ping_timeout=service.settings.heartbeat_secs,
         websocket_max_message_size=MAX_FRAME_BYTES,
         compress_response=True,
         log_function=access_logger(service.settings.access_log),
         chat_sockets=sockets,
+        # One pinger for every socket, in place of Tornado's task and timer per socket.
+        chat_heartbeat=Heartbeat(sockets, service.settings.heartbeat_secs),
+        # One encoding of each event for every socket and long-poll that delivers it.
+        event_encoder=EventEncoder(),
     )

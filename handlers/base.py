@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import tornado.web
 
 from chat.errors import ChatError, NotFound, RateLimited, TooLarge
+from chat.events import Event, Item
 from chat.validation import decode_json
 
 if TYPE_CHECKING:
@@ -38,6 +39,47 @@ def json_dumps(value: Any) -> str:
     """Compact JSON; '</' escaped so a body can never close a script tag."""
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return text.replace("</", "<\\/")
+
+
+# Events published at about the same time: a fan-out, then the long-polls it woke, which
+# read it a moment later (other events may be encoded in between).
+ENCODED_EVENTS_KEPT = 256
+
+
+class EventEncoder:
+    """The JSON of recent events, each encoded once however many sockets and polls deliver
+    it: an event is one dict shared by every queue it was published to, never mutated."""
+
+    __slots__ = ("_recent",)
+
+    def __init__(self) -> None:
+        # id(event) -> (event, its JSON). Holding the event keeps its id from being reused.
+        self._recent: dict[int, tuple[Event, bytes]] = {}
+
+    def encode(self, event: Event) -> bytes:
+        """json_dumps(event) as UTF-8."""
+        recent = self._recent
+        hit = recent.get(id(event))
+        if hit is not None and hit[0] is event:
+            return hit[1]
+        data = json_dumps(event).encode()
+        if len(recent) >= ENCODED_EVENTS_KEPT:
+            del recent[next(iter(recent))]  # the oldest: dicts keep insertion order
+        recent[id(event)] = (event, data)
+        return data
+
+    def event_frame(self, event_id: int, event: Event) -> bytes:
+        """The WebSocket frame of a queued event: json_dumps({"type": "event", "id": ...,
+        "event": ...}), built around the event's shared JSON."""
+        return b'{"type":"event","id":%d,"event":%b}' % (event_id, self.encode(event))
+
+    def poll_body(self, queue_id: str, items: list[Item]) -> bytes:
+        """A long-poll response: json_dumps({"queue_id": ..., "events": items}), likewise."""
+        encode = self.encode
+        events = b",".join(
+            b'{"id":%d,"event":%b}' % (item["id"], encode(item["event"])) for item in items
+        )
+        return b'{"queue_id":%b,"events":[%b]}' % (json_dumps(queue_id).encode(), events)
 
 
 class JsonHandler(tornado.web.RequestHandler):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from chat.errors import RateLimited
-from chat.events import Item
+from chat.events import EventQueue
 from chat.validation import get_int
-from handlers.base import ApiHandler
+from handlers.base import ApiHandler, EventEncoder
 
 DEFAULT_POLL_SECS = 25  # below the 30-60 s idle timeouts of common proxies
 MAX_POLL_SECS = 60  # the contract's maximum; longer polls are refused, not shortened
@@ -17,8 +17,8 @@ POLL_RETRY_SECS = 1.0  # a refused poll's Retry-After: held polls end within the
 class LongPollHandler(ApiHandler):
     """One poll: create or resume the queue, then return its events or [] at the timeout."""
 
-    wait: asyncio.Future[list[Item]] | None = None
     gone = False  # the client closed the connection
+    held: tuple[EventQueue, int] | None = None  # the queue this poll waits on, and its token
 
     async def get(self) -> None:
         args = self.query_args()
@@ -43,24 +43,29 @@ class LongPollHandler(ApiHandler):
                 retry_after_secs=POLL_RETRY_SECS,
             )
         consumer = registry.attach(queue)  # supersedes an older poll or a WebSocket
+        self.held = (queue, consumer)
         try:
             # The token keeps this poll, if it is taken over before it starts
-            # waiting, from stealing (and acknowledging) its successor's events.
-            self.wait = asyncio.ensure_future(queue.wait_after(cursor, timeout, token=consumer))
-            events = await self.wait
+            # waiting, from stealing (and acknowledging) its successor's events. Awaited
+            # here, not in a task of its own: a client that leaves ends the wait by detaching
+            # (on_connection_close), so thousands of held polls cost no task each.
+            events = await queue.wait_after(cursor, timeout, token=consumer)
         except asyncio.CancelledError:
-            if self.gone:
-                return  # the client went away; unacknowledged events stay for its next poll
             # Cancelled from outside (the server is stopping): answer like a heartbeat, so
             # the client polls again with the same cursor instead of reading a broken reply.
             events = []
         finally:
-            self.wait = None
+            self.held = None
             registry.detach(queue, consumer)  # a no-op if another transport took over
             slots.release(user_id)
-        self.write_json({"queue_id": queue.queue_id, "events": events})
+        if self.gone:
+            return  # the client went away; unacknowledged events stay for its next poll
+        # The events' JSON is shared with every other socket and poll that delivers them.
+        encoder: EventEncoder = self.application.settings["event_encoder"]
+        self.finish(encoder.poll_body(queue.queue_id, events))
 
     def on_connection_close(self) -> None:
         self.gone = True
-        if self.wait is not None:
-            self.wait.cancel()
+        if self.held is not None:
+            # Ends the wait at once (its token is no longer current); the queue lives on.
+            self.service.registry.detach(*self.held)

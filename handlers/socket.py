@@ -7,17 +7,20 @@ import collections
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
+import tornado.httputil
+import tornado.iostream
 import tornado.websocket
 
 from chat.commands import Principal, retrieve_exception
 from chat.errors import BadRequest, ChatError, RateLimited, Unauthorized
-from chat.events import EventQueue
+from chat.events import Event, EventQueue
 from chat.service import ChatService
 from chat.validation import decode_json
-from handlers.base import json_dumps
+from handlers.base import EventEncoder, json_dumps
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +30,12 @@ CLOSE_REPLACED = 4409  # another connection (or long-polling) took this queue ov
 CLOSE_QUEUE_LOST = 4410  # the queue was dropped (overflow): reconnect, hello says resumed false
 CLOSE_POLICY = 1008  # kept flooding after being told to slow down
 CLOSE_TRY_AGAIN = 1013  # the database could not be reached while signing the socket in
-CLOSE_INTERNAL = 1011  # an unexpected failure in the writer
+CLOSE_INTERNAL = 1011  # an unexpected failure writing events
 CLOSE_GOING_AWAY = 1001  # the server is shutting down: reconnect and resume
 CLOSE_SLOW_CONSUMER = 4413  # more than max_socket_buffer_bytes sent and not taken by the client
 CLOSE_TOO_MANY = 4429  # the user already holds max_sockets_per_user sockets (or queues)
-# After a logout elsewhere, the socket's writer normally delivers session.ended and closes at
-# once; one whose writes are stuck behind a client that stopped reading is closed this late.
+# After a logout elsewhere, the socket normally writes session.ended and closes at once; one
+# whose writes are stuck behind a client that stopped reading is closed this late.
 SESSION_END_GRACE_SECS = 1.0
 CLOSE_INVALID_DATA = 1007  # a text frame that is not UTF-8 (RFC 6455 section 8.1)
 PUBLIC_FRAMES = frozenset({"auth", "auth.register", "auth.login"})
@@ -48,6 +51,48 @@ MAX_REJECTED_FRAMES = 100  # past this many rate-limited frames in a row, close
 # gets there: the rate limit allows 20 a second.
 MAX_PENDING_FRAMES = 64
 INTERNAL_ERROR = {"code": "internal_error", "message": "Something went wrong on the server."}
+# Events are written to a socket while less than this is waiting in its stream; past it the
+# rest wait in the queue (where they are kept until acknowledged anyway) until the stream has
+# drained, so a client reading a long backlog slowly is never taken for a slow consumer.
+EVENT_WRITE_AHEAD_BYTES = 64 * 1024
+# The heartbeat pings each socket once per heartbeat_secs, a fifth of them at a time, so that
+# thousands of pings are not written in one stall of the event loop.
+HEARTBEAT_SLICES = 5
+
+
+# What a socket's request and response headers are replaced with once upgraded (see
+# ChatSocket._forget_upgrade): empty, and never written to (Tornado refuses to set headers on
+# an upgraded handler).
+NO_HEADERS = tornado.httputil.HTTPHeaders()
+
+
+# -- Tornado internals ---------------------------------------------------------------------
+# The two functions below are the only uses of Tornado's private API (checked against
+# Tornado 6.6.1; tests/test_socket_frames.py covers both). WebSocketHandler.write_message wraps
+# every frame in a task (asyncio.ensure_future of a coroutine that only translates the error
+# type): one task per frame, 5,000 per fan-out. Writing the frame through the protocol's
+# frame writer costs only the stream's own future.
+
+
+def write_text_frame(
+    protocol: tornado.websocket.WebSocketProtocol13, data: bytes
+) -> asyncio.Future[None]:
+    """Write one unfragmented, uncompressed text frame (the server negotiates no compression);
+    the stream's future. Raises WebSocketClosedError if the stream is closed."""
+    try:
+        future: asyncio.Future[None] = protocol._write_frame(True, 0x1, data)
+        return future
+    except tornado.iostream.StreamClosedError:
+        raise tornado.websocket.WebSocketClosedError() from None
+
+
+def unsent_bytes(stream: tornado.iostream.IOStream) -> int:
+    """Bytes written to the stream and not yet taken by the kernel (still right after the
+    stream closed: Tornado keeps both counters)."""
+    return stream._total_write_index - stream._total_write_done_index
+
+
+# ------------------------------------------------------------------------------------------
 
 
 class TokenBucket:
@@ -93,23 +138,36 @@ class ChatProtocol(tornado.websocket.WebSocketProtocol13):
 class ChatSocket(tornado.websocket.WebSocketHandler):
     """One client connection; the queue, not the socket, owns the events."""
 
+    # Thousands of sockets are open at once: what most of them never set stays a class
+    # attribute instead of an entry in each one's __dict__.
+    principal: Principal | None = None
+    queue: EventQueue | None = None
+    consumer: int | None = None  # the queue's token for this socket
+    # The queue feeds this socket (it is the queue's EventSink): the id of the last event
+    # written, and whether later ones wait in the queue (for the stream to drain, or for ever
+    # once session.ended is written).
+    cursor = 0
+    paused = False
+    auth_timer: asyncio.TimerHandle | None = None
+    # Made at the first command and at the first ack.
+    bucket: TokenBucket | None = None
+    ack_bucket: TokenBucket | None = None
+    rejected = 0  # rate-limited frames in a row
+    # Commands waiting to run, and the task running them (both only while there are any).
+    pending: collections.deque[tuple[dict[str, Any], Any]] | None = None
+    runner: asyncio.Task[None] | None = None
+    stream: tornado.iostream.IOStream | None = None  # set once upgraded
+    slot_user: str | None = None  # whose socket slot this socket holds
+    session_timer: asyncio.TimerHandle | None = None  # expiry, or an ended session
+    heartbeat_slice = 0  # which of the heartbeat's slices pings this socket
+    pong_due = False  # pinged, and no pong since
+
     def initialize(self, service: ChatService) -> None:
         self.service = service
-        self.sockets: set[ChatSocket] = self.application.settings["chat_sockets"]
-        self.principal: Principal | None = None
-        self.queue: EventQueue | None = None
-        self.consumer: int | None = None
-        self.writer: asyncio.Task[None] | None = None
-        self.auth_timer: asyncio.TimerHandle | None = None
-        self.bucket = TokenBucket(FRAMES_PER_SEC, FRAME_BURST)
-        self.ack_bucket = TokenBucket(ACKS_PER_SEC, ACK_BURST)
-        self.rejected = 0
-        # Commands waiting to run, and the task running them (both only while there are any).
-        self.pending: collections.deque[tuple[dict[str, Any], Any]] | None = None
-        self.runner: asyncio.Task[None] | None = None
-        self.unsent_bytes = 0  # written and not yet taken by the client
-        self.slot_user: str | None = None  # whose socket slot this socket holds
-        self.session_timer: asyncio.TimerHandle | None = None  # expiry, or an ended session
+        settings = self.application.settings
+        self.sockets: set[ChatSocket] = settings["chat_sockets"]
+        self.heartbeat: Heartbeat = settings["chat_heartbeat"]
+        self.encoder: EventEncoder = settings["event_encoder"]
 
     def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
         protocol = super().get_websocket_protocol()
@@ -121,12 +179,16 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         # Tornado (>= 6.6) accepts same-origin requests before asking: this decides the rest.
         return origin in self.service.settings.allowed_origins
 
-    async def open(self, *args: str, **kwargs: str) -> None:
+    def open(self, *args: str, **kwargs: str) -> Awaitable[None] | None:
         # Small frames must not wait for the peer's delayed ACK (Nagle): an event followed by
         # a reply otherwise costs ~40 ms.
         self.set_nodelay(True)
+        assert self.ws_connection is not None
+        self.stream = self.ws_connection.stream
         self.sockets.add(self)
+        self.heartbeat.add(self)
         token = self.get_query_argument("token", None)
+        frame = None
         if token:
             frame = {
                 "token": token,
@@ -134,12 +196,27 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
                 "epoch": self.get_query_argument("epoch", None),
                 "last_event_id": self.get_query_argument("last_event_id", "0"),
             }
-            await self._authenticate(frame)
-        else:
-            loop = asyncio.get_running_loop()
-            self.auth_timer = loop.call_later(
-                self.service.settings.auth_timeout_secs, self._auth_timed_out
-            )
+        self._forget_upgrade()
+        if frame is not None:
+            return self._authenticate(frame)  # Tornado reads no frame before it is done
+        loop = asyncio.get_running_loop()
+        self.auth_timer = loop.call_later(
+            self.service.settings.auth_timeout_secs, self._auth_timed_out
+        )
+        return None
+
+    def _forget_upgrade(self) -> None:
+        """Drop what the HTTP upgrade left on the handler, which Tornado keeps for the life of
+        the connection and a WebSocket never reads again (about 4 KiB a socket): the request's
+        headers, query and arguments (the token among them), the response's headers, the output
+        transforms, the template namespace. The request's remote_ip stays (commands use it)."""
+        request = self.request
+        request.headers = NO_HEADERS
+        request.arguments, request.query_arguments = {}, {}
+        request.uri, request.query = request.path, ""  # what a log line may show of it
+        self._headers = NO_HEADERS  # sent with the 101; setting headers now raises anyway
+        self._transforms = []
+        self.ui = None  # type: ignore[assignment]  # as Tornado's own _break_cycles does
 
     def _auth_timed_out(self) -> None:
         if self.principal is None:
@@ -222,9 +299,9 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         if kind in ("auth.login", "auth.register") and self.principal is None:
             # Signing in over the socket also signs the socket in.
             await self._authenticate({"token": data["token"]})
-        elif kind == "auth.logout" and (self.writer is None or self.writer.done()):
-            # Normally the writer delivers session.ended and then closes; without
-            # a running writer nobody else would.
+        elif kind == "auth.logout" and self.queue is None:
+            # Normally the queue's session.ended closes the socket once written; without a
+            # queue nobody else would.
             self.close(CLOSE_UNAUTHORIZED, "session ended")
 
     def _end_session(self, reason: str) -> None:
@@ -234,7 +311,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             self.close(CLOSE_UNAUTHORIZED, reason)
 
     def session_over(self) -> None:
-        """The session ended (a logout): close unless the writer does it first."""
+        """The session ended (a logout): close unless session.ended is written first."""
         if self.session_timer is not None:
             self.session_timer.cancel()
         self.session_timer = asyncio.get_running_loop().call_later(
@@ -250,16 +327,22 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         return frame
 
     def _throttle(self) -> None:
+        if self.bucket is None:
+            self.bucket = TokenBucket(FRAMES_PER_SEC, FRAME_BURST)
         wait = self.bucket.take()
         if not wait:
-            self.rejected = 0
+            if self.rejected:
+                self.rejected = 0
             return
         self._rejected_one()
         raise RateLimited("Too many frames; slow down.", retry_after_secs=wait)
 
     def _allow_ack(self) -> bool:
+        if self.ack_bucket is None:
+            self.ack_bucket = TokenBucket(ACKS_PER_SEC, ACK_BURST)
         if not self.ack_bucket.take():
-            self.rejected = 0
+            if self.rejected:
+                self.rejected = 0
             return True
         self._rejected_one()  # dropped without a reply: the next ack covers it
         return False
@@ -339,38 +422,82 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             self.close(CLOSE_REPLACED, "queue taken over by another connection")
             return
         self._send(hello)
-        self.writer = asyncio.create_task(self._push_events(queue, consumer, cursor))
+        self.cursor = cursor
+        # The backlog first, then every later event as it is pushed (both in this one step
+        # of the event loop, so none falls between them).
+        if self._pump():
+            queue.subscribe(consumer, self)
 
-    async def _push_events(self, queue: EventQueue, consumer: int, cursor: int) -> None:
-        """Send every event after cursor in order; the client's acks, not sends, prune."""
+    # -- the queue's EventSink ----------------------------------------------------------------
+
+    def on_event(self, event_id: int, event: Event) -> None:
+        """Write the event pushed to this socket's queue at once, unless earlier ones are still
+        waiting for the stream to drain (then it waits in the queue behind them)."""
+        if self.paused:
+            return
+        if event_id != self.cursor + 1:  # never expected: catch up from the queue instead
+            self._pump()
+            return
         try:
-            while True:
-                # prune=False: the cursor is what was sent, not what the client got.
-                # token: once taken over, this wait returns [] instead of stealing
-                # the successor's wait. No timeout: a takeover, a detach and closing the
-                # queue all end the wait, and WebSocket pings keep the connection alive; a
-                # timer per wait cost each of thousands of idle writers a timer handle and
-                # a timeout context per event (the profile of a fan-out to 5,000 sockets).
-                items = await queue.wait_after(cursor, None, prune=False, token=consumer)
-                for item in items:
-                    if not queue.is_current(consumer):
-                        break  # taken over mid-batch: the successor sends the rest
-                    await self._write(json_dumps({"type": "event", **item}))
-                    cursor = item["id"]
-                    if item["event"].get("type") == "session.ended":
-                        self.close(CLOSE_UNAUTHORIZED, "session ended")
-                        return
-                if not queue.is_current(consumer):
-                    self.close(CLOSE_REPLACED, "queue taken over by another connection")
-                    return
-                if queue.closed and not queue.events_after(cursor, prune=False):
-                    self.close(CLOSE_QUEUE_LOST, "queue dropped; reconnect to get a new one")
-                    return
+            self._write_event(event_id, event)
         except tornado.websocket.WebSocketClosedError:
             pass
         except Exception:
+            log.exception("event write failed")
+            self.close(CLOSE_INTERNAL, "internal error")
+
+    def on_end(self) -> None:
+        """The queue was closed or taken over: close once what is left is written."""
+        if not self.paused:
+            self._pump()
+
+    def _pump(self) -> bool:
+        """Write the queue's events after the cursor until the stream holds enough; close the
+        socket if the queue was taken over, or closed with nothing left to write. True if the
+        socket is open and caught up."""
+        queue, consumer = self.queue, self.consumer
+        if queue is None or consumer is None or self._gone():
+            return False
+        try:
+            if not queue.is_current(consumer):
+                # The successor sends the rest; the client acknowledges what it got from us.
+                self.close(CLOSE_REPLACED, "queue taken over by another connection")
+                return False
+            # prune=False: the cursor is what was sent; the client's acks, not sends, prune.
+            for item in queue.events_after(self.cursor, prune=False):
+                if not self._write_event(item["id"], item["event"]):
+                    return False
+            if queue.closed:
+                self.close(CLOSE_QUEUE_LOST, "queue dropped; reconnect to get a new one")
+                return False
+        except tornado.websocket.WebSocketClosedError:
+            return False
+        except Exception:
             log.exception("event writer failed")
             self.close(CLOSE_INTERNAL, "internal error")
+            return False
+        return True
+
+    def _write_event(self, event_id: int, event: Event) -> bool:
+        """Write one event's frame; True if the next one may follow at once."""
+        future = self._write(self.encoder.event_frame(event_id, event))
+        self.cursor = event_id
+        if event.get("type") == "session.ended":
+            self.paused = True  # nothing after it: the queue closes next
+            # Closed on the next turn of the loop: the reply to this socket's own logout,
+            # which pushed the event, is sent in this one.
+            asyncio.get_running_loop().call_soon(self._end_session, "session ended")
+            return False
+        if self.unsent_bytes > EVENT_WRITE_AHEAD_BYTES:
+            self.paused = True
+            future.add_done_callback(self._drained)
+            return False
+        return True
+
+    def _drained(self, future: asyncio.Future[None]) -> None:
+        self.paused = False
+        if not future.cancelled() and future.exception() is None:
+            self._pump()
 
     def _send(self, frame: dict[str, Any]) -> None:
         if self.ws_connection is None or self.ws_connection.is_closing():
@@ -379,28 +506,47 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             # Not awaited: a reply is fire-and-forget. If the connection drops before the
             # write completes, its future fails with WebSocketClosedError; retrieve that so
             # asyncio does not log "Task exception was never retrieved".
-            self._write(json_dumps(frame)).add_done_callback(retrieve_exception)
+            self._write(json_dumps(frame).encode()).add_done_callback(retrieve_exception)
 
-    def _write(self, text: str) -> asyncio.Future[None]:
-        """Write one text frame, counting its bytes until the client has taken them. A client
-        that left more than max_socket_buffer_bytes of earlier frames untaken is closed as a
-        slow consumer (replies are not awaited: without this they would pile up without
-        bound), so at most the cap and one frame are ever buffered."""
+    def _write(self, data: bytes) -> asyncio.Future[None]:
+        """Write one text frame. A client that left more than max_socket_buffer_bytes of
+        earlier frames untaken is closed as a slow consumer (replies are not awaited: without
+        this they would pile up without bound), so at most the cap and one frame are ever
+        buffered."""
+        connection = self.ws_connection
+        if connection is None or connection.is_closing():
+            raise tornado.websocket.WebSocketClosedError()
         if self.unsent_bytes > self.service.settings.max_socket_buffer_bytes:
             self.close(CLOSE_SLOW_CONSUMER, "slow consumer: too much unread data")
             raise tornado.websocket.WebSocketClosedError()
-        data = text.encode()
-        size = len(data)
-        future = self.write_message(data)  # bytes of a str: still a text frame
-        self.unsent_bytes += size
-        future.add_done_callback(lambda _: self._taken(size))
+        # get_websocket_protocol makes every connection a ChatProtocol (no isinstance here: an
+        # ABC's costs more than the rest of a fan-out's bookkeeping).
+        future: asyncio.Future[None] = write_text_frame(cast(ChatProtocol, connection), data)
         return future
 
-    def _taken(self, size: int) -> None:
-        self.unsent_bytes -= size
+    @property
+    def unsent_bytes(self) -> int:
+        """Written to this socket and not yet taken by the client (frame headers included)."""
+        return 0 if self.stream is None else unsent_bytes(self.stream)
+
+    def on_pong(self, data: bytes) -> None:
+        self.pong_due = False
+
+    def beat(self) -> None:
+        """The heartbeat's turn: close if the last ping went unanswered, else ping again."""
+        if self._gone():
+            return
+        if self.pong_due:
+            self.close(reason="ping timed out")  # Tornado's own pinger's words
+            return
+        self.pong_due = True
+        with contextlib.suppress(
+            tornado.websocket.WebSocketClosedError, tornado.iostream.StreamClosedError
+        ):
+            self.ping()
 
     def on_close(self) -> None:
-        self.sockets.discard(self)
+        self.sockets.discard(self)  # and so from the heartbeat
         self.pending = None  # commands not started yet: their replies could not be sent anyway
         if self.auth_timer is not None:
             self.auth_timer.cancel()
@@ -410,17 +556,44 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         if self.slot_user is not None:
             self.service.socket_slots.release(self.slot_user)
             self.slot_user = None
-        if self.writer is not None:
-            self.writer.cancel()
-            # Drop our reference: the cancelled task holds its CancelledError, whose traceback
-            # holds the writer's frame and so this handler. Without this the handler, its
-            # connection and stream form a cycle that only a full garbage collection (rare by
-            # design, see server.py) would free; with it, they are freed once the task ends.
-            self.writer = None
         if self.queue is not None and self.consumer is not None:
             # A no-op if another transport took the queue over: it stays attached.
             self.service.registry.detach(self.queue, self.consumer)
             self.consumer = None
+
+
+class Heartbeat:
+    """One timer for all the sockets of an application: each is pinged every interval and
+    closed when it has not answered the previous ping within it (the contract's
+    heartbeat_secs). Tornado's websocket_ping_interval costs a task and a timer per socket."""
+
+    def __init__(self, sockets: set[ChatSocket], interval: float) -> None:
+        self.sockets = sockets  # the application's open sockets; on_close removes them
+        self.interval = interval
+        self.timer: asyncio.TimerHandle | None = None  # only while there are sockets
+        self.beats = 0
+        self.added = 0
+
+    def add(self, socket: ChatSocket) -> None:
+        """Ping this socket from now on (it is in the sockets set); start beating if idle."""
+        socket.heartbeat_slice = self.added % HEARTBEAT_SLICES
+        self.added += 1
+        if self.timer is None and self.interval > 0:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_later(self.interval / HEARTBEAT_SLICES, self._beat)
+
+    def _beat(self) -> None:
+        self.timer = None
+        turn = self.beats % HEARTBEAT_SLICES
+        self.beats += 1
+        for socket in list(self.sockets):  # a copy: closing may remove it from the set
+            if socket.heartbeat_slice == turn:
+                socket.beat()
+        if self.sockets:
+            self._schedule()
 
 
 def end_session_sockets(sockets: set[ChatSocket], session_id: str) -> None:

@@ -34,6 +34,20 @@ class RecordingListener:
         self.calls.append(("detached", user_id))
 
 
+class RecordingSink:
+    """An EventSink that records what the queue hands it."""
+
+    def __init__(self) -> None:
+        self.events: list[int] = []
+        self.ended = 0
+
+    def on_event(self, event_id: int, event: dict[str, Any]) -> None:
+        self.events.append(event_id)
+
+    def on_end(self) -> None:
+        self.ended += 1
+
+
 def ev(n: int) -> dict[str, Any]:
     return {"type": "test", "n": n}
 
@@ -289,6 +303,64 @@ async def test_detach_ends_that_transports_wait() -> None:
     assert q.detach(token) is True
     assert await asyncio.wait_for(waiting, 1.0) == []
     assert q.has_waiter is False
+
+
+def test_a_subscribed_sink_gets_each_push_at_once_and_keeps_it_for_the_ack() -> None:
+    q = EventQueue("q", "alice", "s")
+    token = q.attach()
+    q.push(ev(1))  # before subscribing: the transport reads it with events_after
+    sink = RecordingSink()
+    assert q.subscribe(token, sink) is True
+    q.push(ev(2))
+    q.push(ev(3))
+    assert sink.events == [2, 3] and sink.ended == 0
+    # Handed over, not consumed: only the client's ack drops them.
+    assert ids(q.events_after(1, prune=False)) == [2, 3]
+    q.ack(3)
+    assert q.pending_count == 0
+
+
+def test_a_takeover_ends_the_sink_and_a_detach_removes_it_silently() -> None:
+    q = EventQueue("q", "alice", "s")
+    old, sink = q.attach(), RecordingSink()
+    assert q.subscribe(old, sink)
+    new = q.attach()  # another transport takes the queue over
+    assert sink.ended == 1
+    q.push(ev(1))
+    assert sink.events == []
+    assert q.subscribe(old, RecordingSink()) is False  # a stale token cannot subscribe
+    second = RecordingSink()
+    assert q.subscribe(new, second)
+    assert q.detach(new) is True
+    q.push(ev(2))
+    assert second.events == [] and second.ended == 0
+
+
+def test_closing_and_overflow_end_the_sink() -> None:
+    q = EventQueue("q", "alice", "s", max_events=2)
+    sink = RecordingSink()
+    assert q.subscribe(q.attach(), sink)
+    q.push(ev(1))
+    q.push(ev(2))
+    q.push(ev(3))  # over the bound: the queue is dropped
+    assert sink.events == [1, 2] and sink.ended == 1 and q.overflowed
+    q.close()
+    assert sink.ended == 1  # told once
+
+
+def test_a_failing_sink_does_not_stop_a_publish(caplog: pytest.LogCaptureFixture) -> None:
+    class Broken(RecordingSink):
+        def on_event(self, event_id: int, event: dict[str, Any]) -> None:
+            raise RuntimeError("boom")
+
+    registry = QueueRegistry()
+    first, second = registry.create("alice", "s1"), registry.create("alice", "s2")
+    assert first.subscribe(registry.attach(first), Broken())
+    sink = RecordingSink()
+    assert second.subscribe(registry.attach(second), sink)
+    registry.publish(["alice"], ev(1))
+    assert sink.events == [1] and first.last_event_id == 1
+    assert "event sink failed" in caplog.text
 
 
 async def test_closed_queue_still_delivers_what_was_pushed() -> None:
