@@ -164,10 +164,12 @@ class SocialCommands(ServiceBase):
         """Store the friendship of a taken request, tell both, and reply to the actor."""
         a, b = request.from_id, request.to_id
         await self.store.social.add_friendship(a, b)
+        self.presence.audience_changed((a, b))
         if await self.is_blocked_between(a, b):
             # A block landed after the request was taken: the block wins, and whoever still
             # shows the request learns it is gone.
             await self.store.social.remove_friendship(a, b)
+            self.presence.audience_changed((a, b))
             self._publish_request_ended(request, "declined")
             raise Blocked("You cannot become friends with this user.")
         users = await self._pair(a, b)
@@ -330,6 +332,7 @@ class SocialCommands(ServiceBase):
         users = await self._pair(me, other_id)
         if other_id == me or not await self.store.social.remove_friendship(me, other_id):
             raise NotFound("You are not friends with this user.")
+        self.presence.audience_changed((me, other_id))
         self._publish_removed(users[me], users[other_id])
         return {"user": user_ref(users[other_id])}
 
@@ -349,6 +352,7 @@ class SocialCommands(ServiceBase):
             raise ValidationFailed("You cannot block yourself.", field="user_id")
         users = await self._pair(me, other_id)
         block, _ = await self.store.social.add_block(me, other_id)
+        self.presence.audience_changed((me, other_id))  # hidden from each other from now on
         # The block is stored first, then the pair is cleaned up: a request or acceptance
         # racing with it re-checks for the block after its own write, so one of the two
         # always sees the other (and the cleanup also runs again on a repeated block).
@@ -367,6 +371,7 @@ class SocialCommands(ServiceBase):
         other_id = require_id(require_object(data), "user_id")
         if not await self.store.social.remove_block(principal.user_id, other_id):
             raise NotFound("You have not blocked this user.")
+        self.presence.audience_changed((principal.user_id, other_id))
         return {}
 
     @command("blocks.list")
