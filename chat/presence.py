@@ -96,6 +96,7 @@ class InMemoryPresence:
 
     __slots__ = (
         "_audience",
+        "_audiences",
         "_chains",
         "_closed",
         "_grace_secs",
@@ -120,8 +121,11 @@ class InMemoryPresence:
     ) -> None:
         """Create the store and set it as the registry's attach listener."""
         self._registry = registry
+        self._audience = audience
         # Read once per user and kept: a reconnect or an offline transition costs no read.
-        self._audience = CachedReads(audience, AUDIENCE_CACHE_MAX)
+        self._audiences: CachedReads[str, frozenset[str]] = CachedReads(
+            self._read_audience, AUDIENCE_CACHE_MAX
+        )
         self._is_blocked_between = is_blocked_between
         self._store_last_seen = store_last_seen
         self._grace_secs = grace_secs
@@ -198,7 +202,11 @@ class InMemoryPresence:
     def audience_changed(self, user_ids: Iterable[str]) -> None:
         """Forget the kept audiences of these users: the next announcement reads them again."""
         for user_id in user_ids:
-            self._audience.forget(user_id)
+            self._audiences.forget(user_id)
+
+    async def _read_audience(self, user_id: str) -> frozenset[str]:
+        # Most users' audience is small or empty, and the empty frozenset is shared.
+        return frozenset(await self._audience(user_id))
 
     # -- subscriptions --------------------------------------------------------
 
@@ -281,11 +289,11 @@ class InMemoryPresence:
         user_id: str = event["user_id"]
         registry = self._registry
         try:
-            audience = await self._audience.get(user_id) or set()
+            audience = await self._audiences.get(user_id) or frozenset()
         except Exception:
             # Subscribers are still served: they are filtered separately.
             logger.exception("computing the presence audience failed for user %s", user_id)
-            audience = set()
+            audience = frozenset()
         # The audience callback already excludes blocked pairs.
         registry.publish(audience, event)
 

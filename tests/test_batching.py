@@ -103,6 +103,14 @@ async def test_reads_during_a_call_go_out_together_each_key_once() -> None:
     assert reader.batches == [[1], [2, 3, 4]]
 
 
+async def test_a_storm_is_read_in_calls_of_at_most_max_keys() -> None:
+    reader = Reader(known=set(range(10)))
+    reader.release.set()
+    batcher: ReadBatcher[int, int] = ReadBatcher(reader.read_many, max_keys=4)
+    assert await asyncio.gather(*(batcher.get(k) for k in range(10))) == [k * 10 for k in range(10)]
+    assert reader.batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
 async def test_a_failed_read_fails_its_callers_only() -> None:
     reader = Reader(known={1, 2})
     batcher: ReadBatcher[int, int] = ReadBatcher(reader.read_many)
