@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from chat.batching import CachedReads
 from chat.commands import Command, Principal, Reply, ServiceBase, command
 from chat.errors import (
     DatabaseUnavailable,
@@ -21,6 +22,7 @@ from chat.models import User, iso
 from chat.validation import parse_login, parse_register
 
 SESSION_CACHE_MAX = 100_000  # sessions remembered at most (least recently checked dropped)
+USER_CACHE_MAX = 100_000  # users kept for hello at most (least recently read dropped)
 
 
 class SessionCache:
@@ -80,6 +82,9 @@ class AccountCommands(ServiceBase):
         super().__init__(*args, **kwargs)
         settings = self.settings
         self.checked_sessions = SessionCache(settings.session_check_secs)
+        # Every connect's hello carries the user's private view. Only last_seen ever changes
+        # (RealtimeCommands updates it here as it stores it), so users are read once.
+        self.known_users: CachedReads[str, User] = CachedReads(self.store.users.get, USER_CACHE_MAX)
         # One limiter per rule, whichever transport the attempt comes over.
         self.login_failures_by_account = AttemptLimiter(
             settings.login_failures_per_account, settings.login_window_secs
@@ -152,6 +157,8 @@ class AccountCommands(ServiceBase):
     async def _start_session(self, user: User) -> Reply:
         expires_at = self.tokens.expiry()
         session = await self.store.sessions.create(user.id, expires_at)
+        # Created here: its first connect (usually right after) need not read it back.
+        self.checked_sessions.remember(session.id, user.id)
         token = self.tokens.issue(user.id, session.id, expires_at)
         return {"user": user.private(), "token": token, "expires_at": iso(expires_at)}
 
@@ -197,10 +204,14 @@ class AccountCommands(ServiceBase):
     @command("me")
     async def me(self, principal: Principal, data: Any) -> Reply:
         """The signed-in user, with email and friend code."""
-        user = await self.store.users.get(principal.user_id)
+        return {"user": (await self.signed_in_user(principal)).private()}
+
+    async def signed_in_user(self, principal: Principal) -> User:
+        """The caller's account, from memory once read; Unauthorized if it does not exist."""
+        user = await self.known_users.get(principal.user_id)
         if user is None:
             raise Unauthorized("The account no longer exists.")
-        return {"user": user.private()}
+        return user
 
     async def database_healthy(self) -> bool:
         """True when the database answers a ping within the configured timeout."""

@@ -211,6 +211,7 @@ class ConversationCommands(ServiceBase):
             now_member(users[principal.user_id], "member", now),
             now_member(users[other_id], "member", now),
         )
+        self.presence.audience_changed((principal.user_id, other_id))  # DM partners see presence
         return {"conversation": await self.render(conv, principal.user_id)}
 
     # -- export ---------------------------------------------------------------

@@ -15,11 +15,12 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal, Protocol
 
+from chat.batching import CachedReads
 from chat.events import AttachListener, Event, QueueRegistry
-from chat.models import iso
+from chat.models import iso, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ PRESENCE_GRACE_SECS = 10.0
 
 # Bounds the memory and fan-out one client can cause by subscribing.
 MAX_SUBSCRIPTIONS_PER_QUEUE = 1000
+
+AUDIENCE_CACHE_MAX = 100_000  # users whose audience is kept at most (least recently used dropped)
 
 Status = Literal["online", "offline"]
 
@@ -70,6 +73,11 @@ class Presence(AttachListener, Protocol):
         """The user's last attached queue lost its transport (starts the grace)."""
         ...
 
+    def audience_changed(self, user_ids: Iterable[str]) -> None:
+        """Who sees these users' presence changed (a friendship, a block, a DM): every change
+        to the social graph made in this process calls this, after storing it."""
+        ...
+
     def subscribe(self, queue_id: str, user_ids: Iterable[str]) -> list[str]:
         """Record that the queue wants presence events of those users; returns the ids accepted."""
         ...
@@ -88,6 +96,7 @@ class InMemoryPresence:
 
     __slots__ = (
         "_audience",
+        "_audiences",
         "_chains",
         "_closed",
         "_grace_secs",
@@ -113,6 +122,10 @@ class InMemoryPresence:
         """Create the store and set it as the registry's attach listener."""
         self._registry = registry
         self._audience = audience
+        # Read once per user and kept: a reconnect or an offline transition costs no read.
+        self._audiences: CachedReads[str, frozenset[str]] = CachedReads(
+            self._read_audience, AUDIENCE_CACHE_MAX
+        )
         self._is_blocked_between = is_blocked_between
         self._store_last_seen = store_last_seen
         self._grace_secs = grace_secs
@@ -182,9 +195,18 @@ class InMemoryPresence:
         if self._closed:
             return
         self._online.discard(user_id)
-        now = datetime.now(UTC)
+        now = utcnow()  # milliseconds, as stored: the event, the store and memory agree
         self._last_seen[user_id] = now
         self._announce(user_id, "offline", now)
+
+    def audience_changed(self, user_ids: Iterable[str]) -> None:
+        """Forget the kept audiences of these users: the next announcement reads them again."""
+        for user_id in user_ids:
+            self._audiences.forget(user_id)
+
+    async def _read_audience(self, user_id: str) -> frozenset[str]:
+        # Most users' audience is small or empty, and the empty frozenset is shared.
+        return frozenset(await self._audience(user_id))
 
     # -- subscriptions --------------------------------------------------------
 
@@ -267,11 +289,11 @@ class InMemoryPresence:
         user_id: str = event["user_id"]
         registry = self._registry
         try:
-            audience = await self._audience(user_id)
+            audience = await self._audiences.get(user_id) or frozenset()
         except Exception:
             # Subscribers are still served: they are filtered separately.
             logger.exception("computing the presence audience failed for user %s", user_id)
-            audience = set()
+            audience = frozenset()
         # The audience callback already excludes blocked pairs.
         registry.publish(audience, event)
 

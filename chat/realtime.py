@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from chat.accounts import AccountCommands
 from chat.batching import Coalescer
-from chat.commands import Principal, Reply, ServiceBase, command
-from chat.errors import NotFound, RateLimited, Unauthorized, ValidationFailed
+from chat.commands import Principal, Reply, command
+from chat.errors import NotFound, RateLimited, ValidationFailed
 from chat.events import EventQueue, QueueRegistry
 from chat.limits import UserSlots
 from chat.presence import InMemoryPresence
@@ -24,8 +27,8 @@ MIN_SWEEP_INTERVAL_SECS = 0.05  # a tiny grace (tests) must not turn the sweep i
 MAX_PRESENCE_SUBSCRIPTIONS = 1000  # users one queue may watch
 
 
-class RealtimeCommands(ServiceBase):
-    """Owns the queue registry and presence of this process."""
+class RealtimeCommands(AccountCommands):
+    """Owns the queue registry and presence of this process (hello needs the accounts)."""
 
     _sweeper: asyncio.Task[None] | None
 
@@ -37,9 +40,7 @@ class RealtimeCommands(ServiceBase):
         )
         # Offline transitions come in bursts (a network blip, a deploy, everyone leaving):
         # their last_seen writes are merged into bulk writes, one in flight at a time.
-        self.last_seen_writes: Coalescer[str, datetime] = Coalescer(
-            self.store.users.set_last_seen_many
-        )
+        self.last_seen_writes: Coalescer[str, datetime] = Coalescer(self._store_last_seen_many)
         self.presence = InMemoryPresence(
             self.registry,
             audience=self.presence_audience,
@@ -78,6 +79,11 @@ class RealtimeCommands(ServiceBase):
         self.presence.close()
         await self.last_seen_writes.close()
 
+    async def _store_last_seen_many(self, times: dict[str, datetime]) -> None:
+        await self.store.users.set_last_seen_many(times)
+        for user_id, when in times.items():  # the one field of a user that changes
+            self.known_users.update(user_id, functools.partial(dataclasses.replace, last_seen=when))
+
     def open_queue(
         self, principal: Principal, queue_id: Any, epoch: Any, last_event_id: Any
     ) -> tuple[EventQueue, bool, int]:
@@ -110,9 +116,7 @@ class RealtimeCommands(ServiceBase):
         self, principal: Principal, queue: EventQueue, resumed: bool, cursor: int
     ) -> Reply:
         """The frame that opens a stream: where it resumes, or that state must be re-read."""
-        user = await self.store.users.get(principal.user_id)
-        if user is None:
-            raise Unauthorized("The account no longer exists.")
+        user = await self.signed_in_user(principal)
         return {
             "type": "hello",
             "queue_id": queue.queue_id,

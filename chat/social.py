@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
-from chat.caches import InvalidatedCache
+from chat.batching import CachedReads
 from chat.commands import Principal, Reply, ServiceBase, StatusReply, command
 from chat.errors import Blocked, Conflict, NotFound, ValidationFailed
 from chat.models import User, iso
@@ -109,12 +109,19 @@ class SocialCommands(ServiceBase):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._blocks: InvalidatedCache[str, frozenset[str]] = InvalidatedCache(
+        self._blocks: CachedReads[str, frozenset[str]] = CachedReads(
             self._load_blocks, BLOCK_CACHE_USERS
         )
 
     async def _load_blocks(self, user_id: str) -> frozenset[str]:
         return frozenset(await self.store.social.blocked_either_way(user_id))
+
+    def _blocks_changed(self, a: str, b: str) -> None:
+        """A block between a and b was stored or lifted: what this process keeps of both
+        users' blocks and presence audiences is read again (also by a read overlapping it)."""
+        self._blocks.forget(a)
+        self._blocks.forget(b)
+        self.presence.audience_changed((a, b))
 
     # -- hooks the other domains rely on -----------------------------------------------
 
@@ -126,13 +133,13 @@ class SocialCommands(ServiceBase):
 
     async def blocked_either_way(self, user_id: str) -> set[str]:
         """Users this user blocked or who blocked it."""
-        return set(await self._blocks.get(user_id))
+        return set(await self._blocks.get(user_id) or ())
 
     async def is_blocked_between(self, a: str, b: str) -> bool:
         """True when either user blocked the other."""
         if a == b:
             return False
-        return b in await self._blocks.get(a)
+        return b in (await self._blocks.get(a) or ())
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -179,10 +186,12 @@ class SocialCommands(ServiceBase):
         """Store the friendship of a taken request, tell both, and reply to the actor."""
         a, b = request.from_id, request.to_id
         await self.store.social.add_friendship(a, b)
+        self.presence.audience_changed((a, b))
         if await self.is_blocked_between(a, b):
             # A block landed after the request was taken: the block wins, and whoever still
             # shows the request learns it is gone.
             await self.store.social.remove_friendship(a, b)
+            self.presence.audience_changed((a, b))
             self._publish_request_ended(request, "declined")
             raise Blocked("You cannot become friends with this user.")
         users = await self._pair(a, b)
@@ -345,6 +354,7 @@ class SocialCommands(ServiceBase):
         users = await self._pair(me, other_id)
         if other_id == me or not await self.store.social.remove_friendship(me, other_id):
             raise NotFound("You are not friends with this user.")
+        self.presence.audience_changed((me, other_id))
         self._publish_removed(users[me], users[other_id])
         return {"user": user_ref(users[other_id])}
 
@@ -364,7 +374,7 @@ class SocialCommands(ServiceBase):
             raise ValidationFailed("You cannot block yourself.", field="user_id")
         users = await self._pair(me, other_id)
         block, _ = await self.store.social.add_block(me, other_id)
-        self._blocks.invalidate(me, other_id)  # also what a read overlapping the write saw
+        self._blocks_changed(me, other_id)  # hidden from each other from now on
         # The block is stored first, then the pair is cleaned up: a request or acceptance
         # racing with it re-checks for the block after its own write, so one of the two
         # always sees the other (and the cleanup also runs again on a repeated block).
@@ -382,9 +392,9 @@ class SocialCommands(ServiceBase):
         """Lift a block the caller made; 404 when there is none. Friendship is not restored."""
         other_id = require_id(require_object(data), "user_id")
         removed = await self.store.social.remove_block(principal.user_id, other_id)
-        self._blocks.invalidate(principal.user_id, other_id)
         if not removed:
             raise NotFound("You have not blocked this user.")
+        self._blocks_changed(principal.user_id, other_id)
         return {}
 
     @command("blocks.list")

@@ -13,6 +13,7 @@ from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from chat.batching import ReadBatcher
 from chat.errors import Conflict
 from chat.models import Session, User, utcnow
 from chat.store.base import Collections, InFlight, duplicate_key_fields, object_id, translated
@@ -63,6 +64,7 @@ class UserStore(Collections):
     def __init__(self, db: AsyncDatabase[dict[str, Any]], in_flight: InFlight) -> None:
         super().__init__(in_flight)
         self._users = db["users"]
+        self._reads: ReadBatcher[ObjectId, User] = ReadBatcher(self._get_by_oids)
 
     async def ensure_indexes(self) -> None:
         """Unique lower-cased username/email (also the prefix-search index) and friend code."""
@@ -99,11 +101,16 @@ class UserStore(Collections):
             return user_from_doc(doc)
         raise Conflict("Could not allocate a friend code; try again.")
 
-    @translated
     async def get(self, user_id: str) -> User | None:
-        """The user with this id, or None."""
-        doc = await self._users.find_one({"_id": object_id(user_id, "user")})
-        return user_from_doc(doc) if doc else None
+        """The user with this id, or None. Concurrent calls share one read (every connect
+        reads its user for hello)."""
+        return await self._reads.get(object_id(user_id, "user"))
+
+    @translated
+    async def _get_by_oids(self, oids: list[ObjectId]) -> dict[ObjectId, User]:
+        # At most one document per id: one batch more than that ends the cursor in one reply.
+        docs = self._users.find({"_id": {"$in": oids}}, batch_size=len(oids) + 1)
+        return {doc["_id"]: user_from_doc(doc) async for doc in docs}
 
     @translated
     async def get_many(self, user_ids: list[str]) -> dict[str, User]:
@@ -184,6 +191,7 @@ class SessionStore(Collections):
     def __init__(self, db: AsyncDatabase[dict[str, Any]], in_flight: InFlight) -> None:
         super().__init__(in_flight)
         self._sessions = db["sessions"]
+        self._reads: ReadBatcher[str, Session] = ReadBatcher(self._get_many)
 
     async def ensure_indexes(self) -> None:
         """Sessions by user (to list or revoke them); expired ones removed by a TTL index."""
@@ -203,11 +211,15 @@ class SessionStore(Collections):
         await self._sessions.insert_one(doc)
         return session_from_doc(doc)
 
-    @translated
     async def get(self, session_id: str) -> Session | None:
-        """The session, revoked or not, or None."""
-        doc = await self._sessions.find_one({"_id": session_id})
-        return session_from_doc(doc) if doc else None
+        """The session, revoked or not, or None. Concurrent calls share one read (a connect
+        storm checks hundreds of sessions at once)."""
+        return await self._reads.get(session_id)
+
+    @translated
+    async def _get_many(self, session_ids: list[str]) -> dict[str, Session]:
+        docs = self._sessions.find({"_id": {"$in": session_ids}}, batch_size=len(session_ids) + 1)
+        return {doc["_id"]: session_from_doc(doc) async for doc in docs}
 
     @translated
     async def revoke(self, session_id: str) -> bool:

@@ -28,6 +28,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 from pymongo.read_concern import ReadConcern
 
+from chat.batching import ReadBatcher
 from chat.errors import Conflict, DatabaseUnavailable
 from chat.models import iso, utcnow
 from chat.store.base import (
@@ -244,6 +245,8 @@ class ConversationStore(Collections):
         self._conversations = db["conversations"]
         self._messages = db["messages"]
         self._reads = db["read_pointers"]
+        # Every user coming online reads its DM partners (its presence audience).
+        self._partner_reads: ReadBatcher[str, set[str]] = ReadBatcher(self._dm_partners_many)
 
     async def ensure_indexes(self) -> None:
         """One DM per pair; a user's conversations by activity; messages by (conversation, seq);
@@ -481,17 +484,22 @@ class ConversationStore(Collections):
                 found[conv.id] = conv
         return sorted(found.values(), key=lambda c: (c.created_at, c.id))
 
-    @translated
     async def dm_partners(self, user_id: str) -> set[str]:
-        """Users this user has a DM conversation with."""
-        partners: set[str] = set()
+        """Users this user has a DM conversation with (concurrent calls share one read)."""
+        return set(await self._partner_reads.get(user_id) or ())
+
+    @translated
+    async def _dm_partners_many(self, user_ids: list[str]) -> dict[str, set[str]]:
+        partners: dict[str, set[str]] = {}
         cursor = self._conversations.find(
-            {"members.user_id": user_id}, projection={"kind": 1, "dm_key": 1}
+            {"members.user_id": {"$in": user_ids}, "kind": "dm"},
+            projection={"dm_key": 1},
+            batch_size=len(user_ids),  # about one DM each: no second round trip
         )
         async for doc in cursor:
-            if doc.get("kind") == "dm":
-                partners.update(doc["dm_key"].split(":"))
-        partners.discard(user_id)
+            a, b = doc["dm_key"].split(":")
+            partners.setdefault(a, set()).add(b)
+            partners.setdefault(b, set()).add(a)
         return partners
 
     # -- messages -------------------------------------------------------------

@@ -17,6 +17,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from chat.batching import ReadBatcher
 from chat.errors import Conflict
 from chat.models import utcnow
 from chat.store.base import Collections, InFlight, object_id, translated
@@ -89,6 +90,10 @@ class SocialStore(Collections):
         self._requests = db["friend_requests"]
         self._friendships = db["friendships"]
         self._blocks = db["blocks"]
+        # Every user coming online reads both to find its presence audience: a connect storm
+        # shares a few reads.
+        self._friend_reads: ReadBatcher[str, set[str]] = ReadBatcher(self._friend_ids_many)
+        self._block_reads: ReadBatcher[str, set[str]] = ReadBatcher(self._blocked_either_way_many)
 
     async def ensure_indexes(self) -> None:
         """One pending request per unordered pair; lookups by either side of every relation."""
@@ -194,11 +199,21 @@ class SocialStore(Collections):
         """Every friendship the user is part of."""
         return [friendship_from_doc(d) async for d in self._friendships.find({"users": user_id})]
 
-    @translated
     async def friend_ids(self, user_id: str) -> set[str]:
-        """Ids of the user's friends."""
-        cursor = self._friendships.find({"users": user_id}, {"users": 1})
-        return {u async for d in cursor for u in d["users"] if u != user_id}
+        """Ids of the user's friends (concurrent calls share one read)."""
+        return set(await self._friend_reads.get(user_id) or ())
+
+    @translated
+    async def _friend_ids_many(self, user_ids: list[str]) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        cursor = self._friendships.find(
+            {"users": {"$in": user_ids}}, {"users": 1}, batch_size=len(user_ids)
+        )
+        async for doc in cursor:
+            a, b = doc["users"]
+            found.setdefault(a, set()).add(b)
+            found.setdefault(b, set()).add(a)
+        return found
 
     # -- blocks -----------------------------------------------------------------
 
@@ -234,9 +249,18 @@ class SocialStore(Collections):
         cursor = self._blocks.find({"blocker_id": blocker_id}).sort("created_at", DESCENDING)
         return [block_from_doc(d) async for d in cursor]
 
-    @translated
     async def blocked_either_way(self, user_id: str) -> set[str]:
-        """Users this user blocked and users who blocked it."""
-        blocked = self._blocks.find({"blocker_id": user_id}, {"blocked_id": 1})
-        blockers = self._blocks.find({"blocked_id": user_id}, {"blocker_id": 1})
-        return {d["blocked_id"] async for d in blocked} | {d["blocker_id"] async for d in blockers}
+        """Users this user blocked and users who blocked it (concurrent calls share reads)."""
+        return set(await self._block_reads.get(user_id) or ())
+
+    @translated
+    async def _blocked_either_way_many(self, user_ids: list[str]) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        projection = {"blocker_id": 1, "blocked_id": 1}
+        for field in ("blocker_id", "blocked_id"):  # one indexed range each
+            query = {field: {"$in": user_ids}}
+            async for doc in self._blocks.find(query, projection, batch_size=len(user_ids)):
+                blocker, blocked = doc["blocker_id"], doc["blocked_id"]
+                found.setdefault(blocker, set()).add(blocked)
+                found.setdefault(blocked, set()).add(blocker)
+        return found
