@@ -10,10 +10,12 @@ import jwt
 import pytest
 import tornado.httpserver
 import tornado.netutil
+from bson import ObjectId
 
 from chat.accounts import SessionCache
 from chat.auth import TokenCodec
 from chat.dbserver import free_port
+from chat.errors import Unauthorized
 from chat.service import ChatService
 from chat.store import Store
 from handlers.app import make_app
@@ -339,3 +341,19 @@ def test_session_cache_is_bounded_and_off_with_a_zero_ttl() -> None:
     off = SessionCache(0.0, clock=FakeClock())
     off.remember("a", "u")
     assert not off.valid("a", "u")
+
+
+async def test_a_token_checked_before_is_refused_once_it_expires() -> None:
+    """Verified tokens are remembered (a poll after every event presents the same one), but
+    never past their expiry, and a forged one is never taken for a remembered one."""
+    codec = TokenCodec(TEST_SECRET, 60)
+    expires_at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
+    token = codec.issue(str(ObjectId()), str(ObjectId()), expires_at)
+    assert codec.decode(token).expires_at == expires_at
+    assert codec.decode(token).expires_at == expires_at  # from memory
+    head, body, signature = token.split(".")
+    with pytest.raises(Unauthorized):
+        codec.decode(f"{head}.{body}.{signature[::-1]}")
+    await asyncio.sleep((expires_at - datetime.now(UTC)).total_seconds() + 0.05)
+    with pytest.raises(Unauthorized):
+        codec.decode(token)
