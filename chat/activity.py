@@ -3,10 +3,14 @@ to their documents now and then instead of once per message.
 
 A message's one write is its insert. What the conversation document keeps about its activity
 (a floor of its last seq, and the time of its last message, by which the conversation list is
-ordered) is moved forward by one bulk write every settings.activity_flush_secs, for all the
-conversations active since the last one. Meanwhile this process overlays what it knows on
+ordered) is moved forward by one bulk write every settings.activity_flush_secs, for the
+conversations active since the last one, but not more often than every
+settings.activity_rewrite_secs for any one conversation: a conversation's first message is on
+its document within seconds, and a busy one costs one write a minute, not one per message (in
+a workload of thousands of DMs, each with a message every few seconds, a write per flush was
+still about one per message). Meanwhile this process overlays what it knows on
 what it reads, so its own answers are exact; another process sees the activity within that
-interval. After a crash the floors may be behind: the last seq is also read from the newest
+minute. After a crash the floors may be behind: the last seq is also read from the newest
 stored message, so only a conversation's place in the list can be stale, until its next
 message.
 """
@@ -17,6 +21,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
@@ -38,10 +43,15 @@ class ActivityLog:
         self,
         touch_many: Callable[[dict[str, Activity]], Awaitable[None]],
         interval: float,
+        rewrite_secs: float,
     ) -> None:
         self._touch_many = touch_many
         self._interval = interval
+        self._rewrite_secs = rewrite_secs
         self._pending: dict[str, Activity] = {}
+        # When each conversation's document was last written (monotonic), while that was
+        # less than rewrite_secs ago: it waits until then.
+        self._written: dict[str, float] = {}
         self._writing: dict[str, Activity] = {}  # the batch in flight, still overlaid
         self._flusher: asyncio.Task[None] | None = None
         self._closed = False
@@ -92,9 +102,18 @@ class ActivityLog:
         if self._pending and not self._closed:  # more came while writing, or it failed
             self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
 
-    async def flush(self) -> None:
-        """Write what is pending now (a failed write is kept for the next one)."""
-        batch, self._pending = self._pending, {}
+    async def flush(self, *, everything: bool = False) -> None:
+        """Write what is pending and due now (everything: all of it); a failed write is kept
+        for the next one."""
+        now = time.monotonic()
+        horizon = now - self._rewrite_secs
+        self._written = {cid: at for cid, at in self._written.items() if at > horizon}
+        if everything:
+            batch, self._pending = self._pending, {}
+        else:
+            batch = {c: a for c, a in self._pending.items() if c not in self._written}
+            for cid in batch:
+                del self._pending[cid]
         if not batch:
             return
         self._writing = batch
@@ -106,6 +125,8 @@ class ActivityLog:
                 self._merge(cid, seq, when)
         except Exception:
             log.exception("writing conversation activity failed")
+        else:
+            self._written.update(dict.fromkeys(batch, now))
         finally:
             self._writing = {}
 
@@ -118,4 +139,4 @@ class ActivityLog:
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.flush(), CLOSE_FLUSH_SECS)
+            await asyncio.wait_for(self.flush(everything=True), CLOSE_FLUSH_SECS)

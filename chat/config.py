@@ -24,6 +24,7 @@ SESSION_CHECK_SECS = 5.0
 # Conversations' last activity is written to their documents this often, not per message
 # (chat/activity.py): another process sees a conversation move up the list within it.
 ACTIVITY_FLUSH_SECS = 2.0
+ACTIVITY_REWRITE_SECS = 60.0  # ... and any one conversation's at most this often
 DB_TIMEOUT_MS = 3000  # a request fails with 503 instead of hanging when the database is gone
 # What one signed-in user may hold at once: far above a person with many tabs, far below what
 # exhausts memory (each queue holds up to QUEUE_MAX_EVENTS events, each socket a write buffer).
@@ -77,6 +78,7 @@ class Settings:
     db_timeout_ms: int = DB_TIMEOUT_MS
     session_check_secs: float = SESSION_CHECK_SECS
     activity_flush_secs: float = ACTIVITY_FLUSH_SECS
+    activity_rewrite_secs: float = ACTIVITY_REWRITE_SECS
     max_queues_per_user: int = MAX_QUEUES_PER_USER
     max_sockets_per_user: int = MAX_SOCKETS_PER_USER
     max_polls_per_user: int = MAX_POLLS_PER_USER

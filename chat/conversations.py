@@ -67,7 +67,9 @@ class ConversationCommands(ServiceBase):
         super().__init__(*args, **kwargs)
         self.sequencer = Sequencer(self.publish)
         self.activity = ActivityLog(
-            self.store.conversations.touch_many, self.settings.activity_flush_secs
+            self.store.conversations.touch_many,
+            self.settings.activity_flush_secs,
+            self.settings.activity_rewrite_secs,
         )
 
     # -- state ----------------------------------------------------------------

@@ -20,10 +20,12 @@ from collections.abc import Callable, Iterable, Iterator
 from chat.events import Event
 from chat.store.conversations import Conversation
 
-# Idle conversations whose last known state is remembered (it saves a read per send), bounded
-# in count and in members held (a full group's snapshot is ~1,000 members).
-IDLE_LINES_MAX = 1024
-IDLE_MEMBERS_MAX = 100_000
+# Idle conversations whose last known state is remembered (it saves two reads per send),
+# bounded in count and in members held (a DM's snapshot is small, a full group's holds
+# ~1,000 members). 1,024 was too few: 2,500 DMs, each with a message every few seconds, found
+# their line parked out nearly every time.
+IDLE_LINES_MAX = 20_000
+IDLE_MEMBERS_MAX = 200_000
 
 
 @dataclasses.dataclass(eq=False)
