@@ -69,10 +69,7 @@ class Coalescer(Generic[K, V]):
     async def close(self) -> None:
         """Stop: a call in flight is cancelled, and so is every caller still waiting."""
         runner, self._runner = self._runner, None
-        if runner is not None:
-            runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+        await _cancel(runner)
         for waiter in self._waiters:
             waiter.cancel()
         self._pending.clear()
@@ -139,10 +136,7 @@ class GroupCommit(Generic[V, R]):
     async def close(self) -> None:
         """Stop: a call in flight is cancelled, and so is every item still waiting."""
         runner, self._runner = self._runner, None
-        if runner is not None:
-            runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+        await _cancel(runner)
         for _, outcome in self._pending:
             outcome.cancel()
         self._pending.clear()
@@ -255,3 +249,11 @@ class CachedReads(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._values)
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    """Cancel a batch runner and wait until it has ended."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
