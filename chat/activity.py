@@ -1,18 +1,18 @@
 """The activity of conversations (last seq, last message time), kept in memory and written
-to their documents now and then instead of once per message.
+to their activity documents (chat/store/activity.py) now and then instead of once per message.
 
-A message's one write is its insert. What the conversation document keeps about its activity
-(a floor of its last seq, and the time of its last message, by which the conversation list is
-ordered) is moved forward by one bulk write every settings.activity_flush_secs, for the
-conversations active since the last one, but not more often than every
-settings.activity_rewrite_secs for any one conversation: a conversation's first message is on
-its document within seconds, and a busy one costs one write a minute, not one per message (in
-a workload of thousands of DMs, each with a message every few seconds, a write per flush was
-still about one per message). Meanwhile this process overlays what it knows on
-what it reads, so its own answers are exact; another process sees the activity within that
-minute. After a crash the floors may be behind: the last seq is also read from the newest
-stored message, so only a conversation's place in the list can be stale, until its next
-message.
+A message's one write is its insert. What is stored about a conversation's activity (a floor
+of its last seq, and the time of its last message, by which the conversation list is ordered)
+is moved forward by one bulk write every settings.activity_flush_secs, for the conversations
+active since the last one, but not more often than every settings.activity_rewrite_secs for
+any one conversation: a conversation's first message is stored within seconds, and a busy one
+costs one write a minute, not one per message (in a workload of thousands of DMs, each with a
+message every few seconds, a write per flush was still about one per message). It is not the
+conversation's document: a group's holds its members, and rewriting it rewrote their index
+entries too. Meanwhile this process overlays what it knows on what it reads, so its own
+answers are exact; another process sees the activity within that minute. After a crash the
+floors may be behind: the last seq is also read from the newest stored message, so only a
+conversation's place in the list can be stale, until its next message.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ class ConversationCommands(ServiceBase):
         super().__init__(*args, **kwargs)
         self.sequencer = Sequencer(self.publish)
         self.activity = ActivityLog(
-            self.store.conversations.touch_many,
+            self.store.activity.touch_many,
             self.settings.activity_flush_secs,
             self.settings.activity_rewrite_secs,
         )
@@ -81,16 +81,38 @@ class ConversationCommands(ServiceBase):
 
     async def current(self, conv: Conversation) -> Conversation:
         """A stored conversation with its last seq and last activity brought up to date: its
-        document holds only floors of them (chat/activity.py). The last seq is what this
-        process allocated last when it has the conversation's line, else the newest stored
-        message's (one index lookup)."""
+        document holds neither (chat/activity.py). They are what this process allocated last
+        when it has the conversation's line, else the newest stored message's (one index
+        lookup)."""
         conv = self.activity.overlay(conv)
         snapshot = self.sequencer.snapshot(conv.id)
         if snapshot is not None:
-            known = snapshot.last_seq
+            seq, when = snapshot.last_seq, snapshot.last_activity_at
         else:
-            known = await self.store.conversations.latest_seq(conv.id)
-        return dataclasses.replace(conv, last_seq=known) if known > conv.last_seq else conv
+            seq, newest = await self.store.conversations.latest_head(conv.id)
+            when = newest or conv.last_activity_at
+        if seq <= conv.last_seq and when <= conv.last_activity_at:
+            return conv
+        return dataclasses.replace(
+            conv,
+            last_seq=max(seq, conv.last_seq),
+            last_activity_at=max(when, conv.last_activity_at),
+        )
+
+    def _activity_at(self, conversation_id: str, stored: datetime) -> datetime:
+        """The conversation's last activity as this process knows it, `stored` at least."""
+        when = self.activity.last_activity(conversation_id, stored)
+        snapshot = self.sequencer.snapshot(conversation_id)
+        return max(when, snapshot.last_activity_at) if snapshot is not None else when
+
+    async def _ordered_ids(self, user_id: str) -> list[tuple[datetime, str]]:
+        """The user's conversations as (last activity, id), newest first: from the documents,
+        their activity documents, and what this process knows that they lack."""
+        heads = await self.store.conversations.member_heads(user_id)
+        stored = await self.store.activity.last_activity_many([cid for cid, _ in heads])
+        order = [(self._activity_at(cid, max(at, stored.get(cid, at))), cid) for cid, at in heads]
+        order.sort(reverse=True)
+        return order
 
     # -- access ---------------------------------------------------------------
 
@@ -179,19 +201,24 @@ class ConversationCommands(ServiceBase):
         data = require_object(data)
         limit = get_limit(data, default=LIST_PAGE_DEFAULT)
         cursor = _parse_cursor(get_str(data, "before", required=False))
-        found = await self.store.conversations.list_for_member(
-            principal.user_id, limit + 1, cursor, self.activity.last_activity
-        )
-        page = list(await asyncio.gather(*(self.current(c) for c in found[:limit])))
+        order = await self._ordered_ids(principal.user_id)
+        if cursor is not None:
+            order = [h for h in order if h < (cursor.last_activity_at, cursor.conversation_id)]
+        found = await self.store.conversations.get_many([cid for _, cid in order[:limit]])
+        # Each shown with the time it was ordered by, so that `before` pages on from there.
+        at = dict((cid, when) for when, cid in order[:limit])
+        page = [
+            dataclasses.replace(c, last_activity_at=at[c.id])
+            for c in await asyncio.gather(*(self.current(c) for c in found))
+        ]
         blocked = await self.blocked_either_way(principal.user_id)  # once for the whole page
         rendered = await asyncio.gather(*(self.render(c, principal.user_id, blocked) for c in page))
-        last = page[-1] if page else None
+        more = len(order) > limit
+        last = order[limit - 1] if more else None
         return {
             "conversations": list(rendered),
-            "has_more": len(found) > limit,
-            "next_before": f"{iso(last.last_activity_at)}_{last.id}"
-            if last and len(found) > limit
-            else None,
+            "has_more": more,
+            "next_before": f"{iso(last[0])}_{last[1]}" if last else None,
         }
 
     @command("conversations.open_dm")

@@ -8,6 +8,7 @@ import pymongo
 from pymongo import AsyncMongoClient
 
 from chat.store.accounts import SessionStore, UserStore, normalize_friend_code
+from chat.store.activity import ActivityStore
 from chat.store.base import BULK_TIMEOUT_SECS, InFlight, db_errors
 from chat.store.conversations import ConversationStore
 from chat.store.social import SocialStore
@@ -39,6 +40,7 @@ class Store:
         self.sessions = SessionStore(self.db, self.in_flight)
         self.social = SocialStore(self.db, self.in_flight)
         self.conversations = ConversationStore(self.db, self.in_flight)
+        self.activity = ActivityStore(self.db, self.in_flight)
 
     async def ping(self) -> None:
         """Succeed if the database answers; DatabaseUnavailable otherwise."""

@@ -24,6 +24,7 @@ from chat.errors import DatabaseUnavailable, NotFound
 # Work that is not a request (start-up index builds, bulk imports, tests' clean-up) may take
 # longer than the per-operation database timeout.
 BULK_TIMEOUT_SECS = 600.0
+DUPLICATE_KEY = 11000  # MongoDB's error code for a unique index refusing a write
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -16,7 +16,7 @@ is the higher of its floor and its newest stored message.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -33,6 +33,7 @@ from chat.errors import Conflict, DatabaseUnavailable
 from chat.models import iso, utcnow
 from chat.store.base import (
     BULK_TIMEOUT_SECS,
+    DUPLICATE_KEY,
     Collections,
     InFlight,
     db_errors,
@@ -52,7 +53,6 @@ UNREAD_SCAN_MAX = 1000
 EXPORT_BATCH = 500  # messages per cursor batch (and per flushed chunk) when exporting
 IMPORT_BATCH = 5000  # documents per insert_many when importing messages in bulk
 IMPORT_RETRIES = 100  # compare-and-set attempts to reserve a block of seqs
-DUPLICATE_KEY = 11000  # MongoDB's error code for a unique index refusing a write
 
 
 class SeqTaken(Conflict):
@@ -332,32 +332,23 @@ class ConversationStore(Collections):
         await self._conversations.insert_one(doc)
         return conversation_from_doc(doc)
 
-    @translated
     async def latest_seq(self, conversation_id: str) -> int:
         """The highest seq of a stored message of the conversation (0 for none), read at
         majority: what a new seq is chosen after when this process knows no later one."""
+        seq, _ = await self.latest_head(conversation_id)
+        return seq
+
+    @translated
+    async def latest_head(self, conversation_id: str) -> tuple[int, datetime | None]:
+        """The seq and time of the conversation's newest stored message, read at majority;
+        (0, None) for none."""
         durable = self._messages.with_options(read_concern=ReadConcern("majority"))
         doc = await durable.find_one(
             {"conversation_id": conversation_id},
-            projection={"seq": 1, "_id": 0},
+            projection={"seq": 1, "created_at": 1, "_id": 0},
             sort=[("seq", DESCENDING)],
         )
-        return int(doc["seq"]) if doc else 0
-
-    @translated
-    async def touch_many(self, activity: dict[str, tuple[int, datetime]]) -> None:
-        """Move each conversation's floors (last seq, last activity) forward, in one bulk
-        write; never back."""
-        if not activity:
-            return
-        updates = [
-            UpdateOne(
-                {"_id": ObjectId(cid)},
-                {"$max": {"last_seq": last_seq, "last_activity_at": when}},
-            )
-            for cid, (last_seq, when) in activity.items()
-        ]
-        await self._conversations.bulk_write(updates, ordered=False)
+        return (int(doc["seq"]), doc["created_at"]) if doc else (0, None)
 
     @translated
     async def change_group(
@@ -446,33 +437,23 @@ class ConversationStore(Collections):
         return moved
 
     @translated
-    async def list_for_member(
-        self,
-        user_id: str,
-        limit: int,
-        before: ListCursor | None,
-        last_activity: Callable[[str, datetime], datetime],
-    ) -> list[Conversation]:
-        """The user's current conversations, newest activity first, after the cursor; each
-        one's last activity as last_activity(id, stored time) says (documents hold a floor
-        of it: chat/activity.py)."""
-        # Order the (id, time) pairs of all the member's conversations -- small, one index
-        # lookup -- then load only the page's documents, which can be large (groups).
-        heads = [
-            (last_activity(str(doc["_id"]), doc["last_activity_at"]), doc["_id"])
-            async for doc in self._conversations.find(
-                {"members.user_id": user_id}, projection={"last_activity_at": 1}
-            )
-        ]
-        heads.sort(reverse=True)
-        if before is not None:
-            after = (before.last_activity_at, object_id(before.conversation_id, "conversation"))
-            heads = [h for h in heads if h < after]
-        ids = [oid for _, oid in heads[:limit]]
-        if not ids:
+    async def member_heads(self, user_id: str) -> list[tuple[str, datetime]]:
+        """(id, stored last activity) of each of the user's current conversations: small, one
+        index lookup, so that the list is ordered before its page's documents, which can be
+        large (groups), are read."""
+        cursor = self._conversations.find(
+            {"members.user_id": user_id}, projection={"last_activity_at": 1}
+        )
+        return [(str(doc["_id"]), doc["last_activity_at"]) async for doc in cursor]
+
+    @translated
+    async def get_many(self, conversation_ids: Sequence[str]) -> list[Conversation]:
+        """These conversations, in this order (those that do not exist left out)."""
+        oids = [object_id(cid, "conversation") for cid in conversation_ids]
+        if not oids:
             return []
-        docs = {d["_id"]: d async for d in self._conversations.find({"_id": {"$in": ids}})}
-        return [conversation_from_doc(docs[oid]) for oid in ids if oid in docs]
+        docs = {d["_id"]: d async for d in self._conversations.find({"_id": {"$in": oids}})}
+        return [conversation_from_doc(docs[oid]) for oid in oids if oid in docs]
 
     @translated
     async def readable_by(self, user_id: str) -> list[Conversation]:

@@ -1,0 +1,73 @@
+"""Conversations' activity (the floor of their last seq, the time of their last message), in
+a collection of small documents of its own: `conversation_activity`, {_id: conversation id,
+last_seq, last_activity_at}.
+
+Not on the conversation's document: that one holds the members, and a database may rewrite
+every index entry of a document it updates (SecantusDB does), 1,000 entries of the multikey
+`members.user_id` index for a full group. Here an update rewrites one small document and its
+`_id`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from pymongo import UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
+
+from chat.store.base import DUPLICATE_KEY, Collections, InFlight, translated
+
+# Ids per find({_id: {$in: ...}}): SecantusDB answers a long $in list slowly, and a member of
+# hundreds of conversations reads them in several short ones.
+IN_CHUNK = 64
+
+
+class ActivityStore(Collections):
+    """Floors of conversations' activity, moved forward in bulk, never back."""
+
+    def __init__(self, db: AsyncDatabase[dict[str, Any]], in_flight: InFlight) -> None:
+        super().__init__(in_flight)
+        self._activity = db["conversation_activity"]
+
+    @translated
+    async def touch_many(self, activity: dict[str, tuple[int, datetime]]) -> None:
+        """Move each conversation's floors (last seq, last activity) forward in one bulk write,
+        creating its document on first use."""
+        if not activity:
+            return
+        updates = [
+            UpdateOne(
+                {"_id": cid},
+                {"$max": {"last_seq": last_seq, "last_activity_at": when}},
+                upsert=True,
+            )
+            for cid, (last_seq, when) in activity.items()
+        ]
+        try:
+            await self._activity.bulk_write(updates, ordered=False)
+        except BulkWriteError as exc:
+            # Two processes creating one conversation's document at once: one upsert loses
+            # on _id. The document exists now, so the same $max again updates it.
+            errors = (exc.details or {}).get("writeErrors", [])
+            if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
+            await self._activity.bulk_write([updates[e["index"]] for e in errors], ordered=False)
+
+    @translated
+    async def last_activity_many(self, conversation_ids: Sequence[str]) -> dict[str, datetime]:
+        """The stored last activity of those of these conversations that have one."""
+        found: dict[str, datetime] = {}
+        for chunk in _chunks(conversation_ids, IN_CHUNK):
+            async for doc in self._activity.find(
+                {"_id": {"$in": chunk}}, projection={"last_activity_at": 1}
+            ):
+                found[doc["_id"]] = doc["last_activity_at"]
+        return found
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
