@@ -10,6 +10,7 @@ import os
 import secrets
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -50,18 +51,55 @@ LISTEN_BACKLOG = 4096
 GC_THRESHOLDS = (50_000, 20, 100)
 
 
+class GcPauses:
+    """The collector's pauses by generation (count, total and longest), for the memory line:
+    they are what every connection waits for while they last."""
+
+    def __init__(self) -> None:
+        self._started = 0.0
+        self.reset()
+
+    def reset(self) -> None:
+        self.count = [0, 0, 0]
+        self.total = [0.0, 0.0, 0.0]
+        self.longest = [0.0, 0.0, 0.0]
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        gen = info["generation"]
+        pause = time.perf_counter() - self._started
+        self.count[gen] += 1
+        self.total[gen] += pause
+        self.longest[gen] = max(self.longest[gen], pause)
+
+    def summary(self) -> str:
+        return ", ".join(
+            f"gen{g} {self.count[g]} x, longest {self.longest[g] * 1000:.1f} ms, "
+            f"total {self.total[g] * 1000:.0f} ms"
+            for g in range(3)
+        )
+
+
+GC_PAUSES = GcPauses()
+
+
 def tune_gc() -> None:
     """Move what start-up allocated (modules, classes, the app) out of every collection, and
     make full collections rare; called once everything is built, just before serving."""
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+    gc.callbacks.append(GC_PAUSES)
 
 
 def log_memory() -> None:
     """On SIGUSR1: one log line with the process's memory, after a full collection (a pause of
     up to half a second with thousands of clients). Python's allocated block count tracks
     live objects; RSS also keeps what the allocator has not given back (docs/performance.md)."""
+    pauses = GC_PAUSES.summary()  # since the last line, before this line's own collection
     collected = gc.collect()
+    GC_PAUSES.reset()
     rss = "unknown"
     try:
         with open("/proc/self/statm") as statm:
@@ -69,8 +107,9 @@ def log_memory() -> None:
     except (OSError, ValueError, IndexError):
         pass  # not Linux: the block count is the useful figure anyway
     log.info(
-        "memory: rss %s, python blocks %d, gc objects %d (%d collected just now)",
-        rss, sys.getallocatedblocks(), len(gc.get_objects()), collected,
+        "memory: rss %s, python blocks %d, gc objects %d (%d collected just now); "
+        "gc pauses since the last line: %s",
+        rss, sys.getallocatedblocks(), len(gc.get_objects()), collected, pauses,
     )  # fmt: skip
 
 

@@ -233,6 +233,7 @@ def test_embedded_default_keeps_data_across_restart_and_leaves_no_process(tmp_pa
         out = stop(first)
     assert first.returncode == 0, out
     assert re.search(r"memory: rss [\d.]+ MiB, python blocks \d+, gc objects \d+", out), out
+    assert re.search(r"gc pauses since the last line: gen0 \d+ x, longest [\d.]+ ms", out), out
     match = re.search(r"database: embedded (\S+) \(pid (\d+)\)", out)
     assert match, out
     assert not pid_alive(int(match.group(2)))
