@@ -96,11 +96,12 @@ from chat.store.conversations import Member
 from handlers.socket import FRAMES_PER_SEC
 
 HOST = "127.0.0.1"
-SERVERS = ("chat-ws", "chat-lp", "bare", "socketio", "socketio-lp")
+SERVERS = ("chat-ws", "chat-lp", "bare", "bare-lp", "socketio", "socketio-lp")
 LABELS = {
     "chat-ws": "this server, WebSocket",
     "chat-lp": "this server, long-polling",
     "bare": "bare Tornado WebSocket",
+    "bare-lp": "bare Tornado long-polling",
     "socketio": "python-socketio (Tornado), WebSocket",
     "socketio-lp": "python-socketio (Tornado), long-polling",
 }
@@ -528,6 +529,69 @@ class BareWs(PeerClient):
         self.ws.send_text(json.dumps(self._payload(tag, sent, None)))
 
 
+class BareLp(PeerClient):
+    """The bare relay over long-polling: GET /poll back to back, frames POSTed to /send."""
+
+    def __init__(self, spec: ClientSpec, rec: Recorder, port: int, pool: HttpPool) -> None:
+        super().__init__(spec, rec, port)
+        self.pool = pool
+        self.conn: HttpConn | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.running = True
+        self.posts: set[asyncio.Task[None]] = set()
+
+    async def connect(self) -> None:
+        self.conn = await HttpConn.open(HOST, self.port)
+        status, body = await self.conn.request("GET", f"/poll?id={self.spec.cid}")
+        if status != 200 or "welcome" not in body.decode():
+            raise ConnectionError(f"open: HTTP {status} {body[:100]!r}")
+        self.task = asyncio.create_task(self._poll_forever())
+
+    async def _poll_forever(self) -> None:
+        assert self.conn is not None
+        while self.running:
+            try:
+                status, body = await self.conn.request(
+                    "GET", f"/poll?id={self.spec.cid}", timeout=40
+                )
+            except (ConnectionError, TimeoutError, RuntimeError):
+                return
+            arrived = self.conn.arrived
+            if status != 200:
+                self.rec.errors[f"poll HTTP {status}"] += 1
+                await asyncio.sleep(1)
+                continue
+            for frame in json.loads(body):
+                payload = json.loads(frame)
+                if "k" in payload:
+                    self._received(payload, arrived)
+
+    async def _post(self, text: str) -> None:
+        try:
+            status, _ = await self.pool.request("POST", "/send", {}, text.encode())
+        except (ConnectionError, TimeoutError):
+            self.rec.errors["post failed"] += 1
+            return
+        if status != 200:
+            self.rec.errors[f"post HTTP {status}"] += 1
+
+    def _spawn(self, text: str) -> None:
+        task = asyncio.create_task(self._post(text))
+        self.posts.add(task)
+        task.add_done_callback(self.posts.discard)
+
+    def send_dm(self, tag: str, sent: float) -> None:
+        self._spawn(json.dumps(self._payload(tag, sent, self.spec.peer)))
+
+    def send_all(self, tag: str, sent: float) -> None:
+        self._spawn(json.dumps(self._payload(tag, sent, None)))
+
+    def close(self) -> None:
+        self.running = False
+        if self.conn is not None:
+            self.conn.abort()
+
+
 class SocketIoWs(PeerClient):
     """Engine.IO v4 over WebSocket: open packet 0{..}, namespace connect 40, events 42[...],
     server pings 2 answered with 3."""
@@ -663,6 +727,9 @@ class Generator(CommandTarget):
         client: PeerClient
         if kind == "bare":
             client = BareWs(spec, rec, port)
+        elif kind == "bare-lp":
+            assert self.pool is not None
+            client = BareLp(spec, rec, port, self.pool)
         elif kind == "socketio":
             client = SocketIoWs(spec, rec, port)
         else:
@@ -1526,7 +1593,12 @@ METRICS = (
     Metric("generator CPU, busiest process, any step", "%", False, _max_gen_cpu),
 )
 
-RATIOS = (("chat-ws", "bare"), ("chat-ws", "socketio"), ("chat-lp", "socketio-lp"))
+RATIOS = (
+    ("chat-ws", "bare"),
+    ("chat-ws", "socketio"),
+    ("chat-lp", "bare-lp"),
+    ("chat-lp", "socketio-lp"),
+)
 
 
 def build_table(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -1638,7 +1710,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 else:
                     module = (
                         "bench.peers.bare_tornado"
-                        if kind == "bare"
+                        if kind in ("bare", "bare-lp")
                         else "bench.peers.socketio_server"
                     )
                     server = PeerProcess(module)
