@@ -11,6 +11,7 @@ import secrets
 import signal
 import sys
 import time
+import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -49,6 +50,8 @@ LISTEN_BACKLOG = 4096
 # are still collected often (gen0 every 50,000 net allocations, 30-40 ms at most); full
 # collections become about 100 times rarer. See docs/performance.md.
 GC_THRESHOLDS = (50_000, 20, 100)
+TRACEMALLOC_TOP = 40  # allocation sites in the memory line's detail, when tracing
+_SNAPSHOTS: list[tracemalloc.Snapshot] = []  # the previous memory line's, when tracing
 
 
 class GcPauses:
@@ -97,9 +100,7 @@ def log_memory() -> None:
     """On SIGUSR1: one log line with the process's memory, after a full collection (a pause of
     up to half a second with thousands of clients). Python's allocated block count tracks
     live objects; RSS also keeps what the allocator has not given back (docs/performance.md)."""
-    pauses = GC_PAUSES.summary()  # since the last line, before this line's own collection
     collected = gc.collect()
-    GC_PAUSES.reset()
     rss = "unknown"
     try:
         with open("/proc/self/statm") as statm:
@@ -107,10 +108,26 @@ def log_memory() -> None:
     except (OSError, ValueError, IndexError):
         pass  # not Linux: the block count is the useful figure anyway
     log.info(
-        "memory: rss %s, python blocks %d, gc objects %d (%d collected just now); "
-        "gc pauses since the last line: %s",
-        rss, sys.getallocatedblocks(), len(gc.get_objects()), collected, pauses,
+        "memory: rss %s, python blocks %d, gc objects %d (%d collected just now)",
+        rss, sys.getallocatedblocks(), len(gc.get_objects()), collected,
     )  # fmt: skip
+    if tracemalloc.is_tracing():  # python -X tracemalloc (or PYTHONTRACEMALLOC=1): where
+        snapshot = tracemalloc.take_snapshot()
+        previous = _SNAPSHOTS[-1] if _SNAPSHOTS else None
+        # The growth since the previous line by allocation site (the first line: the sizes).
+        stats = (
+            snapshot.compare_to(previous, "lineno") if previous else snapshot.statistics("lineno")
+        )
+        for stat in stats[:TRACEMALLOC_TOP]:
+            log.info("memory: %s", stat)
+        _SNAPSHOTS[:] = [snapshot]
+
+
+def log_gc_pauses() -> None:
+    """On SIGUSR2: one log line with the collector's pauses since the previous such line (no
+    collection of its own, so that measuring does not change what is measured)."""
+    log.info("gc pauses: %s", GC_PAUSES.summary())
+    GC_PAUSES.reset()
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -267,6 +284,7 @@ async def serve(settings: Settings) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, log_memory)
+    loop.add_signal_handler(signal.SIGUSR2, log_gc_pauses)
     await stop.wait()
     log.info("stopping")
     server.stop()

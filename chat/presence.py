@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import Literal, Protocol
 
-from chat.batching import CachedReads
+from chat.batching import CachedReads, shared_frozenset
 from chat.events import AttachListener, Event, QueueRegistry
 from chat.models import iso, utcnow
 
@@ -206,7 +206,7 @@ class InMemoryPresence:
 
     async def _read_audience(self, user_id: str) -> frozenset[str]:
         # Most users' audience is small or empty, and the empty frozenset is shared.
-        return frozenset(await self._audience(user_id))
+        return shared_frozenset(await self._audience(user_id))
 
     # -- subscriptions --------------------------------------------------------
 

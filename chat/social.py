@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
-from chat.batching import CachedReads
+from chat.batching import CachedReads, shared_frozenset
 from chat.commands import Principal, Reply, ServiceBase, StatusReply, command
 from chat.errors import Blocked, Conflict, NotFound, ValidationFailed
 from chat.models import User, iso
@@ -114,7 +114,7 @@ class SocialCommands(ServiceBase):
         )
 
     async def _load_blocks(self, user_id: str) -> frozenset[str]:
-        return frozenset(await self.store.social.blocked_either_way(user_id))
+        return shared_frozenset(await self.store.social.blocked_either_way(user_id))
 
     def _blocks_changed(self, a: str, b: str) -> None:
         """A block between a and b was stored or lifted: what this process keeps of both

@@ -68,7 +68,13 @@ class RawWebSocket:
         return await asyncio.wait_for(read(), timeout)
 
     async def read_json(self, timeout: float = 5.0) -> dict[str, Any]:
+        """The next text frame's JSON; a ping on the way is answered, as browsers do."""
         opcode, payload = await self.read_frame(timeout)
+        while opcode == 0x9:
+            mask = os.urandom(4)
+            masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+            self.writer.write(bytes([0x8A, 0x80 | len(payload)]) + mask + masked)
+            opcode, payload = await self.read_frame(timeout)
         assert opcode == 0x1, (opcode, payload[:100])
         frame: dict[str, Any] = json.loads(payload)
         return frame

@@ -228,12 +228,13 @@ def test_embedded_default_keeps_data_across_restart_and_leaves_no_process(tmp_pa
         assert status == 201, body
         token = body["token"]
         first.send_signal(signal.SIGUSR1)  # logs a memory line, then serves on
+        first.send_signal(signal.SIGUSR2)  # logs the collector's pauses
         assert http("GET", f"http://127.0.0.1:{port}/healthz")[0] == 200
     finally:
         out = stop(first)
     assert first.returncode == 0, out
     assert re.search(r"memory: rss [\d.]+ MiB, python blocks \d+, gc objects \d+", out), out
-    assert re.search(r"gc pauses since the last line: gen0 \d+ x, longest [\d.]+ ms", out), out
+    assert re.search(r"gc pauses: gen0 \d+ x, longest [\d.]+ ms, total \d+ ms, gen1", out), out
     match = re.search(r"database: embedded (\S+) \(pid (\d+)\)", out)
     assert match, out
     assert not pid_alive(int(match.group(2)))
