@@ -88,7 +88,9 @@ async def test_links_and_formatting_are_nodes_never_html(
         await expect(links.nth(i)).to_have_attribute("rel", "noopener noreferrer")
         await expect(links.nth(i)).to_have_attribute("target", "_blank")
     await expect(links.first).to_have_attribute("href", "https://example.com/a_(b)_c")
-    await expect(rich_bubble.locator("strong")).to_have_text(["bold", "bold with http://example.org/x_y_z"])
+    await expect(rich_bubble.locator("strong")).to_have_text(
+        ["bold", "bold with http://example.org/x_y_z"]
+    )
     await expect(rich_bubble.locator("strong").nth(1).locator("a")).to_have_count(1)
     await expect(rich_bubble.locator("em")).to_have_text("it")
     await expect(rich_bubble.locator("code")).to_have_text("x<y>")
@@ -208,13 +210,9 @@ async def test_one_senders_messages_are_grouped(browser: Browser, server: Runnin
     await bob.register("bob")
     carol = server.client()
     await carol.register("carol")
-    created = await bob.post(
-        "/api/groups",
-        {
-            "name": "Trio",
-            "member_ids": [await user_id(server, page), (await carol.get("/api/me")).body["user"]["id"]],
-        },
-    )
+    carol_id = (await carol.get("/api/me")).body["user"]["id"]
+    members = [await user_id(server, page), carol_id]
+    created = await bob.post("/api/groups", {"name": "Trio", "member_ids": members})
     assert created.status == 201, created.body
     conv = created.body["conversation"]["id"]
     await post(bob, conv, "bob one", "b1")

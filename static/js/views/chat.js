@@ -21,6 +21,7 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
   const drafts = new Map(); // conversation id -> unsent text, kept while switching
   let unread = null; // {count, seq}: where "New messages" goes in the conversation opened
   let seenSeq = null; // the newest message of the others seen at the bottom (for the pill)
+  let placedAt = 0; // scrollTop when `following` was last decided
 
   // -- header ---------------------------------------------------------------------------------
 
@@ -182,7 +183,8 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
       const ticks = { sending: '◷', sent: '✓', read: '✓✓', failed: '!' }[item.delivery];
       meta.append(h('span', { class: 'tick', text: ticks, dataset: { delivery: item.delivery }, attrs: { 'aria-hidden': 'true' } }));
     }
-    if (state !== 'sent' && state !== 'failed') meta.append(h('span', { class: 'status', text: 'Sending…' }));
+    // 'queued' (the outbox waits for the connection) and any other unconfirmed state: on its way.
+    if (state !== 'sent' && state !== 'failed') meta.append(h('span', { class: 'status', text: state === 'queued' ? 'Waiting for connection…' : 'Sending…' }));
     if (state === 'failed') {
       meta.append(
         h('span', { class: 'status', text: 'Not sent' }),
@@ -246,6 +248,8 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
     const conv = store.conversations.get(current);
     if (!conv) return;
     const timeline = store.timeline(current);
+    // Scrolled since we last placed it, and its scroll event not handled yet: judge by now.
+    if (Math.abs(scroller.scrollTop - placedAt) > 1) following = atBottom();
     const anchor = following ? null : scrollAnchor();
     const items = buildItems(conv, timeline);
     const old = new Map();
@@ -276,6 +280,8 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
       if (node) scroller.scrollTop = node.offsetTop - anchor.offset;
     }
 
+    placedAt = scroller.scrollTop;
+
     // A message of the others arrived while scrolled up: the pill says so.
     const newest = newestOthersSeq(timeline);
     if (following || seenSeq === null) seenSeq = newest;
@@ -292,6 +298,7 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
 
   scroller.addEventListener('scroll', () => {
     following = atBottom();
+    placedAt = scroller.scrollTop;
     if (following && current) {
       seenSeq = newestOthersSeq(store.timeline(current));
       setPill(false);
@@ -301,6 +308,7 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
 
   function scrollToBottom() {
     scroller.scrollTop = scroller.scrollHeight;
+    placedAt = scroller.scrollTop;
     following = true;
     if (current) seenSeq = newestOthersSeq(store.timeline(current));
     setPill(false);
@@ -321,7 +329,9 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
   // The on-screen keyboard (or any resize) shrinks the list: the newest messages stay in view
   // when they were in view before.
   const keepBottom = () => {
-    if (current && following) scroller.scrollTop = scroller.scrollHeight;
+    if (!current || !following) return;
+    scroller.scrollTop = scroller.scrollHeight;
+    placedAt = scroller.scrollTop;
   };
   window.visualViewport?.addEventListener('resize', keepBottom);
   new ResizeObserver(keepBottom).observe(scroller);
