@@ -22,6 +22,7 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
   let unread = null; // {count, seq}: where "New messages" goes in the conversation opened
   let seenSeq = null; // the newest message of the others seen at the bottom (for the pill)
   let placedAt = 0; // scrollTop when `following` was last decided
+  const emojiPicker = setupEmojiPicker({ input }); // its button goes before the message box
 
   // -- header ---------------------------------------------------------------------------------
 
@@ -388,8 +389,6 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
   });
 
   // -- composer -------------------------------------------------------------------------------
-
-  const emojiPicker = setupEmojiPicker({ input });
 
   function fitComposer() {
     input.style.height = 'auto';
