@@ -5,6 +5,7 @@ system lines of groups, delivery states, and a phone's keyboard and zoom."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -262,6 +263,36 @@ async def test_one_senders_messages_are_grouped(browser: Browser, server: Runnin
     await expect(later.locator("time")).to_be_visible()
     await page.keyboard.press("End")
     await expect(bubble(page, "bob four")).to_be_focused()
+    assert alice.errors == []
+    await close_all(alice)
+
+
+async def test_a_pause_of_five_minutes_starts_a_new_group(
+    browser: Browser, server: RunningServer
+) -> None:
+    alice = await new_person(browser, server, "alice")
+    page = alice.page
+    bob = server.client()
+    await bob.register("bob")
+    reply = await bob.post("/api/conversations/dm", {"user_id": await user_id(server, page)})
+    conv = reply.body["conversation"]["id"]
+    for key in ("p1", "p2", "p3", "p4"):
+        await post(bob, conv, f"pause {key}", key)
+    # Stored as if the first two had been sent 8 and 6 minutes earlier: 2 min, then 6 min apart.
+    for key, minutes in (("p1", 8), ("p2", 6)):
+        doc = await server.store.db["messages"].find_one({"client_msg_id": key})
+        assert doc is not None
+        moved = doc["created_at"] - datetime.timedelta(minutes=minutes)
+        await server.store.db["messages"].update_one(
+            {"_id": doc["_id"]}, {"$set": {"created_at": moved}}
+        )
+    await page.reload()  # the page read them live: now from the history
+    await open_conversation(alice, "bob")
+    await expect(messages(page)).to_have_count(4)
+    starts = await messages(page).evaluate_all(
+        "els => els.map(e => e.classList.contains('group-start'))"
+    )
+    assert starts == [True, False, True, False], starts
     assert alice.errors == []
     await close_all(alice)
 
