@@ -3,6 +3,7 @@
 
 import { ApiError, path } from './api.js';
 import { toast } from './dom.js';
+import { noteGroupEvent } from './system.js';
 
 const HISTORY_PAGE = 50;
 const DIRECTORY_PAGE = 30;
@@ -631,6 +632,7 @@ export class Actions {
       case 'group.updated':
       case 'group.member_added':
       case 'group.member_removed':
+        noteGroupEvent(store, event); // "alice added bob": before the store takes the change
         if (event.conversation) this.applyGroup(event.conversation);
         else this.reloadConversationsSoon();
         break;

@@ -2,11 +2,15 @@
 
 import { $, avatar, h, hueOf, setFieldError } from '../dom.js';
 import { dayKey, dayLabel, fullTime, parseTime, presenceText, timeOfDay } from '../format.js';
+import { renderMarkup } from '../markup.js';
+import { rememberGroups, systemLines } from '../system.js';
 import { checkBody } from '../validation.js';
+import { setupEmojiPicker } from './emoji.js';
 
 const LOAD_OLDER_WITHIN_PX = 150; // start loading older messages this close to the top
 const AT_BOTTOM_PX = 48; // closer than this to the bottom counts as "following" new messages
 const COMPOSER_MAX_PX = 160;
+const GROUP_WITHIN_MS = 5 * 60 * 1000; // one sender's messages this close together form a group
 
 export function setupChat({ store, actions, openGroupPanel, closeConversation }) {
   const scroller = $('messages');
@@ -15,6 +19,10 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
   let current = null; // the conversation id shown
   let following = true; // scrolled to the bottom: new messages keep it there
   const drafts = new Map(); // conversation id -> unsent text, kept while switching
+  let unread = null; // {count, seq}: where "New messages" goes in the conversation opened
+  let seenSeq = null; // the newest message of the others seen at the bottom (for the pill)
+  let placedAt = 0; // scrollTop when `following` was last decided
+  const emojiPicker = setupEmojiPicker({ input }); // its button goes before the message box
 
   // -- header ---------------------------------------------------------------------------------
 
@@ -55,38 +63,83 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
 
   // -- messages -------------------------------------------------------------------------------
 
-  /** The seq up to which the DM partner has read (receipts are shown on 1:1 chats only). */
-  function partnerReadSeq(conv, timeline) {
+  /** How many of the others have read up to `seq` (read receipts of my messages). */
+  function readersOf(conv, timeline, seq) {
     const partner = store.partnerOf(conv);
-    return partner ? timeline.reads.get(partner) || 0 : 0;
+    if (partner) return (timeline.reads.get(partner) || 0) >= seq ? 1 : 0;
+    let n = 0;
+    for (const [userId, readSeq] of timeline.reads) if (userId !== store.me?.id && readSeq >= seq) n += 1;
+    return n;
+  }
+
+  /** The unread divider goes before the first of the `count` newest messages of the others. */
+  function placeDivider(timeline) {
+    if (!unread || unread.seq !== null || !timeline.loaded) return;
+    let left = unread.count;
+    unread.seq = 0;
+    for (let i = timeline.messages.length - 1; i >= 0 && left > 0; i--) {
+      const m = timeline.messages[i];
+      if (m.sender_id === store.me?.id) continue;
+      unread.seq = m.seq;
+      left -= 1;
+    }
   }
 
   function buildItems(conv, timeline) {
     const items = [];
     const meId = store.me?.id;
     const isGroup = conv.kind === 'group';
-    const readSeq = partnerReadSeq(conv, timeline);
-    // "Read" sits on my newest message the partner has read, "Sent" on my newest if it is later.
-    let readMark = 0;
-    let lastMine = 0;
+    placeDivider(timeline);
+    // The newest of my stored messages says Sent or Read; so does the newest one read, when an
+    // even newer one is not. Older ones carry the tick only.
+    let newestMine = 0;
+    let newestRead = 0;
     for (const m of timeline.messages) {
       if (m.sender_id !== meId) continue;
-      lastMine = m.seq;
-      if (m.seq <= readSeq) readMark = m.seq;
+      newestMine = m.seq;
+      if (readersOf(conv, timeline, m.seq)) newestRead = m.seq;
     }
+    const lines = systemLines(timeline).filter((line) => !timeline.hasMore || line.afterSeq >= timeline.firstSeq);
+    let nextLine = 0;
     let prevDay = null;
-    let prevSender = null;
+    let prev = null; // the previous message item, while a run of one sender's messages lasts
+    const addDay = (date) => {
+      const key = dayKey(date);
+      if (key === prevDay) return;
+      items.push({ kind: 'day', key: `d-${key}`, label: dayLabel(date) });
+      prevDay = key;
+      prev = null;
+    };
+    const flushLines = (beforeSeq) => {
+      while (nextLine < lines.length && lines[nextLine].afterSeq < beforeSeq) {
+        const line = lines[nextLine++];
+        addDay(parseTime(line.at));
+        items.push({ kind: 'system', key: `s-${line.id}`, label: line.text });
+        prev = null;
+      }
+    };
     const push = (m, state) => {
       const date = parseTime(m.created_at) || new Date();
-      const key = dayKey(date);
-      if (key !== prevDay) {
-        items.push({ kind: 'day', key: `d-${key}`, label: dayLabel(date) });
-        prevDay = key;
-        prevSender = null;
+      addDay(date);
+      if (unread?.seq && m.seq === unread.seq && state === 'sent') {
+        items.push({ kind: 'unread', key: 'unread', label: 'New messages' });
+        prev = null;
       }
       const mine = state !== 'sent' || m.sender_id === meId;
       const sender = mine ? meId : m.sender_id;
-      items.push({
+      const groupStart = !prev || prev.sender !== sender || date - prev.date > GROUP_WITHIN_MS;
+      let delivery = '';
+      let label = '';
+      if (mine && state === 'sent') {
+        const readers = readersOf(conv, timeline, m.seq);
+        delivery = readers ? 'read' : 'sent';
+        if (m.seq === newestMine || m.seq === newestRead) {
+          label = !readers ? 'Sent' : isGroup ? `Read by ${readers}` : 'Read';
+        }
+      } else if (mine) {
+        delivery = state === 'failed' ? 'failed' : 'sending';
+      }
+      const item = {
         kind: 'msg',
         // Keyed by client_msg_id when there is one: the pending bubble becomes the stored one.
         key: m.client_msg_id ? `c-${m.client_msg_id}` : `m-${m.id}`,
@@ -94,23 +147,45 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
         state,
         mine,
         date,
-        showSender: isGroup && !mine && sender !== prevSender,
-        receipt: !mine || state !== 'sent' || isGroup ? '' : m.seq === readMark ? 'Read' : m.seq === lastMine ? 'Sent' : '',
-      });
-      prevSender = sender;
+        sender,
+        groupStart,
+        showSender: isGroup && !mine && groupStart,
+        delivery,
+        label,
+      };
+      items.push(item);
+      prev = item;
     };
-    for (const m of timeline.messages) push(m, 'sent');
-    for (const p of timeline.pending.values()) push(p, p.state);
+    for (const m of timeline.messages) {
+      flushLines(m.seq);
+      push(m, 'sent');
+    }
+    flushLines(Infinity);
+    for (const p of timeline.pending.values()) push(p, p.state === 'failed' ? 'failed' : p.state || 'sending');
     return items;
+  }
+
+  function signature(item) {
+    if (item.kind !== 'msg') return `${item.kind}|${item.label}`;
+    const { m } = item;
+    return JSON.stringify([m.id, m.body, item.state, item.delivery, item.label, item.showSender, item.groupStart, store.nameOf(item.sender)]);
   }
 
   function renderItem(item, conv) {
     if (item.kind === 'day') return h('li', { class: 'day', text: item.label, attrs: { role: 'separator' } });
+    if (item.kind === 'unread') return h('li', { class: 'unread-divider', attrs: { role: 'separator', 'aria-label': item.label } }, h('span', { text: item.label }));
+    if (item.kind === 'system') return h('li', { class: 'system-line', text: item.label });
     const { m, state, mine } = item;
-    const classes = ['msg', mine ? 'mine' : 'theirs'];
+    const classes = ['msg', mine ? 'mine' : 'theirs', item.groupStart ? 'group-start' : 'group-more'];
     if (state !== 'sent') classes.push(state === 'failed' ? 'failed' : 'pending');
-    const meta = h('div', { class: 'meta' }, h('time', { dateTime: m.created_at, title: fullTime(item.date), text: timeOfDay(item.date) }));
-    if (state === 'sending') meta.append(h('span', { class: 'status', text: 'Sending…' }));
+    const when = fullTime(item.date);
+    const meta = h('div', { class: 'meta' }, h('time', { dateTime: m.created_at, title: when, text: timeOfDay(item.date) }));
+    if (item.delivery) {
+      const ticks = { sending: '◷', sent: '✓', read: '✓✓', failed: '!' }[item.delivery];
+      meta.append(h('span', { class: 'tick', text: ticks, dataset: { delivery: item.delivery }, attrs: { 'aria-hidden': 'true' } }));
+    }
+    // 'queued' (the outbox waits for the connection) and any other unconfirmed state: on its way.
+    if (state !== 'sent' && state !== 'failed') meta.append(h('span', { class: 'status', text: state === 'queued' ? 'Waiting for connection…' : 'Sending…' }));
     if (state === 'failed') {
       meta.append(
         h('span', { class: 'status', text: 'Not sent' }),
@@ -123,13 +198,21 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
         }),
       );
     }
-    if (item.receipt) meta.append(h('span', { class: item.receipt === 'Read' ? 'receipt' : 'status', text: item.receipt }));
+    if (item.label) meta.append(h('span', { class: item.delivery === 'read' ? 'receipt' : 'status', text: item.label }));
+    else if (item.delivery === 'sent' || item.delivery === 'read') {
+      meta.append(h('span', { class: 'sr-only', text: item.delivery === 'read' ? 'Read' : 'Sent' }));
+    }
     return h(
       'li',
-      { class: classes.join(' '), dataset: { state, seq: m.seq ?? '', sender: m.sender_id ?? store.me?.id ?? '' } },
+      {
+        class: classes.join(' '),
+        tabIndex: -1,
+        title: `${mine ? 'You' : store.nameOf(m.sender_id)}, ${when}`,
+        dataset: { state, delivery: item.delivery, seq: m.seq ?? '', sender: m.sender_id ?? store.me?.id ?? '' },
+      },
       item.showSender ? h('span', { class: 'sender', text: store.nameOf(m.sender_id), style: { '--hue': hueOf(store.nameOf(m.sender_id)) } }) : null,
-      // Message text is text: textContent, never HTML.
-      h('div', { class: 'bubble', text: m.body }),
+      // Message text is text: renderMarkup builds links and formatting as nodes, never HTML.
+      h('div', { class: 'bubble' }, renderMarkup(m.body)),
       meta,
     );
   }
@@ -146,16 +229,35 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
     return null;
   }
 
+  function atBottom() {
+    return scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < AT_BOTTOM_PX;
+  }
+
+  /** The newest message of the others: what the "New messages" pill is about. */
+  function newestOthersSeq(timeline) {
+    for (let i = timeline.messages.length - 1; i >= 0; i--) {
+      if (timeline.messages[i].sender_id !== store.me?.id) return timeline.messages[i].seq;
+    }
+    return 0;
+  }
+
+  function setPill(visible) {
+    pill.hidden = !visible;
+  }
+
   function renderMessages() {
     const conv = store.conversations.get(current);
     if (!conv) return;
     const timeline = store.timeline(current);
+    // Scrolled since we last placed it, and its scroll event not handled yet: judge by now.
+    if (Math.abs(scroller.scrollTop - placedAt) > 1) following = atBottom();
     const anchor = following ? null : scrollAnchor();
     const items = buildItems(conv, timeline);
     const old = new Map();
     for (const child of list.children) old.set(child.dataset.key, child);
+    const focused = list.contains(document.activeElement) ? document.activeElement.closest('li')?.dataset.key : null;
     const nodes = items.map((item) => {
-      const sig = item.kind === 'day' ? item.label : `${item.m.id}|${item.state}|${item.receipt}|${item.showSender}`;
+      const sig = signature(item);
       const existing = old.get(item.key);
       if (existing && existing.dataset.sig === sig) return existing;
       const node = renderItem(item, conv);
@@ -167,11 +269,24 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
       if (list.children[i] !== node) list.insertBefore(node, list.children[i] ?? null);
     });
     while (list.children.length > nodes.length) list.lastElementChild.remove();
+    updateTabStop();
+    if (focused && !list.contains(document.activeElement)) list.querySelector(`li[data-key="${CSS.escape(focused)}"]`)?.focus({ preventScroll: true });
 
     $('history-loader').hidden = !(timeline.loadingOlder || !timeline.loaded);
     $('history-start').hidden = !(timeline.loaded && !timeline.hasMore);
     if (following) scroller.scrollTop = scroller.scrollHeight;
-    else if (anchor && anchor.node.isConnected) scroller.scrollTop = anchor.node.offsetTop - anchor.offset;
+    else if (anchor) {
+      // By key: the node itself may have been redrawn (it no longer starts its group).
+      const node = list.querySelector(`li[data-key="${CSS.escape(anchor.node.dataset.key)}"]`);
+      if (node) scroller.scrollTop = node.offsetTop - anchor.offset;
+    }
+
+    placedAt = scroller.scrollTop;
+
+    // A message of the others arrived while scrolled up: the pill says so.
+    const newest = newestOthersSeq(timeline);
+    if (following || seenSeq === null) seenSeq = newest;
+    setPill(!following && newest > seenSeq);
     maybeLoadOlder();
   }
 
@@ -183,8 +298,69 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
   }
 
   scroller.addEventListener('scroll', () => {
-    following = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < AT_BOTTOM_PX;
+    following = atBottom();
+    placedAt = scroller.scrollTop;
+    if (following && current) {
+      seenSeq = newestOthersSeq(store.timeline(current));
+      setPill(false);
+    }
     if (current) maybeLoadOlder();
+  });
+
+  function scrollToBottom() {
+    scroller.scrollTop = scroller.scrollHeight;
+    placedAt = scroller.scrollTop;
+    following = true;
+    if (current) seenSeq = newestOthersSeq(store.timeline(current));
+    setPill(false);
+  }
+
+  const pill = h(
+    'button',
+    { type: 'button', class: 'new-pill', id: 'new-messages-pill', hidden: true },
+    'New messages',
+    h('span', { class: 'new-pill-arrow', text: '↓', attrs: { 'aria-hidden': 'true' } }),
+  );
+  pill.addEventListener('click', () => {
+    scrollToBottom();
+    scroller.focus({ preventScroll: true });
+  });
+  scroller.append(h('div', { class: 'new-pill-dock' }, pill));
+
+  // The on-screen keyboard (or any resize) shrinks the list: the newest messages stay in view
+  // when they were in view before.
+  const keepBottom = () => {
+    if (!current || !following) return;
+    scroller.scrollTop = scroller.scrollHeight;
+    placedAt = scroller.scrollTop;
+  };
+  window.visualViewport?.addEventListener('resize', keepBottom);
+  new ResizeObserver(keepBottom).observe(scroller);
+
+  // Messages are focusable (their time shows on focus) with one tab stop: the arrow keys move
+  // between them (roving tabindex), Home and End go to the oldest and newest loaded.
+  let tabStopKey = null;
+  function updateTabStop() {
+    const msgs = list.querySelectorAll('li.msg');
+    let stop = tabStopKey ? list.querySelector(`li.msg[data-key="${CSS.escape(tabStopKey)}"]`) : null;
+    if (!stop) stop = msgs[msgs.length - 1] || null;
+    for (const node of msgs) node.tabIndex = node === stop ? 0 : -1;
+  }
+  list.addEventListener('focusin', (event) => {
+    const node = event.target.closest('li.msg');
+    if (!node) return;
+    tabStopKey = node.dataset.key;
+    updateTabStop();
+  });
+  list.addEventListener('keydown', (event) => {
+    const node = event.target.closest('li.msg');
+    if (!node || event.target !== node) return;
+    const msgs = [...list.querySelectorAll('li.msg')];
+    const i = msgs.indexOf(node);
+    const next = { ArrowUp: msgs[i - 1], ArrowDown: msgs[i + 1], Home: msgs[0], End: msgs[msgs.length - 1] }[event.key];
+    if (!next) return;
+    event.preventDefault();
+    next.focus();
   });
 
   function renderTyping() {
@@ -206,6 +382,7 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
   });
   store.on('blocks', () => current && renderHeader());
   store.on('conversations', () => {
+    rememberGroups(store);
     if (!current) return;
     if (!store.conversations.has(current)) return;
     renderHeader();
@@ -257,9 +434,15 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
       $('chat-empty').hidden = true;
       $('chat-pane').hidden = false;
       if (changed) {
+        emojiPicker.close();
         if (current !== null) drafts.set(current, input.value);
         list.replaceChildren();
         following = true;
+        seenSeq = null;
+        tabStopKey = null;
+        setPill(false);
+        const unreadCount = store.conversations.get(conversationId)?.unread_count || 0;
+        unread = unreadCount > 0 ? { count: unreadCount, seq: null } : null;
         input.value = drafts.get(conversationId) || '';
         setFieldError(input, '');
         fitComposer();
@@ -272,8 +455,11 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
       if (current === conversationId) renderMessages();
     },
     hide() {
+      emojiPicker.close();
       if (current !== null) drafts.set(current, input.value);
       current = null;
+      unread = null;
+      setPill(false);
       list.replaceChildren();
       $('chat-pane').hidden = true;
       $('chat-empty').hidden = false;
