@@ -13,6 +13,20 @@ if ! command -v chromium >/dev/null 2>&1; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 
+# Emoji in the browser tests' screenshots need a colour emoji font (Debian's Noto).
+if ! fc-list 2>/dev/null | grep -qi "Noto Color Emoji"; then
+  echo "installing fonts-noto-color-emoji with apt-get (emoji in screenshots)..." >&2
+  as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-color-emoji >/dev/null
+fi
+
+# The accessibility tests inject axe-core (npm, tests only: never served to users).
+if [ ! -f tests/.node/node_modules/axe-core/axe.min.js ]; then
+  echo "installing axe-core with npm into tests/.node (accessibility tests)..." >&2
+  npm install --prefix tests/.node --no-audit --no-fund --silent axe-core@4 >/dev/null
+fi
+
 echo "== ruff" && .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy" && .venv/bin/mypy
 echo "== pytest"
