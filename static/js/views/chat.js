@@ -105,7 +105,7 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
   }
 
   function renderItem(item, conv) {
-    if (item.kind === 'day') return h('li', { class: 'day', text: item.label, attrs: { role: 'separator' } });
+    if (item.kind === 'day') return h('li', { class: 'day', text: item.label }); // a list item: axe `list`
     const { m, state, mine } = item;
     const classes = ['msg', mine ? 'mine' : 'theirs'];
     if (state !== 'sent') classes.push(state === 'failed' ? 'failed' : 'pending');
