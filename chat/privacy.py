@@ -88,8 +88,12 @@ class PrivacyCommands(ConversationCommands):
         if state is not None and state.state == "accepted":
             self._remember_settled(pair)
             return
-        if (state is not None and state.to_id == sender_id) or await self._are_friends(
-            sender_id, other_id
+        # A DM with messages and no state is older than these rules: settled as it was.
+        legacy = state is None and conv.last_seq > 0
+        if (
+            legacy
+            or (state is not None and state.to_id == sender_id)
+            or await self._are_friends(sender_id, other_id)
         ):
             starter = state.from_id if state is not None else sender_id
             receiver = state.to_id if state is not None else other_id

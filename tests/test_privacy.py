@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, ServerFactory
 from tests.test_conversations import TRANSPORTS, Member, join, open_dm, send
 
 
@@ -166,16 +166,34 @@ async def test_a_pending_stranger_is_stopped_by_friends_only(server: RunningServ
     assert (await listed(alice, cconv["id"]))["request"] is False
 
 
-async def test_a_request_survives_a_new_server_process(make_server: object) -> None:
+async def test_a_request_survives_a_new_server_process(make_server: ServerFactory) -> None:
     """The state is stored, not only remembered: a second process on the same database
     answers the same."""
-    first = await make_server()  # type: ignore[operator]
+    first = await make_server()
     alice = await join(first, "alice")
     bob = await join(first, "bob")
     conv = await open_dm(bob, alice)
     await send(bob, conv["id"], "hello")
-    second = await make_server()  # type: ignore[operator]
+    second = await make_server()
     alice2 = Member(second, {"id": alice.id, "username": alice.name}, alice.token, "rest")
     assert (await listed(alice2, conv["id"]))["request"] is True
     (await alice2.call("conversations.accept", conversation_id=conv["id"])).expect()
     assert (await listed(alice, conv["id"]))["request"] is False
+
+
+async def test_a_dm_from_before_these_rules_stays_a_conversation(
+    make_server: ServerFactory,
+) -> None:
+    """A DM with messages and no stored state (written before privacy settings existed) is
+    not turned into a request by its next message."""
+    server = await make_server()
+    alice = await join(server, "alice")
+    bob = await join(server, "bob")
+    conv = await open_dm(bob, alice)
+    await send(bob, conv["id"], "from before")
+    await server.store.db["dm_states"].delete_many({})  # as before this feature
+    second = await make_server()  # a process that never saw this DM
+    bob2 = Member(second, {"id": bob.id, "username": bob.name}, bob.token, "rest")
+    alice2 = Member(second, {"id": alice.id, "username": alice.name}, alice.token, "rest")
+    await send(bob2, conv["id"], "and after")
+    assert (await listed(alice2, conv["id"]))["request"] is False
