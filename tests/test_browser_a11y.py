@@ -8,6 +8,7 @@ injected with an init script, which the page's Content-Security-Policy does not 
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -172,4 +173,47 @@ async def test_no_serious_violation_anywhere_in_light_and_dark(
     assert len(audit.scanned) == 20
     audit.assert_clean()
     assert alice.errors == []
+    await close_all(alice)
+
+
+# The pixels of a PNG (a screenshot) whose colour is far from grey: a colour emoji font draws
+# hundreds; a monochrome fallback or a missing glyph draws none.
+COLOURED_PIXELS = """
+async (src) => {
+  const img = new Image();
+  img.src = src;
+  await img.decode();
+  const canvas = document.createElement('canvas');
+  canvas.width = img.width;
+  canvas.height = img.height;
+  const ctx = canvas.getContext('2d');
+  ctx.drawImage(img, 0, 0);
+  const data = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+  let coloured = 0;
+  for (let i = 0; i < data.length; i += 4) {
+    const [r, g, b] = [data[i], data[i + 1], data[i + 2]];
+    if (Math.max(r, g, b) - Math.min(r, g, b) > 80) coloured += 1;
+  }
+  return coloured;
+}
+"""
+
+
+async def test_emoji_are_drawn_in_colour_in_screenshots(
+    browser: Browser, server: RunningServer
+) -> None:
+    """./test.sh installs Debian's fonts-noto-color-emoji where it is missing."""
+    alice = await new_person(browser, server, "alice")
+    page = alice.page
+    alice_id = (await server.client(await token_of(page)).get("/api/me")).body["user"]["id"]
+    bob, _ = await api_user(server, "bob")
+    dm = (await bob.post("/api/conversations/dm", {"user_id": alice_id})).body["conversation"]
+    await api_send(bob, dm["id"], "🧗🍕🎉")
+    await open_conversation(alice, "bob")
+    shown = page.locator("#message-list li.msg .bubble")
+    await expect(shown).to_have_text("🧗🍕🎉")
+    png = await shown.screenshot()
+    src = "data:image/png;base64," + base64.b64encode(png).decode()
+    coloured = await page.evaluate(COLOURED_PIXELS, src)
+    assert coloured > 100, f"the emoji are not drawn in colour ({coloured} coloured pixels)"
     await close_all(alice)
