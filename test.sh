@@ -5,12 +5,31 @@ set -euo pipefail
 cd "$(dirname "$0")"
 scripts/install.sh embedded,dev
 
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
 # The browser tests drive Debian's chromium through Playwright (no browser download).
 if ! command -v chromium >/dev/null 2>&1; then
   echo "installing chromium with apt-get (browser tests)..." >&2
-  as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
+# Emoji in the browser tests' screenshots need a colour emoji font (Debian's Noto).
+# (grep without -q reads all of fc-list's output: no SIGPIPE to fail the pipeline)
+if ! fc-list 2>/dev/null | grep -i "Noto Color Emoji" >/dev/null; then
+  echo "installing fonts-noto-color-emoji with apt-get (emoji in screenshots)..." >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-color-emoji >/dev/null
+fi
+
+# The accessibility tests inject axe-core (npm, tests only: never served to users).
+if [ ! -f tests/.node/node_modules/axe-core/axe.min.js ]; then
+  echo "installing axe-core with npm into tests/.node (accessibility tests)..." >&2
+  if ! command -v npm >/dev/null 2>&1; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null
+  fi
+  npm install --prefix tests/.node --no-audit --no-fund --silent axe-core@4 >/dev/null
 fi
 
 echo "== ruff" && .venv/bin/ruff check . && .venv/bin/ruff format --check .

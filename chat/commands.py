@@ -14,6 +14,7 @@ from chat.errors import NotFound, Unauthorized
 from chat.events import Event, QueueRegistry
 from chat.presence import Presence
 from chat.store import Store
+from chat.store.conversations import Conversation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +98,16 @@ class ServiceBase:
 
     async def is_blocked_between(self, a: str, b: str) -> bool:
         """True when either user blocked the other (the social graph overrides this)."""
+        return False
+
+    async def check_dm_open(self, user_id: str, other_id: str) -> None:
+        """Raise when user_id may not start a DM with other_id (chat/privacy.py overrides)."""
+
+    async def check_dm_send(self, conv: Conversation, sender_id: str) -> None:
+        """Raise when sender_id may not write in this conversation now (chat/privacy.py)."""
+
+    async def dm_request_for(self, conv: Conversation, user_id: str) -> bool:
+        """True when the conversation waits for this user's answer (chat/privacy.py)."""
         return False
 
     async def run(

@@ -161,10 +161,11 @@ class ConversationCommands(ServiceBase):
         reads = await self.read_pointers(conv)
         read_seq = reads.get(user_id, 0)
         top = self._visible_seq(conv.id, conv.last_seq)
-        last, unread, hidden = await asyncio.gather(
+        last, unread, hidden, request = await asyncio.gather(
             store.latest_message(conv.id, top),
             store.count_unread(conv.id, user_id, read_seq, top),
             self._blocked_or(blocked, user_id),
+            self.dm_request_for(conv, user_id),  # chat/privacy.py
         )
         members = set(conv.member_ids) - hidden
         return {
@@ -172,6 +173,7 @@ class ConversationCommands(ServiceBase):
             "last_message": last.to_dict() if last else None,
             "unread_count": unread,
             "read_seq": read_seq,
+            "request": request,  # a DM request waiting for this user's answer
             # Every current member's read pointer, so that receipts survive a reload;
             # conversation.read events keep them current from there.
             "reads": {uid: seq for uid, seq in reads.items() if uid in members and seq > 0},
@@ -235,6 +237,7 @@ class ConversationCommands(ServiceBase):
             raise NotFound("Your account no longer exists.")
         if await self.is_blocked_between(principal.user_id, other_id):
             raise Blocked("You cannot message this user.", field="user_id")
+        await self.check_dm_open(principal.user_id, other_id)  # chat/privacy.py
         now = utcnow()
         conv = await self.store.conversations.open_dm(
             now_member(users[principal.user_id], "member", now),

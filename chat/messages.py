@@ -134,6 +134,7 @@ class MessageCommands(ConversationCommands):
             conv, _ = await self.access_conversation(principal, conversation_id, write=True)
         if await self._dm_blocked(conv, me):
             raise Blocked("You cannot message this user.")
+        await self.check_dm_send(conv, me)  # chat/privacy.py: friends-only, requests
         if self._closing:
             raise DatabaseUnavailable("The server is shutting down; send again shortly.")
         pending = self._sends.get((me, key))

@@ -8,6 +8,7 @@ from chat.commands import Command, Principal, Reply
 from chat.config import Settings
 from chat.groups import GroupCommands
 from chat.messages import MessageCommands
+from chat.privacy import PrivacyCommands
 from chat.realtime import RealtimeCommands
 from chat.social import SocialCommands
 from chat.store import Store
@@ -16,7 +17,12 @@ __all__ = ["ChatService", "Command", "Principal", "Reply"]
 
 
 class ChatService(
-    RealtimeCommands, MessageCommands, GroupCommands, SocialCommands, AccountCommands
+    PrivacyCommands,
+    RealtimeCommands,
+    MessageCommands,
+    GroupCommands,
+    SocialCommands,
+    AccountCommands,
 ):
     """The core: validate, check access, store, then publish."""
 

@@ -204,7 +204,9 @@ async def open_conversation(person: Person, title: str) -> None:
 
 
 def conversation_row(page: Page, title: str) -> Any:
-    return page.locator("#conversation-list button.conv").filter(
+    """Its row in the conversation list, or under "Message requests" (a stranger's DM)."""
+    rows = "#conversation-list button.conv, #dm-request-list button.conv"
+    return page.locator(rows).filter(
         has=page.locator(".name", has_text=re.compile(f"^{re.escape(title)}$"))
     )
 

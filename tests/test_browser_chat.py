@@ -214,7 +214,8 @@ async def test_unread_counts_and_newest_activity_first(
     await api_send(bob_api, dms["bob"], "one from bob")
     await api_send(carol_api, dms["carol"], "one from carol")
     await api_send(carol_api, dms["carol"], "two from carol")
-    rows = alice.page.locator("#conversation-list button.conv .name")
+    # Strangers' DMs: listed under "Message requests", in the same order.
+    rows = alice.page.locator("#conversation-list .conv .name, #dm-request-list .conv .name")
     await expect(rows).to_have_text(["carol", "bob"])
     await expect(conversation_row(alice.page, "carol").locator(".unread-badge")).to_have_text("2")
     await api_send(bob_api, dms["bob"], "two from bob")

@@ -31,6 +31,7 @@ STATUS_OF_CODE = {
     "unauthorized": 401,
     "forbidden": 403,
     "blocked": 403,
+    "dm_not_allowed": 403,
     "not_found": 404,
     "conflict": 409,
     "too_large": 413,

@@ -11,6 +11,7 @@ from chat.store.accounts import SessionStore, UserStore, normalize_friend_code
 from chat.store.activity import ActivityStore
 from chat.store.base import BULK_TIMEOUT_SECS, InFlight, db_errors
 from chat.store.conversations import ConversationStore
+from chat.store.privacy import PrivacyStore
 from chat.store.social import SocialStore
 
 __all__ = ["Store", "normalize_friend_code"]
@@ -41,6 +42,7 @@ class Store:
         self.social = SocialStore(self.db, self.in_flight)
         self.conversations = ConversationStore(self.db, self.in_flight)
         self.activity = ActivityStore(self.db, self.in_flight)
+        self.privacy = PrivacyStore(self.db, self.in_flight)
 
     async def ping(self) -> None:
         """Succeed if the database answers; DatabaseUnavailable otherwise."""
@@ -55,6 +57,7 @@ class Store:
             await self.sessions.ensure_indexes()
             await self.social.ensure_indexes()
             await self.conversations.ensure_indexes()
+            await self.privacy.ensure_indexes()
 
     async def drop_database(self) -> None:
         """Remove all data of this database (tests)."""

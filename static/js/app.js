@@ -2,12 +2,15 @@
 
 import { Actions } from './actions.js';
 import { Api } from './api.js';
+import { Notifier } from './notify.js';
 import { $, toast } from './dom.js';
 import { Realtime } from './realtime.js';
 import { Store } from './store.js';
 import { setupAuth } from './views/auth.js';
 import { setupChat } from './views/chat.js';
 import { setupGroups } from './views/groups.js';
+import { setupPrivacy } from './views/privacy.js';
+import { setupSettings } from './views/settings.js';
 import { setupSidebar } from './views/sidebar.js';
 
 const api = new Api();
@@ -42,6 +45,9 @@ const chat = setupChat({
   openGroupPanel: (id) => groups.openPanel(id),
   closeConversation,
 });
+const privacy = setupPrivacy({ api, store, actions, openConversation });
+const settings = setupSettings({ privacy });
+const notifier = new Notifier({ store, actions, openConversation });
 
 function route() {
   if (!store.me) return;
@@ -97,7 +103,11 @@ function startSession(user) {
       // A new queue may have missed events: read the state again (never silently stale).
       if (!resumed) actions.resync().then(route);
     },
-    onEvent: (event) => actions.handleEvent(event),
+    onEvent: (event) => {
+      actions.handleEvent(event);
+      privacy.onEvent(event);
+      notifier.onEvent(event);
+    },
     onStatus: (state) => {
       store.transport = state;
       store.emit('transport');
@@ -107,6 +117,12 @@ function startSession(user) {
   actions.realtime = realtime;
   realtime.start();
   route();
+  // Into the app (not left on the sign-in form that just went away): the open chat's box,
+  // or else the sidebar's current tab.
+  const focused = document.activeElement;
+  if (!focused || focused === document.body || $('auth-view').contains(focused)) {
+    document.querySelector('#sidebar [role="tab"][aria-selected="true"]')?.focus();
+  }
 }
 
 /** Back to the sign-in form, with nothing of the last user left in memory. */
@@ -116,6 +132,9 @@ function endSession(message = '') {
   realtime = null;
   api.setToken(null);
   groups.closeAll();
+  settings.close();
+  privacy.reset();
+  notifier.reset();
   chat.reset();
   sidebar.reset();
   actions.reset();

@@ -65,7 +65,8 @@ export function setupSidebar({ store, actions, openConversation }) {
 
   function renderConversations() {
     const list = $('conversation-list');
-    const convs = store.sortedConversations();
+    const all = store.sortedConversations();
+    const convs = all.filter((c) => !c.request); // message requests: views/privacy.js
     $('conversations-loader').hidden = store.conversationsLoaded;
     $('conversations-empty').hidden = !store.conversationsLoaded || convs.length > 0;
     let unreadChats = 0;
@@ -102,7 +103,7 @@ export function setupSidebar({ store, actions, openConversation }) {
           h(
             'span',
             { class: 'row-main' },
-            h('span', { class: 'row-top' }, h('span', { class: 'name', text: title }), when ? h('time', { class: 'when', dateTime: c.last_message.created_at, text: shortWhen(when) }) : null),
+            h('span', { class: 'row-top' }, h('span', { class: 'name', text: title }), partner ? h('span', { class: 'sr-only', text: `, ${store.statusOf(partner)}` }) : null, when ? h('time', { class: 'when', dateTime: c.last_message.created_at, text: shortWhen(when) }) : null),
             h(
               'span',
               { class: 'row-bottom' },
@@ -114,10 +115,9 @@ export function setupSidebar({ store, actions, openConversation }) {
         return h('li', {}, button);
       },
     );
-    for (const c of convs) if (c.unread_count) unreadChats += 1;
+    for (const c of all) if (c.unread_count) unreadChats += 1;
     $('chats-badge').hidden = unreadChats === 0;
     $('chats-badge').textContent = String(unreadChats);
-    document.title = unreadChats ? `(${unreadChats}) Chat` : 'Chat';
   }
 
   // -- people ---------------------------------------------------------------------------------
