@@ -22,14 +22,14 @@ if ! fc-list 2>/dev/null | grep -i "Noto Color Emoji" >/dev/null; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-color-emoji >/dev/null
 fi
 
-# The accessibility tests inject axe-core (npm, tests only: never served to users).
+# The accessibility tests inject axe-core (npm, pinned, tests only: never served to users).
 if [ ! -f tests/.node/node_modules/axe-core/axe.min.js ]; then
   echo "installing axe-core with npm into tests/.node (accessibility tests)..." >&2
   if ! command -v npm >/dev/null 2>&1; then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null
   fi
-  npm install --prefix tests/.node --no-audit --no-fund --silent axe-core@4 >/dev/null
+  npm install --prefix tests/.node --no-audit --no-fund --silent axe-core@4.14.1 >/dev/null
 fi
 
 echo "== ruff" && .venv/bin/ruff check . && .venv/bin/ruff format --check .

@@ -283,6 +283,7 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
     }
 
     placedAt = scroller.scrollTop;
+    placedHeight = scroller.clientHeight;
 
     // A message of the others arrived while scrolled up: the pill says so.
     const newest = newestOthersSeq(timeline);
@@ -298,7 +299,15 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
     if (scroller.scrollTop < LOAD_OLDER_WITHIN_PX) actions.loadOlder(current);
   }
 
+  // The list's height when it was last placed: a scroll event that comes with a new height
+  // (the keyboard opened, a bar appeared above the composer) is the resize, not the reader,
+  // and must not stop the following.
+  let placedHeight = scroller.clientHeight;
   scroller.addEventListener('scroll', () => {
+    if (scroller.clientHeight !== placedHeight && following) {
+      keepBottom();
+      return;
+    }
     following = atBottom();
     placedAt = scroller.scrollTop;
     if (following && current) {
@@ -330,11 +339,12 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
 
   // The on-screen keyboard (or any resize) shrinks the list: the newest messages stay in view
   // when they were in view before.
-  const keepBottom = () => {
+  function keepBottom() {
+    placedHeight = scroller.clientHeight;
     if (!current || !following) return;
     scroller.scrollTop = scroller.scrollHeight;
     placedAt = scroller.scrollTop;
-  };
+  }
   window.visualViewport?.addEventListener('resize', keepBottom);
   new ResizeObserver(keepBottom).observe(scroller);
 
