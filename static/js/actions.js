@@ -795,7 +795,9 @@ export class Actions {
 
   dropConversation(conversationId) {
     this.store.conversations.delete(conversationId);
+    const hadPending = this.store.timelines.get(conversationId)?.pending.size;
     this.store.timelines.delete(conversationId);
+    if (hadPending) this.saveOutbox(); // nowhere to send them any more
     this.store.emit('conversations');
     if (this.store.activeId === conversationId) this.store.emit('active');
   }
