@@ -617,16 +617,17 @@ export class Actions {
       pending.state = 'sending';
       this.store.emit('timeline', conversationId);
     }
+    const session = this.session;
     try {
       // Every attempt sends the same client_msg_id: the server returns the stored copy, never a second.
       const reply = await this.api.post(path`/api/conversations/${conversationId}/messages`, {
         body: pending.body,
         client_msg_id: clientMsgId,
       });
-      this.acceptMessage(reply.message);
+      if (session === this.session) this.acceptMessage(reply.message); // not into the next user's state
       return 'sent';
     } catch (err) {
-      if (!timeline.pending.has(clientMsgId)) return 'sent';
+      if (session !== this.session || !timeline.pending.has(clientMsgId)) return 'sent';
       if (err.status === 401) return 'wait'; // signing out; the outbox stays for next time
       if (transient(err)) {
         pending.state = 'queued';
