@@ -78,6 +78,22 @@ class Presence(AttachListener, Protocol):
         to the social graph made in this process calls this, after storing it."""
         ...
 
+    async def sees(self, watcher_id: str, user_id: str) -> bool:
+        """True when the watcher receives the user's presence changes now (in its audience, or
+        one of its queues subscribed to the user)."""
+        ...
+
+    def withdraw(self, user_id: str, watcher_id: str) -> None:
+        """A block now stands between them: the watcher's queues are told at once that the user
+        is offline for them (``blocked: true``, no last_seen) and their subscriptions to the
+        user end."""
+        ...
+
+    def restore(self, user_id: str, watcher_id: str) -> None:
+        """The block between them was lifted: the watcher's queues get the user's current
+        presence (``blocked: false``)."""
+        ...
+
     def subscribe(self, queue_id: str, user_ids: Iterable[str]) -> list[str]:
         """Record that the queue wants presence events of those users; returns the ids accepted."""
         ...
@@ -203,6 +219,48 @@ class InMemoryPresence:
         """Forget the kept audiences of these users: the next announcement reads them again."""
         for user_id in user_ids:
             self._audiences.forget(user_id)
+
+    async def sees(self, watcher_id: str, user_id: str) -> bool:
+        """True when the watcher receives the user's presence changes now."""
+        if watcher_id in (await self._audiences.get(user_id) or frozenset()):
+            return True
+        return any(
+            (queue := self._registry.get(queue_id)) is not None and queue.user_id == watcher_id
+            for queue_id in self._subscribers.get(user_id, ())
+        )
+
+    def withdraw(self, user_id: str, watcher_id: str) -> None:
+        """Tell the watcher's queues the user is offline for them, now; end their subscriptions
+        to the user (a subscription across a block would be filtered anyway)."""
+        if self._closed:
+            return
+        queue_ids = self._subscribers.get(user_id, set())
+        for queue in self._registry.queues_of_user(watcher_id):
+            if queue.queue_id in queue_ids:
+                self._drop_subscription(queue.queue_id, user_id)
+        # Synchronous: it lands in the queues before whatever the caller publishes next.
+        event = {**presence_event(user_id, "offline", None), "blocked": True}
+        self._registry.publish([watcher_id], event)
+
+    def restore(self, user_id: str, watcher_id: str) -> None:
+        """Give the watcher's queues the user's current presence back."""
+        if self._closed:
+            return
+        status: Status = "online" if user_id in self._online else "offline"
+        event = {**presence_event(user_id, status, self.last_seen(user_id)), "blocked": False}
+        self._registry.publish([watcher_id], event)
+
+    def _drop_subscription(self, queue_id: str, user_id: str) -> None:
+        watched = self._subs_by_queue.get(queue_id)
+        if watched is not None:
+            watched.discard(user_id)
+            if not watched:
+                del self._subs_by_queue[queue_id]
+        queue_ids = self._subscribers.get(user_id)
+        if queue_ids is not None:
+            queue_ids.discard(queue_id)
+            if not queue_ids:
+                del self._subscribers[user_id]
 
     async def _read_audience(self, user_id: str) -> frozenset[str]:
         # Most users' audience is small or empty, and the empty frozenset is shared.

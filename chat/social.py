@@ -13,6 +13,7 @@ Visibility rules, in one place:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Iterable
 from typing import Any
@@ -373,12 +374,18 @@ class SocialCommands(ServiceBase):
         if other_id == me:
             raise ValidationFailed("You cannot block yourself.", field="user_id")
         users = await self._pair(me, other_id)
+        # Who sees whom before the block: those are told to drop the other's presence.
+        saw = await self._seeing(me, other_id)
         block, _ = await self.store.social.add_block(me, other_id)
         self._blocks_changed(me, other_id)  # hidden from each other from now on
         # The block is stored first, then the pair is cleaned up: a request or acceptance
         # racing with it re-checks for the block after its own write, so one of the two
         # always sees the other (and the cleanup also runs again on a repeated block).
-        if await self.store.social.remove_friendship(me, other_id):
+        ended = await self.store.social.remove_friendship(me, other_id)
+        # Before friend.removed: a client drops the dot before it learns why.
+        for user_id, watcher_id in saw:
+            self.presence.withdraw(user_id, watcher_id)
+        if ended:
             self._publish_removed(users[me], users[other_id])
         pending = await self.store.social.take_pending_between(me, other_id)
         if pending is not None:
@@ -395,7 +402,18 @@ class SocialCommands(ServiceBase):
         if not removed:
             raise NotFound("You have not blocked this user.")
         self._blocks_changed(principal.user_id, other_id)
+        if not await self.is_blocked_between(principal.user_id, other_id):
+            # Presence comes back to whoever sees the other again (DM partners, say).
+            for user_id, watcher_id in await self._seeing(principal.user_id, other_id):
+                self.presence.restore(user_id, watcher_id)
         return {}
+
+    async def _seeing(self, a: str, b: str) -> list[tuple[str, str]]:
+        """(user, watcher) for each of the two directions in which the watcher receives the
+        user's presence now."""
+        pairs = [(a, b), (b, a)]
+        seen = await asyncio.gather(*(self.presence.sees(w, u) for u, w in pairs))
+        return [pair for pair, yes in zip(pairs, seen, strict=True) if yes]
 
     @command("blocks.list")
     async def list_blocks(self, principal: Principal, data: Any) -> Reply:

@@ -140,6 +140,10 @@ async def test_a_block_or_unfriending_hides_the_very_next_announcement(
         assert (await carol.put(f"/api/blocks/{alice_id}")).status == 200
     else:
         assert (await carol.delete(f"/api/friends/{alice_id}")).status == 200
+    if change != "unfriend":
+        # The block itself withdraws Alice's dot from Carol, once (docs/protocol.md, Presence).
+        withdrawn = (await carol_ws.event("presence"))["event"]
+        assert (withdrawn["user_id"], withdrawn["blocked"]) == (alice_id, True)
     await offline(server, alice_ws, alice_id)
     await no_presence(carol_ws, 0.3)
     if change != "unfriend":

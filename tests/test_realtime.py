@@ -582,6 +582,10 @@ async def test_presence_reaches_friends_dm_partners_and_subscribers_never_across
     assert (await alice.put(f"/api/blocks/{people['erin'][2]}")).status == 200
     frank_api = people["frank"][0]
     assert (await frank_api.put(f"/api/blocks/{alice_id}")).status == 200
+    # Each of them is told once, at the block, to drop Alice's dot; nothing after that.
+    for name in ("erin", "frank"):
+        event = (await sockets[name].event("presence"))["event"]
+        assert (event["user_id"], event["status"], event["blocked"]) == (alice_id, "offline", True)
     tab = await WsClient.connect(server.ws_url)
     await tab.auth(alice_token)
     for name in ("carol", "dave"):

@@ -178,6 +178,13 @@ async def test_blocked_user_receives_no_more_presence(make_server: ServerFactory
     await bob.no_event("presence", within=0.1)
 
     (await alice.rest("blocks.add", user_id=bob.id)).expect(200)
+    # Told once, at once, to drop Alice's dot (nothing about when she was last seen).
+    withdrawn = await bob.event("presence")
+    assert (withdrawn["user_id"], withdrawn["status"], withdrawn["last_seen"]) == (
+        alice.id,
+        "offline",
+        None,
+    )
     await bob.event("friend.removed")
     assert bob.id not in await server.service.presence_audience(alice.id)
     again = await bob.rest("presence.subscribe", queue_id=bob.queue_id, user_ids=[alice.id])

@@ -8,8 +8,9 @@ import { noteGroupEvent } from './system.js';
 const HISTORY_PAGE = 50;
 const DIRECTORY_PAGE = 30;
 const TYPING_EVERY_MS = 3000; // the server relays each typing call; the others show it ~6 s
-const SEND_ATTEMPTS = 3; // automatic retries of a send that failed for lack of a server
-const SEND_RETRY_MS = 1000;
+const OUTBOX_RETRY_FIRST_MS = 1000; // a queued send is tried again after this, doubling...
+const OUTBOX_RETRY_MAX_MS = 10000; // ...up to this (and at once when the events are live again)
+const OUTBOX_KEY = 'chat.outbox.'; // + user id: the unsent messages of that user, kept across a reload
 const CATCH_UP_PAGES = 20; // at most this many pages of missed messages before giving up
 const MAX_PRESENCE_SUBSCRIBE = 1000; // the server's limit per queue
 const READ_DELAY_MS = 250; // a burst of messages in the open conversation: one read call
@@ -34,6 +35,12 @@ export class Actions {
     this.readSent = new Map(); // conversation id -> seq we told the server
     this.conversationsReload = null;
     this.session = 0; // bumped at sign-out
+    this.flushing = false; // the outbox is being sent (one message at a time, in order)
+    this.flushAgain = false;
+    this.outboxTimer = null;
+    this.outboxFailures = 0;
+    this.sendOrder = 0;
+    this.blocking = new Set(); // users this tab is blocking right now
   }
 
   /**
@@ -81,6 +88,9 @@ export class Actions {
     this.lastTypingSent.clear();
     this.readSent.clear();
     clearTimeout(this.readTimer);
+    clearTimeout(this.outboxTimer);
+    this.outboxTimer = null;
+    this.outboxFailures = 0;
   }
 
   async loadConversations() {
@@ -186,6 +196,7 @@ export class Actions {
     for (const entry of reply.blocks || []) {
       store.upsertUser(entry.user);
       store.blocked.add(entry.user.id);
+      store.blockedBy.delete(entry.user.id); // my own block: the notice offers Unblock
     }
     store.emit('blocks');
     store.emit('users');
@@ -297,9 +308,16 @@ export class Actions {
   }
 
   async block(userId) {
-    const reply = await this.guard(this.api.put(path`/api/blocks/${userId}`), 'Could not block');
+    this.blocking.add(userId);
+    let reply;
+    try {
+      reply = await this.guard(this.api.put(path`/api/blocks/${userId}`), 'Could not block');
+    } finally {
+      this.blocking.delete(userId);
+    }
     if (!reply) return false;
     this.store.blocked.add(userId);
+    this.store.blockedBy.delete(userId);
     this.store.friends.delete(userId);
     for (const [id, r] of [...this.store.incoming, ...this.store.outgoing]) {
       if (this.requestPeer(r) === userId) this.forgetRequest(id);
@@ -316,6 +334,27 @@ export class Actions {
     this.store.blocked.delete(userId);
     this.store.emit('blocks');
     this.store.emit('users');
+  }
+
+  /**
+   * The server says a block now stands (or no longer stands) between us and this user: on the
+   * blocked side that is all it learns (the DM can no longer be answered); on the blocker's
+   * side, another tab's block or unblock.
+   */
+  blockChanged(userId, blocked) {
+    const store = this.store;
+    if (blocked) {
+      if (!store.blocked.has(userId) && !this.blocking.has(userId)) {
+        store.blockedBy.add(userId);
+        // Another tab of mine may have blocked: the list of blocks says which.
+        this.loadBlocks();
+      }
+    } else {
+      store.blockedBy.delete(userId);
+      this.loadBlocks();
+    }
+    store.emit('blocks');
+    store.emit('users');
   }
 
   // -- conversations --------------------------------------------------------------------------
@@ -344,7 +383,9 @@ export class Actions {
       'Could not load messages',
     );
     if (!reply) return;
+    const pendingBefore = timeline.pending.size;
     timeline.add(reply.messages || []);
+    if (timeline.pending.size !== pendingBefore) this.saveOutbox();
     timeline.hasMore = Boolean(reply.has_more);
     timeline.loaded = true;
     timeline.stale = false;
@@ -385,14 +426,19 @@ export class Actions {
         'Could not load new messages',
       );
       if (!reply) return;
+      const pendingBefore = timeline.pending.size;
       timeline.add(reply.messages || []);
+      if (timeline.pending.size !== pendingBefore) this.saveOutbox();
       this.store.emit('timeline', conversationId);
       if (!reply.has_more || !(reply.messages || []).length) break;
     }
     timeline.stale = false;
   }
 
-  /** Show at once as pending, then send; the server's copy replaces it (same client_msg_id). */
+  /**
+   * Show at once as pending and put it in the outbox; the outbox sends it (in order, after
+   * what is already waiting) and the server's copy replaces it (same client_msg_id).
+   */
   sendMessage(conversationId, body) {
     const timeline = this.store.timeline(conversationId);
     const clientMsgId = newClientMsgId();
@@ -401,43 +447,210 @@ export class Actions {
       body,
       state: 'sending',
       created_at: new Date().toISOString(),
+      order: this.nextOrder(),
     });
+    if (this.outboxTimer) timeline.pending.get(clientMsgId).state = 'queued'; // the server is away
+    this.saveOutbox();
     this.store.emit('timeline', conversationId);
     this.lastTypingSent.delete(conversationId);
-    this.deliver(conversationId, clientMsgId);
+    this.flushOutbox();
   }
 
   retry(conversationId, clientMsgId) {
-    this.deliver(conversationId, clientMsgId);
+    const pending = this.store.timeline(conversationId).pending.get(clientMsgId);
+    if (!pending) return;
+    pending.state = 'sending';
+    pending.order = this.nextOrder(); // a retried message goes after those already waiting
+    this.saveOutbox();
+    this.store.emit('timeline', conversationId);
+    this.flushOutbox();
   }
 
+  nextOrder() {
+    this.sendOrder = Math.max(this.sendOrder + 1, Date.now() * 1000);
+    return this.sendOrder;
+  }
+
+  /** Every unsent message (waiting or failed), oldest first. */
+  outboxEntries() {
+    const entries = [];
+    for (const [conversationId, timeline] of this.store.timelines) {
+      for (const p of timeline.pending.values()) entries.push({ conversationId, pending: p });
+    }
+    return entries.sort((a, b) => a.pending.order - b.pending.order);
+  }
+
+  /** How many messages would be lost by signing out now. */
+  unsentCount() {
+    return this.outboxEntries().length;
+  }
+
+  outboxKey() {
+    return this.me ? OUTBOX_KEY + this.me.id : null;
+  }
+
+  /** The outbox in localStorage (per user), so that a reload or a crash loses nothing. */
+  saveOutbox() {
+    const key = this.outboxKey();
+    if (!key) return;
+    const entries = this.outboxEntries().map(({ conversationId, pending: p }) => ({
+      conversation_id: conversationId,
+      client_msg_id: p.client_msg_id,
+      body: p.body,
+      created_at: p.created_at,
+      order: p.order,
+      failed: p.state === 'failed' ? p.error || 'Not sent' : null,
+    }));
+    try {
+      if (entries.length) localStorage.setItem(key, JSON.stringify(entries));
+      else localStorage.removeItem(key);
+    } catch (err) {
+      console.warn('could not keep the outbox', err);
+    }
+    this.store.emit('outbox');
+  }
+
+  /** At sign-in: what this user had not sent yet goes back into its timelines, then out. */
+  restoreOutbox() {
+    const key = this.outboxKey();
+    if (!key) return;
+    let entries = [];
+    try {
+      entries = JSON.parse(localStorage.getItem(key) || '[]');
+    } catch {
+      entries = [];
+    }
+    for (const e of Array.isArray(entries) ? entries : []) {
+      if (!e || typeof e.conversation_id !== 'string' || typeof e.client_msg_id !== 'string' || typeof e.body !== 'string') continue;
+      const timeline = this.store.timeline(e.conversation_id);
+      if (timeline.pending.has(e.client_msg_id)) continue;
+      timeline.pending.set(e.client_msg_id, {
+        client_msg_id: e.client_msg_id,
+        body: e.body,
+        created_at: e.created_at || new Date().toISOString(),
+        order: Number(e.order) || this.nextOrder(),
+        state: e.failed ? 'failed' : 'queued',
+        error: e.failed || undefined,
+      });
+      this.sendOrder = Math.max(this.sendOrder, Number(e.order) || 0);
+      this.store.emit('timeline', e.conversation_id);
+    }
+    this.store.emit('outbox');
+    this.flushOutbox();
+  }
+
+  /** Signing out on purpose: the unsent messages go with the session. */
+  dropOutbox() {
+    const key = this.outboxKey();
+    if (key) localStorage.removeItem(key);
+    for (const timeline of this.store.timelines.values()) timeline.pending.clear();
+  }
+
+  /** The connection is back (or may be): send what waits now rather than at the next retry. */
+  connectionBack() {
+    this.outboxFailures = 0;
+    if (this.outboxTimer) {
+      clearTimeout(this.outboxTimer);
+      this.outboxTimer = null;
+    }
+    this.flushOutbox();
+  }
+
+  /**
+   * Send the outbox one message at a time, oldest first. A message that cannot reach the
+   * server (network, 503, 429) stays queued and so do the ones after it, until the next try;
+   * one the server refuses (4xx) is "Not sent" with Retry and the rest go on.
+   */
+  async flushOutbox() {
+    if (this.flushing) {
+      this.flushAgain = true;
+      return;
+    }
+    this.flushing = true;
+    const session = this.session;
+    try {
+      do {
+        this.flushAgain = false;
+        for (;;) {
+          if (session !== this.session) return;
+          const next = this.outboxEntries().find((e) => e.pending.state !== 'failed');
+          if (!next) break;
+          const outcome = await this.deliver(next.conversationId, next.pending.client_msg_id);
+          if (outcome === 'wait') {
+            this.markWaiting();
+            this.retryOutboxLater();
+            return;
+          }
+        }
+      } while (this.flushAgain);
+      this.outboxFailures = 0;
+    } finally {
+      this.flushing = false;
+    }
+  }
+
+  /** Everything behind a message that could not go out waits with it. */
+  markWaiting() {
+    for (const { conversationId, pending } of this.outboxEntries()) {
+      if (pending.state === 'sending') {
+        pending.state = 'queued';
+        this.store.emit('timeline', conversationId);
+      }
+    }
+  }
+
+  retryOutboxLater() {
+    if (this.outboxTimer) return;
+    this.outboxFailures += 1;
+    const ms = Math.min(OUTBOX_RETRY_MAX_MS, OUTBOX_RETRY_FIRST_MS * 2 ** (this.outboxFailures - 1));
+    this.outboxTimer = setTimeout(() => {
+      this.outboxTimer = null;
+      this.flushOutbox();
+    }, ms);
+  }
+
+  /** One send: 'sent', 'failed' (refused for good) or 'wait' (the server was not reached). */
   async deliver(conversationId, clientMsgId) {
     const timeline = this.store.timeline(conversationId);
-    for (let attempt = 1; ; attempt++) {
-      const pending = timeline.pending.get(clientMsgId);
-      if (!pending) return; // the server's copy already arrived as an event
+    const pending = timeline.pending.get(clientMsgId);
+    if (!pending) return 'sent'; // the server's copy already arrived as an event
+    if (pending.state !== 'sending') {
       pending.state = 'sending';
       this.store.emit('timeline', conversationId);
-      try {
-        // A retry sends the same client_msg_id: the server returns the stored copy, never a second.
-        const reply = await this.api.post(path`/api/conversations/${conversationId}/messages`, {
-          body: pending.body,
-          client_msg_id: clientMsgId,
-        });
-        this.acceptMessage(reply.message);
-        return;
-      } catch (err) {
-        if (!timeline.pending.has(clientMsgId) || err.status === 401) return;
-        if (transient(err) && attempt < SEND_ATTEMPTS) {
-          await sleep(SEND_RETRY_MS * attempt);
-          continue;
-        }
-        pending.state = 'failed';
-        pending.error = err.message;
+    }
+    const session = this.session;
+    try {
+      // Every attempt sends the same client_msg_id: the server returns the stored copy, never a second.
+      const reply = await this.api.post(path`/api/conversations/${conversationId}/messages`, {
+        body: pending.body,
+        client_msg_id: clientMsgId,
+      });
+      if (session === this.session) this.acceptMessage(reply.message); // not into the next user's state
+      return 'sent';
+    } catch (err) {
+      if (session !== this.session || !timeline.pending.has(clientMsgId)) return 'sent';
+      if (err.status === 401) return 'wait'; // signing out; the outbox stays for next time
+      if (transient(err)) {
+        pending.state = 'queued';
         this.store.emit('timeline', conversationId);
-        toast(`Message not sent: ${err.message}`, 'error');
-        return;
+        return 'wait';
       }
+      pending.state = 'failed';
+      pending.error = err.message;
+      this.saveOutbox();
+      if (err.code === 'blocked') this.noteBlockedIn(conversationId);
+      this.store.emit('timeline', conversationId);
+      toast(`Message not sent: ${err.message}`, 'error');
+      return 'failed';
+    }
+  }
+
+  /** A DM refused with 403 blocked: whoever blocked, the composer gives way to a notice. */
+  noteBlockedIn(conversationId) {
+    const partner = this.store.partnerOf(this.store.conversations.get(conversationId));
+    if (partner && !this.store.blocked.has(partner) && !this.store.blockedBy.has(partner)) {
+      this.store.blockedBy.add(partner);
+      this.store.emit('blocks');
     }
   }
 
@@ -446,7 +659,9 @@ export class Actions {
     const store = this.store;
     const cid = message.conversation_id;
     const timeline = store.timeline(cid);
+    const hadPending = message.client_msg_id && timeline.pending.has(message.client_msg_id);
     const fresh = timeline.add([message]);
+    if (hadPending) this.saveOutbox();
     const conv = store.conversations.get(cid);
     if (!conv) {
       this.reloadConversationsSoon();
@@ -486,6 +701,7 @@ export class Actions {
     }
     if (!seq || (this.readSent.get(conversationId) || 0) >= seq) return;
     this.readSent.set(conversationId, seq);
+    if (conv && (conv.read_seq || 0) < seq) conv.read_seq = seq;
     try {
       await this.api.post(path`/api/conversations/${conversationId}/read`, { seq });
     } catch (err) {
@@ -557,14 +773,33 @@ export class Actions {
       }
       return;
     }
-    this.store.upsertConversation(conv);
+    this.store.upsertConversation(this.keepReadState(conv));
     this.store.emit('conversations');
     this.store.emit('users');
   }
 
+  /**
+   * A group as a reply or an event has it, without undoing what we know of our own reading: a
+   * read_seq below ours (an answer computed before our read landed) never lowers it or brings
+   * an unread badge back, and the conversation in front of the user has nothing unread.
+   */
+  keepReadState(conv) {
+    const prev = this.store.conversations.get(conv.id);
+    const known = Math.max(prev?.read_seq || 0, this.readSent.get(conv.id) || 0);
+    const next = { ...conv };
+    if (prev && 'read_seq' in conv && (conv.read_seq || 0) < known) {
+      next.read_seq = known;
+      next.unread_count = Math.min(conv.unread_count || 0, prev.unread_count || 0);
+    }
+    if (this.isWatching(conv.id)) next.unread_count = 0;
+    return next;
+  }
+
   dropConversation(conversationId) {
     this.store.conversations.delete(conversationId);
+    const hadPending = this.store.timelines.get(conversationId)?.pending.size;
     this.store.timelines.delete(conversationId);
+    if (hadPending) this.saveOutbox(); // nowhere to send them any more
     this.store.emit('conversations');
     if (this.store.activeId === conversationId) this.store.emit('active');
   }
@@ -580,6 +815,7 @@ export class Actions {
       case 'conversation.read': {
         if (event.user_id === this.me?.id) {
           const conv = store.conversations.get(event.conversation_id);
+          if (conv && event.seq > (conv.read_seq || 0)) conv.read_seq = event.seq;
           if (conv && event.seq >= (conv.last_message?.seq || 0) && conv.unread_count) {
             conv.unread_count = 0;
             store.emit('conversations');
@@ -596,6 +832,7 @@ export class Actions {
         break;
       case 'presence':
         store.setPresence(event.user_id, event.status, event.last_seen);
+        if (event.blocked === true || event.blocked === false) this.blockChanged(event.user_id, event.blocked);
         break;
       case 'friend.request':
         if (event.request) {

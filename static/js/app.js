@@ -3,7 +3,7 @@
 import { Actions } from './actions.js';
 import { Api } from './api.js';
 import { Notifier } from './notify.js';
-import { $, toast } from './dom.js';
+import { $, confirmAction, connectionBanner, toast } from './dom.js';
 import { Realtime } from './realtime.js';
 import { Store } from './store.js';
 import { setupAuth } from './views/auth.js';
@@ -18,6 +18,7 @@ const store = new Store();
 const actions = new Actions(api, store);
 const forceLongPoll = new URLSearchParams(location.search).get('transport') === 'longpoll';
 let realtime = null;
+let signingOut = false; // our own sign-out: the session.ended it causes is no news
 
 // The open conversation lives in the URL (#c=<id>): a reload, Back and links keep it.
 const conversationInHash = () => new URLSearchParams(location.hash.slice(1)).get('c');
@@ -111,11 +112,17 @@ function startSession(user) {
     onStatus: (state) => {
       store.transport = state;
       store.emit('transport');
+      if (state.status === 'reconnecting') connectionBanner('down');
+      else if (state.status === 'live') {
+        connectionBanner('ok');
+        actions.connectionBack(); // what waits in the outbox goes out now
+      }
     },
-    onSessionEnded: () => endSession('Your session has ended. Please sign in again.'),
+    onSessionEnded: () => endSession(signingOut ? '' : 'Your session has ended. Please sign in again.'),
   });
   actions.realtime = realtime;
   realtime.start();
+  actions.restoreOutbox();
   route();
   // Into the app (not left on the sign-in form that just went away): the open chat's box,
   // or else the sidebar's current tab.
@@ -127,6 +134,7 @@ function startSession(user) {
 
 /** Back to the sign-in form, with nothing of the last user left in memory. */
 function endSession(message = '') {
+  connectionBanner('ok');
   if (!store.me) return;
   realtime?.stop();
   realtime = null;
@@ -148,7 +156,7 @@ function endSession(message = '') {
   if (message) toast(message, 'error');
 }
 
-api.onUnauthorized = () => endSession('Your session has ended. Please sign in again.');
+api.onUnauthorized = () => endSession(signingOut ? '' : 'Your session has ended. Please sign in again.');
 
 // The skip link jumps to the message box, or to the conversations when none is open (and
 // never touches the URL's hash, which names the open conversation).
@@ -160,7 +168,21 @@ document.querySelector('.skip-link').addEventListener('click', (event) => {
 
 $('logout').addEventListener('click', async (event) => {
   const button = event.currentTarget;
+  const unsent = actions.unsentCount();
+  if (unsent) {
+    const sure = await confirmAction({
+      title: 'Log out?',
+      message: `${unsent === 1 ? '1 message has' : `${unsent} messages have`} not been sent yet. Logging out now discards ${unsent === 1 ? 'it' : 'them'}.`,
+      confirm: 'Log out and discard',
+    });
+    if (!sure) return;
+    actions.dropOutbox();
+  }
   button.disabled = true;
+  // The server ends this session everywhere, this tab's event stream included: that
+  // session.ended (or 4401 close) is our own doing, not something to warn about.
+  signingOut = true;
+  realtime?.stop();
   try {
     await api.post('/api/auth/logout');
   } catch (err) {
@@ -170,6 +192,7 @@ $('logout').addEventListener('click', async (event) => {
     button.disabled = false;
   }
   endSession();
+  signingOut = false;
 });
 
 async function boot() {
@@ -181,6 +204,7 @@ async function boot() {
   for (let attempt = 0; ; attempt++) {
     try {
       const reply = await api.get('/api/me');
+      connectionBanner('ok');
       startSession(reply.user);
       return;
     } catch (err) {
@@ -191,6 +215,7 @@ async function boot() {
         return;
       }
       if (attempt === 0) toast(`${err.message} Retrying…`, 'error');
+      connectionBanner('down', 'No connection to the server. Retrying…');
       await new Promise((resolve) => setTimeout(resolve, Math.min(10000, 1000 * 2 ** attempt)));
     }
   }

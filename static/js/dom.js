@@ -77,21 +77,124 @@ export function renderKeyed(list, items, key, signature, render) {
 }
 
 const TOAST_MS = 6000;
+const TOAST_SAME_MS = 4000; // the same words again this soon refresh the toast shown
 
-/** A toast: `kind` is 'error', 'success' or 'info'. Errors stay a little longer. */
+/**
+ * A toast: `kind` is 'error', 'success' or 'info'. Errors stay a little longer. The same
+ * message shown again while its toast is still up (two failed requests for one user action)
+ * restarts that toast's timer instead of stacking a copy.
+ */
 export function toast(message, kind = 'info') {
   const box = $('toasts');
+  const ttl = kind === 'error' ? TOAST_MS * 1.5 : TOAST_MS;
+  for (const node of box.children) {
+    if (node.dataset.text === message && node.dataset.kind === kind && Date.now() - Number(node.dataset.at) < TOAST_SAME_MS + ttl) {
+      clearTimeout(node.removeTimer);
+      node.dataset.at = String(Date.now());
+      node.removeTimer = setTimeout(() => node.remove(), ttl);
+      return node;
+    }
+  }
   const close = h('button', { type: 'button', text: '×', attrs: { 'aria-label': 'Dismiss' } });
   const node = h(
     'div',
-    { class: `toast ${kind}`, attrs: { role: kind === 'error' ? 'alert' : 'status' } },
+    { class: `toast ${kind}`, dataset: { text: message, kind, at: String(Date.now()) }, attrs: { role: kind === 'error' ? 'alert' : 'status' } },
     h('span', { class: 'toast-text', text: message }),
     close,
   );
   close.addEventListener('click', () => node.remove());
   box.append(node);
   while (box.children.length > 4) box.firstElementChild.remove();
-  setTimeout(() => node.remove(), kind === 'error' ? TOAST_MS * 1.5 : TOAST_MS);
+  node.removeTimer = setTimeout(() => node.remove(), ttl);
+  return node;
+}
+
+/**
+ * Ask before something that cannot be undone, in a modal <dialog> (never window.confirm).
+ * Resolves true when the user pressed the confirming button; Escape or Cancel resolve false.
+ */
+export function confirmAction({ title, message, confirm = 'OK', danger = true }) {
+  let dialog = $('confirm-dialog');
+  if (!dialog) {
+    dialog = h(
+      'dialog',
+      { id: 'confirm-dialog', class: 'dialog confirm', attrs: { 'aria-labelledby': 'confirm-title', 'aria-describedby': 'confirm-message' } },
+      h(
+        'form',
+        { method: 'dialog' },
+        h('h2', { id: 'confirm-title' }),
+        h('p', { id: 'confirm-message', class: 'confirm-message' }),
+        h(
+          'div',
+          { class: 'dialog-actions' },
+          h('button', { type: 'submit', class: 'btn ghost', id: 'confirm-cancel', value: 'cancel', text: 'Cancel' }),
+          h('button', { type: 'submit', class: 'btn primary', id: 'confirm-ok', value: 'ok' }),
+        ),
+      ),
+    );
+    document.body.append(dialog);
+  }
+  if (dialog.open) dialog.close('cancel');
+  $('confirm-title').textContent = title;
+  $('confirm-message').textContent = message;
+  const ok = $('confirm-ok');
+  ok.textContent = confirm;
+  ok.className = danger ? 'btn danger-solid' : 'btn primary';
+  dialog.returnValue = '';
+  const opener = document.activeElement;
+  dialog.showModal();
+  $('confirm-cancel').focus(); // the safe choice has the focus
+  return new Promise((resolve) => {
+    dialog.addEventListener(
+      'close',
+      () => {
+        resolve(dialog.returnValue === 'ok');
+        if (opener?.isConnected) opener.focus();
+      },
+      { once: true },
+    );
+  });
+}
+
+const BACK_SHOWN_MS = 3000; // "Connected again" stays this long
+
+/**
+ * The connection banner at the top of every view: 'down' while the server cannot be reached,
+ * 'back' briefly once it can again, 'ok' hidden.
+ */
+export function connectionBanner(state, text = '') {
+  let banner = $('connection-banner');
+  if (!banner) {
+    banner = h('div', { id: 'connection-banner', class: 'conn-banner', hidden: true, attrs: { role: 'status', 'aria-live': 'polite' } }, h('span', { class: 'conn-text' }));
+    document.body.prepend(banner);
+    // The views make room for exactly the banner's height (one line or two on a phone).
+    new ResizeObserver(() => {
+      if (!banner.hidden) document.documentElement.style.setProperty('--banner-height', `${banner.offsetHeight}px`);
+    }).observe(banner);
+  }
+  clearTimeout(banner.hideTimer);
+  const root = document.documentElement;
+  if (state === 'ok') {
+    if (banner.dataset.state === 'down') state = 'back';
+    else {
+      banner.hidden = true;
+      banner.dataset.state = 'ok';
+      delete root.dataset.connection;
+      return;
+    }
+  }
+  banner.dataset.state = state;
+  banner.hidden = false;
+  root.dataset.connection = state;
+  banner.querySelector('.conn-text').textContent =
+    state === 'back' ? 'Connected again.' : text || 'No connection to the server. Reconnecting… Messages you send will wait and go out when it is back.';
+  if (state === 'back') {
+    banner.hideTimer = setTimeout(() => {
+      banner.hidden = true;
+      banner.dataset.state = 'ok';
+      delete root.dataset.connection;
+    }, BACK_SHOWN_MS);
+  }
 }
 
 /** A stable hue from a string, for avatars and sender names. */

@@ -13,8 +13,11 @@ const SOCKET_FAILURES_BEFORE_FALLBACK = 2; // consecutive sockets that never rea
 const POLL_TIMEOUT_SECS = 25; // the server's heartbeat: an empty answer after this long
 const POLL_SLACK_MS = 10000; // how late a poll may answer before it counts as lost
 const SOCKET_RETRY_MS = 60000; // on automatic long-polling, try the socket again this often
+// ...but soon after an outage: the sockets failed because the server was away (a restart),
+// not because something between us forbids them.
+const SOCKET_RETRY_AFTER_OUTAGE_MS = 2000;
 const BACKOFF_FIRST_MS = 300;
-const BACKOFF_MAX_MS = 15000;
+const BACKOFF_MAX_MS = 10000;
 const CLOSE_UNAUTHORIZED = 4401;
 // A socket can die without a close (sleep, a NAT forgetting it): after this long without a
 // frame the client asks the server something small, and reconnects if no answer comes.
@@ -60,6 +63,7 @@ export class Realtime {
     this.timers = new Set();
     this.ackTimer = null;
     this.longPollSince = 0;
+    this.pollsFailed = false; // a long-poll failed since the last one that worked (an outage)
     this.stopped = true;
     this.onOnline = () => {
       if (this.status === 'reconnecting') this.connect();
@@ -295,7 +299,9 @@ export class Realtime {
     while (generation === this.generation && !this.stopped) {
       const controller = new AbortController();
       this.pollAbort = controller;
-      const query = { last_event_id: this.lastEventId, timeout: POLL_TIMEOUT_SECS };
+      // After a failure, a poll that answers at once: the first answer says we are back
+      // (a held one would say so only with the next event or the heartbeat).
+      const query = { last_event_id: this.lastEventId, timeout: this.failures ? 0 : POLL_TIMEOUT_SECS };
       if (this.queueId) {
         query.queue_id = this.queueId;
         query.epoch = this.epoch;
@@ -313,12 +319,20 @@ export class Realtime {
           return;
         }
         this.failures += 1;
+        this.pollsFailed = true;
         this.setStatus('reconnecting');
         await sleep(backoff(this.failures));
         continue;
       }
       if (generation !== this.generation || this.stopped) return;
       this.failures = 0;
+      if (this.pollsFailed && !this.forceLongPoll) {
+        // Polls failed too: the server was down, so the sockets may well work again now.
+        this.pollsFailed = false;
+        this.later(SOCKET_RETRY_AFTER_OUTAGE_MS, () => {
+          if (generation === this.generation && this.mode === 'longpoll') this.probeSocket();
+        });
+      }
       this.ackedId = this.lastEventId;
       for (const item of reply.events || []) {
         if (item.event && item.event.type === 'hello') this.acceptHello(item.event);
@@ -327,13 +341,17 @@ export class Realtime {
       }
       this.setStatus('live');
       if (!this.forceLongPoll && Date.now() - this.longPollSince > SOCKET_RETRY_MS) {
-        // Perhaps the network changed: try the socket again, resuming the same queue.
-        this.longPollSince = Date.now();
-        this.probing = true;
-        this.mode = 'websocket';
-        this.connect();
+        this.probeSocket();
         return;
       }
     }
+  }
+
+  /** Perhaps the network changed: try the socket again, resuming the same queue. */
+  probeSocket() {
+    this.longPollSince = Date.now();
+    this.probing = true;
+    this.mode = 'websocket';
+    this.connect();
   }
 }

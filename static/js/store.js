@@ -2,7 +2,7 @@
 //
 // Topics: 'me', 'transport', 'users' (names, presence), 'conversations', 'friends', 'requests',
 // 'blocks', 'directory', 'timeline' (detail: conversation id), 'typing' (conversation id),
-// 'receipts' (conversation id), 'active'.
+// 'receipts' (conversation id), 'active', 'outbox'.
 
 const TYPING_SHOWN_MS = 6000; // the sender repeats typing every few seconds while it types
 
@@ -12,7 +12,10 @@ export class Timeline {
     this.conversationId = conversationId;
     this.messages = [];
     this.byId = new Map();
-    this.pending = new Map(); // client_msg_id -> {client_msg_id, body, state: 'sending'|'failed', created_at}
+    // Our sends not yet confirmed, in the order they were written: client_msg_id ->
+    // {client_msg_id, body, state: 'sending'|'queued'|'failed', created_at, order}. 'queued'
+    // waits for the connection (the outbox in actions.js keeps them across a reload).
+    this.pending = new Map();
     this.loaded = false; // the newest page was read
     this.hasMore = true; // older messages exist on the server
     this.loadingOlder = false;
@@ -68,7 +71,8 @@ export class Store {
     this.incoming = new Map(); // request id -> request
     this.outgoing = new Map();
     this.requestsLoaded = false;
-    this.blocked = new Set();
+    this.blocked = new Set(); // users I blocked
+    this.blockedBy = new Set(); // users whose block stands against me (told by a presence event or a 403)
     this.directory = { query: '', ids: [], hasMore: false, loading: false, cursor: null };
     this.typing = new Map(); // conversation id -> Map(user id -> expires at)
     this.activeId = null;

@@ -1,6 +1,6 @@
 // The open conversation: history with scroll-back, pending sends, receipts, typing, the composer.
 
-import { $, avatar, h, hueOf, setFieldError } from '../dom.js';
+import { $, avatar, confirmAction, h, hueOf, setFieldError } from '../dom.js';
 import { dayKey, dayLabel, fullTime, parseTime, presenceText, timeOfDay } from '../format.js';
 import { renderMarkup } from '../markup.js';
 import { rememberGroups, systemLines } from '../system.js';
@@ -55,8 +55,17 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
     const partner = store.partnerOf(store.conversations.get(current));
     if (!partner) return;
     if (store.blocked.has(partner)) await actions.unblock(partner);
-    else await actions.block(partner);
+    else {
+      const name = store.nameOf(partner);
+      const sure = await confirmAction({
+        title: `Block ${name}?`,
+        message: `${name} will no longer be able to message you or see when you are online. You can unblock later.`,
+        confirm: 'Block',
+      });
+      if (sure) await actions.block(partner);
+    }
     renderHeader();
+    renderComposer();
   });
   $('chat-members').addEventListener('click', () => openGroupPanel(current));
   $('chat-back').addEventListener('click', () => closeConversation());
@@ -391,7 +400,11 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
     if (!current) return;
     renderHeader();
   });
-  store.on('blocks', () => current && renderHeader());
+  store.on('blocks', () => {
+    if (!current) return;
+    renderHeader();
+    renderComposer();
+  });
   store.on('conversations', () => {
     rememberGroups(store);
     if (!current) return;
@@ -400,6 +413,31 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
   });
 
   // -- composer -------------------------------------------------------------------------------
+
+  // In a DM a block stands in: the composer gives way to a notice saying so.
+  const notice = h('div', { class: 'composer-notice', id: 'composer-notice', hidden: true, attrs: { role: 'status' } });
+  $('composer').before(notice);
+
+  function renderComposer() {
+    const partner = store.partnerOf(store.conversations.get(current));
+    const mine = partner && store.blocked.has(partner);
+    const theirs = partner && !mine && store.blockedBy.has(partner);
+    $('composer').hidden = Boolean(mine || theirs);
+    notice.hidden = !(mine || theirs);
+    if (mine) {
+      const unblock = h('button', { type: 'button', class: 'btn small', text: 'Unblock' });
+      unblock.addEventListener('click', async () => {
+        unblock.disabled = true;
+        await actions.unblock(partner);
+        unblock.disabled = false;
+      });
+      notice.replaceChildren(h('span', { text: `You blocked ${store.nameOf(partner)}.` }), unblock);
+    } else if (theirs) {
+      notice.replaceChildren(h('span', { text: "You can't reply to this conversation." }));
+    } else {
+      notice.replaceChildren();
+    }
+  }
 
   function fitComposer() {
     input.style.height = 'auto';
@@ -460,6 +498,7 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
       }
       current = conversationId;
       renderHeader();
+      renderComposer();
       renderMessages();
       renderTyping();
       await actions.showConversation(conversationId);

@@ -1,7 +1,7 @@
 // Group creation (name + friends) and the group panel: members with roles, add, remove,
 // promote, rename, leave.
 
-import { $, avatar, dot, h, renderKeyed, setFieldError, withBusy } from '../dom.js';
+import { $, avatar, confirmAction, dot, h, renderKeyed, setFieldError, withBusy } from '../dom.js';
 import { checkGroupName } from '../validation.js';
 
 const ROLE_LABELS = { owner: 'Owner', admin: 'Admin', member: 'Member' };
@@ -94,7 +94,7 @@ export function setupGroups({ store, actions, openConversation }) {
           if (myRole === 'owner' && m.role === 'member') buttons.push(button('Make admin', () => actions.setRole(conv.id, m.user_id, 'admin'), 'promote'));
           if (myRole === 'owner' && m.role === 'admin') buttons.push(button('Make member', () => actions.setRole(conv.id, m.user_id, 'member'), 'demote'));
           if (myRole === 'owner' || m.role === 'member') {
-            buttons.push(button('Remove', () => actions.removeMember(conv.id, m.user_id), 'remove', 'ghost danger'));
+            buttons.push(button('Remove', () => confirmRemove(conv, m.user_id), 'remove', 'ghost danger'));
           }
         }
         return h(
@@ -129,6 +129,16 @@ export function setupGroups({ store, actions, openConversation }) {
     if (candidates.includes(chosen)) select.value = chosen;
   }
 
+  async function confirmRemove(conv, userId) {
+    const name = store.nameOf(userId);
+    const sure = await confirmAction({
+      title: `Remove ${name}?`,
+      message: `${name} will no longer be in ${conv.name || 'the group'}: no new messages, no sending. What was said before stays readable to ${name}.`,
+      confirm: 'Remove',
+    });
+    if (sure) await actions.removeMember(conv.id, userId);
+  }
+
   function button(label, fn, focus, kind = '') {
     const b = h('button', { type: 'button', class: `btn small ${kind}`.trim(), text: label, dataset: { focus } });
     b.addEventListener('click', () => withBusy(b, fn));
@@ -158,8 +168,17 @@ export function setupGroups({ store, actions, openConversation }) {
   });
 
   $('leave-group').addEventListener('click', async (event) => {
-    const left = await withBusy(event.currentTarget, () => actions.removeMember(panelId, store.me.id));
-    if (left) panel.close();
+    const button = event.currentTarget;
+    const conv = store.conversations.get(panelId);
+    const id = panelId;
+    const sure = await confirmAction({
+      title: `Leave ${conv?.name || 'the group'}?`,
+      message: 'You will no longer get its messages or be able to write there. Someone in the group has to add you again to come back.',
+      confirm: 'Leave group',
+    });
+    if (!sure || id !== panelId) return;
+    const left = await withBusy(button, () => actions.removeMember(id, store.me.id));
+    if (left && panel.open) panel.close();
   });
   $('members-close').addEventListener('click', () => panel.close());
   panel.addEventListener('close', () => {

@@ -1,6 +1,6 @@
 // The sidebar: who I am, the live transport, conversations, people, friend requests.
 
-import { $, avatar, dot, h, renderKeyed, setFieldError, setupTabs, toast, withBusy } from '../dom.js';
+import { $, avatar, confirmAction, dot, h, renderKeyed, setFieldError, setupTabs, toast, withBusy } from '../dom.js';
 import { parseTime, presenceText, shortWhen } from '../format.js';
 import { checkFriendCode, normalizeFriendCode } from '../validation.js';
 
@@ -146,6 +146,66 @@ export function setupSidebar({ store, actions, openConversation }) {
     return button;
   };
 
+  /** Block after asking; true when blocked. */
+  async function confirmBlock(userId) {
+    const name = store.nameOf(userId);
+    const sure = await confirmAction({
+      title: `Block ${name}?`,
+      message: `${name} will no longer be able to message you, send you friend requests or see when you are online. Your friendship ends. You can unblock later.`,
+      confirm: 'Block',
+    });
+    return sure && actions.block(userId);
+  }
+
+  async function confirmRemoveFriend(userId) {
+    const name = store.nameOf(userId);
+    const sure = await confirmAction({
+      title: `Remove ${name} from your friends?`,
+      message: `You can send ${name} a new friend request later.`,
+      confirm: 'Remove friend',
+    });
+    if (sure) await actions.removeFriend(userId);
+  }
+
+  /**
+   * The rarely used and destructive actions of a person sit behind a "More" button (a
+   * disclosure), not as a red button on every row.
+   */
+  function moreMenu(userId, items) {
+    const menuId = `more-${userId}-${Math.random().toString(36).slice(2, 8)}`;
+    const toggle = h('button', {
+      type: 'button',
+      class: 'btn small ghost more-toggle',
+      text: 'More…',
+      dataset: { focus: 'more' },
+      attrs: { 'aria-expanded': 'false', 'aria-controls': menuId, 'aria-label': `More actions for ${store.nameOf(userId)}` },
+    });
+    const setOpen = (open) => {
+      toggle.setAttribute('aria-expanded', String(open));
+      menu.hidden = !open;
+    };
+    // Choosing an item closes the menu (its confirmation dialog returns focus to the toggle).
+    const menu = h(
+      'div',
+      { class: 'row-menu', id: menuId, hidden: true },
+      items.map(([label, fn]) =>
+        action(label, () => {
+          setOpen(false);
+          toggle.focus();
+          return fn();
+        }, { kind: 'ghost' }),
+      ),
+    );
+    toggle.addEventListener('click', () => setOpen(toggle.getAttribute('aria-expanded') !== 'true'));
+    menu.addEventListener('keydown', (event) => {
+      if (event.key === 'Escape') {
+        setOpen(false);
+        toggle.focus();
+      }
+    });
+    return [toggle, menu];
+  }
+
   async function message(userId) {
     const conv = store.dmWith(userId) || (await actions.openDm(userId));
     if (conv) openConversation(conv.id);
@@ -158,8 +218,10 @@ export function setupSidebar({ store, actions, openConversation }) {
       case 'friend':
         return [
           action('Message', () => message(userId), { kind: 'primary' }),
-          action('Remove', () => actions.removeFriend(userId), { kind: 'ghost' }),
-          action('Block', () => actions.block(userId), { kind: 'ghost danger' }),
+          ...moreMenu(userId, [
+            ['Remove friend', () => confirmRemoveFriend(userId)],
+            ['Block', () => confirmBlock(userId)],
+          ]),
         ];
       case 'outgoing': {
         const r = requestWith(userId, store.outgoing);
@@ -176,7 +238,7 @@ export function setupSidebar({ store, actions, openConversation }) {
         return [
           action('Add friend', () => actions.requestFriend(userId), { kind: 'primary' }),
           action('Message', () => message(userId)),
-          action('Block', () => actions.block(userId), { kind: 'ghost danger' }),
+          ...moreMenu(userId, [['Block', () => confirmBlock(userId)]]),
         ];
     }
   }
@@ -325,6 +387,7 @@ export function setupSidebar({ store, actions, openConversation }) {
 
   return {
     selectTab,
+    confirmBlock,
     reset() {
       codeResult = null;
       codeInput.value = '';
