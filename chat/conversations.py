@@ -168,12 +168,14 @@ class ConversationCommands(ServiceBase):
             self.dm_request_for(conv, user_id),  # chat/privacy.py
         )
         members = set(conv.member_ids) - hidden
+        blocked_dm = conv.kind == "dm" and any(m != user_id for m in set(conv.member_ids) & hidden)
         return {
             **conv.shared_dict(),
             "last_message": last.to_dict() if last else None,
             "unread_count": unread,
             "read_seq": read_seq,
             "request": request,  # a DM request waiting for this user's answer
+            "blocked": blocked_dm,  # a DM that a block (either way) closes for now
             # Every current member's read pointer, so that receipts survive a reload;
             # conversation.read events keep them current from there.
             "reads": {uid: seq for uid, seq in reads.items() if uid in members and seq > 0},

@@ -427,6 +427,11 @@ async def test_a_block_takes_effect_in_both_clients_at_once(
     await expect(conversation_row(bob.page, "alice").locator(".dot")).to_have_attribute(
         "data-status", "offline"
     )
+    # A reload does not give Bob the composer back: the conversation says a block stands.
+    await bob.page.reload()
+    await open_conversation(bob, "alice")
+    await expect(bob_notice).to_have_text("You can't reply to this conversation.")
+    await expect(bob.page.locator("#composer")).to_be_hidden()
 
     # Unblocked from the notice: both can write again, and Bob sees Alice online again.
     await notice.get_by_role("button", name="Unblock").click()

@@ -94,3 +94,27 @@ async def test_a_block_stops_receipts_and_typing_both_ways(
     assert (await alice.event("typing"))["user_id"] == bob.id
     listed = (await alice.call("conversations.list")).expect()["conversations"]
     assert reads_seen(listed, group)[bob.id] == 5
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_dm_says_when_a_block_closes_it_on_both_sides(
+    server: RunningServer, transport: str
+) -> None:
+    alice = await join(server, "alice", transport)
+    bob = await join(server, "bob", transport)
+    carol = await join(server, "carol", transport)
+    dm = (await open_dm(alice, bob))["id"]
+    group = (await carol.call("groups.create", name="club", member_ids=[alice.id, bob.id])).expect(
+        201
+    )["conversation"]["id"]
+
+    async def flags(member: Member) -> dict[str, bool]:
+        listed = (await member.call("conversations.list")).expect()["conversations"]
+        return {c["id"]: c["blocked"] for c in listed}
+
+    assert await flags(alice) == await flags(bob) == {dm: False, group: False}
+    (await alice.call("blocks.add", user_id=bob.id)).expect()
+    # Both sides: the blocked one has no other way to learn it after a reload.
+    assert await flags(alice) == await flags(bob) == {dm: True, group: False}
+    (await alice.call("blocks.remove", user_id=bob.id)).expect()
+    assert await flags(alice) == await flags(bob) == {dm: False, group: False}

@@ -142,6 +142,13 @@ export class Store {
       next.last_message = prev.last_message;
     }
     for (const member of next.members || []) if (member.username) this.upsertUser({ id: member.user_id, username: member.username });
+    // A DM a block closes: when the block is not mine, it is the partner's (after a reload
+    // nothing else says so until a send is refused).
+    if (conv.kind === 'dm' && typeof conv.blocked === 'boolean' && this.me) {
+      const partner = (next.members || []).find((m) => m.user_id !== this.me.id)?.user_id;
+      if (partner && conv.blocked && !this.blocked.has(partner)) this.blockedBy.add(partner);
+      if (partner && !conv.blocked) this.blockedBy.delete(partner);
+    }
     this.conversations.set(conv.id, next);
     return next;
   }
