@@ -114,12 +114,15 @@ async def test_long_previews_are_cut_and_no_row_is_wider_than_the_list(
     await expect(row.locator(".unread-badge")).to_be_visible()
     sizes = await alice.page.evaluate(
         """() => {
-          const list = document.getElementById('conversation-list');
-          const rows = [...list.querySelectorAll('li, button.conv')];
-          const preview = list.querySelector('button.conv .preview');
+          // Strangers' DMs sit under "Message requests": both lists, the same rows.
+          const ids = ['conversation-list', 'dm-request-list'];
+          const lists = ids.map((id) => document.getElementById(id));
+          const rows = lists.flatMap((list) => [...list.querySelectorAll('li, button.conv')]);
+          const preview = document.querySelector('#panel-chats button.conv .preview');
           const panel = document.getElementById('panel-chats');
+          const widest = lists.filter((l) => !l.closest('[hidden]'));
           return {
-            list: [list.scrollWidth, list.clientWidth],
+            list: [Math.max(...widest.map((l) => l.scrollWidth - l.clientWidth)), 0],
             sidebar: document.getElementById('sidebar').clientWidth,
             rows: rows.map((r) => [r.scrollWidth, r.clientWidth, r.getBoundingClientRect().right]),
             preview: [
