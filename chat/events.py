@@ -524,8 +524,18 @@ class QueueRegistry:
 
     def publish(self, user_ids: Iterable[str], event: Event) -> None:
         """Push the same payload once to every open queue of each listed user."""
-        # dict.fromkeys: dedupe but keep the caller's order (deterministic).
-        for user_id in dict.fromkeys(user_ids):
+        targets: Iterable[str]
+        if isinstance(user_ids, (set, frozenset)):
+            # A set (a conversation's members): only its users who have a queue here, by
+            # whichever side is smaller. A message to a full group of mostly offline members
+            # looked up all 1,000.
+            if len(user_ids) > len(self._by_user):
+                targets = [u for u in self._by_user if u in user_ids]
+            else:
+                targets = user_ids
+        else:
+            targets = dict.fromkeys(user_ids)  # dedupe, in the caller's order (deterministic)
+        for user_id in targets:
             queues = self._by_user.get(user_id)
             if queues:
                 # Copy: an overflow closes a queue, which may call the listener.

@@ -154,8 +154,9 @@ class MessageCommands(ConversationCommands):
                     conv, slot, message = self._allocate(line, conv, draft)
                 # The storing goes on by itself: neither a timeout nor a closed connection
                 # abandons a write whose outcome is not known yet.
+                recipients = self.sequencer.recipients(line, conv)
                 storing = asyncio.get_running_loop().create_task(
-                    self._store_and_publish(line, slot, message, conv.member_ids)
+                    self._store_and_publish(line, slot, message, recipients)
                 )
                 self._storing.add(storing)
         except BaseException as exc:
@@ -201,7 +202,7 @@ class MessageCommands(ConversationCommands):
             raise  # this command itself was cancelled
 
     async def _store_and_publish(
-        self, line: Line, slot: Slot, message: Message, member_ids: list[str]
+        self, line: Line, slot: Slot, message: Message, member_ids: frozenset[str]
     ) -> Message:
         """Insert the message at its seq until the database says whether it holds it (retrying
         while it is unreachable, and at the next seq when another process took this one);
@@ -244,7 +245,9 @@ class MessageCommands(ConversationCommands):
             await self.sequencer.published(slot)
             return stored
 
-    async def _reallocate(self, line: Line, message: Message) -> tuple[Slot, Message, list[str]]:
+    async def _reallocate(
+        self, line: Line, message: Message
+    ) -> tuple[Slot, Message, frozenset[str]]:
         """The message at the next free seq, after another process took its seq: the
         conversation is read again (that process may have changed it too)."""
         store = self.store.conversations
@@ -258,7 +261,7 @@ class MessageCommands(ConversationCommands):
             conv = dataclasses.replace(fresh, last_seq=max(fresh.last_seq, latest, known))
             line.snapshot = None
             conv, slot, message = self._allocate(line, conv, message)
-            return slot, message, conv.member_ids
+            return slot, message, self.sequencer.recipients(line, conv)
 
     async def close_sends(self) -> None:
         """Stop the sends still being stored, and refuse new ones (shutting down; their

@@ -14,18 +14,21 @@ dm_request_for (whose defaults in chat/commands.py allow everything).
 
 from __future__ import annotations
 
+import asyncio
 import collections
 from typing import Any
 
+from chat.batching import CachedReads
 from chat.commands import Principal, Reply, command
 from chat.conversations import ConversationCommands
 from chat.errors import ChatError, NotFound, ValidationFailed
 from chat.events import Event
 from chat.store.conversations import Conversation, dm_key
-from chat.store.privacy import DM_POLICIES
+from chat.store.privacy import DM_POLICIES, UserSettings
 from chat.validation import require_id, require_object
 
 SETTLED_REMEMBERED = 100_000  # settled DM pairs kept in memory (a send there costs nothing)
+SETTINGS_CACHE_USERS = 50_000  # users whose settings are kept (changed only by update here)
 
 
 class DmNotAllowed(ChatError):
@@ -42,6 +45,10 @@ class PrivacyCommands(ConversationCommands):
         super().__init__(*args, **kwargs)
         # Pairs whose DM is settled: settled is final, so this is never stale.
         self._settled: collections.OrderedDict[str, None] = collections.OrderedDict()
+        # Read at a stranger's every message until its request is answered.
+        self._settings: CachedReads[str, UserSettings] = CachedReads(
+            self.store.privacy.settings, SETTINGS_CACHE_USERS
+        )
 
     def _remember_settled(self, pair: str) -> None:
         self._settled[pair] = None
@@ -57,7 +64,7 @@ class PrivacyCommands(ConversationCommands):
     async def check_dm_open(self, user_id: str, other_id: str) -> None:
         """DmNotAllowed when other_id takes DMs from friends only, user_id is not one, and
         their DM is not settled nor asked for by other_id."""
-        if (await self.store.privacy.settings(other_id)).dm_policy == "everyone":
+        if (await self._policy(other_id)) == "everyone":
             return
         pair = dm_key(user_id, other_id)
         if pair in self._settled or await self._are_friends(user_id, other_id):
@@ -73,7 +80,9 @@ class PrivacyCommands(ConversationCommands):
     async def check_dm_send(self, conv: Conversation, sender_id: str) -> None:
         """Before a DM message is stored: settle the DM when the sender is a friend or the
         recipient of its request (a reply accepts it); start a request when the sender is a
-        stranger and the recipient takes messages from everyone; else DmNotAllowed."""
+        stranger and the recipient takes messages from everyone; else DmNotAllowed. A settled
+        pair costs nothing; otherwise its reads go out together (one round trip), and only a
+        request's first message or its answer writes."""
         if conv.kind != "dm":
             return
         others = [m.user_id for m in conv.members if m.user_id != sender_id]
@@ -84,27 +93,33 @@ class PrivacyCommands(ConversationCommands):
         if pair in self._settled:
             return
         privacy = self.store.privacy
-        state = await privacy.dm_state(pair)
+        state, friends, policy = await asyncio.gather(
+            privacy.dm_state(pair),
+            self._are_friends(sender_id, other_id),
+            self._policy(other_id),
+        )
         if state is not None and state.state == "accepted":
             self._remember_settled(pair)
             return
-        # A DM with messages and no state is older than these rules: settled as it was.
-        legacy = state is None and conv.last_seq > 0
-        if (
-            legacy
-            or (state is not None and state.to_id == sender_id)
-            or await self._are_friends(sender_id, other_id)
-        ):
-            starter = state.from_id if state is not None else sender_id
-            receiver = state.to_id if state is not None else other_id
-            if await privacy.settle(pair, conv.id, starter, receiver):
-                self._publish_accepted(receiver, conv.id)
+        if state is None and (friends or conv.last_seq > 0):
+            # Between friends, or a DM with messages from before these rules: settled with
+            # nothing to write, since a DM with messages and no state counts as settled.
             self._remember_settled(pair)
             return
-        if (await privacy.settings(other_id)).dm_policy == "friends":
+        if state is not None and (state.to_id == sender_id or friends):
+            # The recipient replied, or they became friends: the request is answered.
+            if await privacy.settle(pair, conv.id, state.from_id, state.to_id):
+                self._publish_accepted(state.to_id, conv.id)
+            self._remember_settled(pair)
+            return
+        if policy == "friends":
             raise DmNotAllowed("This user accepts messages from friends only.")
         if state is None:
             await privacy.start_request(pair, conv.id, sender_id, other_id)
+
+    async def _policy(self, user_id: str) -> str:
+        settings = await self._settings.get(user_id)
+        return settings.dm_policy if settings is not None else "everyone"
 
     async def dm_request_for(self, conv: Conversation, user_id: str) -> bool:
         """True when the conversation is a DM request waiting for this user's answer."""
@@ -147,6 +162,7 @@ class PrivacyCommands(ConversationCommands):
                 )
             changes["dm_policy"] = data["dm_policy"]
         settings = await self.store.privacy.update_settings(principal.user_id, changes)
+        self._settings.forget(principal.user_id)
         return {"settings": settings.to_dict()}
 
     @command("conversations.accept")

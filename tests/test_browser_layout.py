@@ -98,9 +98,9 @@ async def seed_story(server: RunningServer, alice: Person, bob: Person, carol: P
     lines = [
         (alice, "Hey Bob! Are we still on for Saturday?"),
         (bob, "Yes! I booked the cabin by the lake."),
-        (alice, "Perfect. I'll bring the board games."),
+        (alice, "Perfect. I'll bring the board games 🎲"),
         (bob, "Great, and I'll take care of food.\nAnything you don't eat?"),
-        (alice, "Everything's fine — see you at 9!"),
+        (alice, "Everything's fine — see you at 9! The map: https://example.com/lake"),
     ]
     for n, (person, text) in enumerate(lines):
         if n == 1:
@@ -166,6 +166,15 @@ async def test_screens_on_desktop_and_on_a_360_px_phone(
     await expect(page.locator("#conversation-list")).to_be_hidden()
     await expect_no_overflow(page)
     await screenshot(page, shots, "phone-chat.png")
+    # The same screens in the dark palette (prefers-color-scheme: dark).
+    for person in (alice, bob):
+        await person.page.emulate_media(color_scheme="dark")
+    await screenshot(page, shots, "phone-chat-dark.png")
+    await tab(alice, "Chats")
+    await open_conversation(alice, "bob")
+    await screenshot(alice.page, shots, "chat-desktop-dark.png")
+    for person in (alice, bob):
+        await person.page.emulate_media(color_scheme="light")
     long_word = "x" * 300
     await send(bob, long_word)
     await expect_sent(page, long_word)

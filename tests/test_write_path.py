@@ -225,3 +225,28 @@ async def test_read_receipts_of_a_group_share_a_small_write_not_the_group_docume
     assert len(pointer_writes) < 21, len(pointer_writes)
     shown = (await owner.call("groups.get", conversation_id=group["id"])).expect()
     assert shown["conversation"]["reads"] == {r.id: 1 for r in readers}
+
+
+async def test_the_first_message_between_friends_writes_only_itself(
+    make_server: ServerFactory, profiler: Profiler
+) -> None:
+    from tests.test_privacy import befriend
+
+    server = await make_server(**QUIET)
+    alice, bob, cid = await pair(server)
+    carol = await join(server, "wp-c", "ws")
+    stranger_dm = (await open_dm(carol, bob))["id"]
+    await befriend(alice, bob)
+    await profiler.start()
+    await send(alice, cid, "hi friend")  # settled by the friendship: nothing to record
+    friends_ops = await profiler.ops()
+    await profiler.start()
+    await send(carol, stranger_dm, "hi stranger")  # a request: its state is recorded once
+    await send(carol, stranger_dm, "still me")
+    stranger_ops = await profiler.ops()
+
+    def written(ops: list[dict[str, Any]]) -> list[str]:
+        return [op["ns"].split(".", 1)[1] for op in ops if op["op"] in ("insert", "update")]
+
+    assert written(friends_ops) == ["messages"], friends_ops
+    assert sorted(written(stranger_ops)) == ["dm_states", "messages", "messages"], stranger_ops
