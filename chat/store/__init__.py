@@ -58,6 +58,7 @@ class Store:
             await self.social.ensure_indexes()
             await self.conversations.ensure_indexes()
             await self.privacy.ensure_indexes()
+            await self.activity.ensure_indexes()
 
     async def drop_database(self) -> None:
         """Remove all data of this database (tests)."""

@@ -18,7 +18,13 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from chat.store.base import DUPLICATE_KEY, Collections, InFlight, translated
+from chat.store.base import (
+    DUPLICATE_KEY,
+    Collections,
+    InFlight,
+    ensure_collection,
+    translated,
+)
 
 # Ids per find({_id: {$in: ...}}): SecantusDB answers a long $in list slowly, and a member of
 # hundreds of conversations reads them in several short ones.
@@ -31,6 +37,11 @@ class ActivityStore(Collections):
     def __init__(self, db: AsyncDatabase[dict[str, Any]], in_flight: InFlight) -> None:
         super().__init__(in_flight)
         self._activity = db["conversation_activity"]
+
+    async def ensure_indexes(self) -> None:
+        """Read by _id only; made now, not by the first write under load (a database may
+        hold other writes while it creates a collection)."""
+        await ensure_collection(self._activity)
 
     @translated
     async def touch_many(self, activity: dict[str, tuple[int, datetime]]) -> None:

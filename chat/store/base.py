@@ -11,7 +11,9 @@ from typing import Any, ParamSpec, TypeVar
 
 from bson import ObjectId
 from bson.errors import InvalidId
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import (
+    CollectionInvalid,
     ConnectionFailure,
     DuplicateKeyError,
     InvalidOperation,
@@ -134,3 +136,10 @@ def duplicate_key_fields(exc: DuplicateKeyError) -> set[str]:
     details: Mapping[str, Any] = exc.details or {}
     pattern = details.get("keyPattern") or details.get("keyValue") or {}
     return set(pattern)
+
+
+async def ensure_collection(collection: AsyncCollection[Any]) -> None:
+    """Create the collection if it does not exist yet (at start-up: a collection made by the
+    first write under load makes the writes of that moment wait)."""
+    with contextlib.suppress(CollectionInvalid):  # it exists
+        await collection.database.create_collection(collection.name)

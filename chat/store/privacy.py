@@ -18,7 +18,7 @@ from pymongo.errors import DuplicateKeyError
 
 from chat.batching import ReadBatcher
 from chat.models import utcnow
-from chat.store.base import Collections, InFlight, translated
+from chat.store.base import Collections, InFlight, ensure_collection, translated
 
 DmPolicy = Literal["everyone", "friends"]
 DM_POLICIES: tuple[DmPolicy, ...] = ("everyone", "friends")
@@ -72,7 +72,10 @@ class PrivacyStore(Collections):
         self._state_reads: ReadBatcher[str, DmState] = ReadBatcher(self._states_many)
 
     async def ensure_indexes(self) -> None:
-        """Both collections are read by _id only."""
+        """Both collections are read by _id only; made now, not by a first write under
+        load."""
+        await ensure_collection(self._settings)
+        await ensure_collection(self._states)
 
     @translated
     async def settings(self, user_id: str) -> UserSettings:
