@@ -529,8 +529,10 @@ class BareWs(PeerClient):
         self.ws.send_text(json.dumps(self._payload(tag, sent, None)))
 
 
-class BareLp(PeerClient):
-    """The bare relay over long-polling: GET /poll back to back, frames POSTed to /send."""
+class LpPeerClient(PeerClient):
+    """A peer over long-polling: its poll loop is its own; sends are POSTed on the pool."""
+
+    post_headers: dict[str, str] = {}
 
     def __init__(self, spec: ClientSpec, rec: Recorder, port: int, pool: HttpPool) -> None:
         super().__init__(spec, rec, port)
@@ -539,8 +541,35 @@ class BareLp(PeerClient):
         self.task: asyncio.Task[None] | None = None
         self.running = True
         self.posts: set[asyncio.Task[None]] = set()
+        self.post_path = ""
+
+    async def _post(self, text: str) -> None:
+        try:
+            status, _ = await self.pool.request(
+                "POST", self.post_path, self.post_headers, text.encode()
+            )
+        except (ConnectionError, TimeoutError):
+            self.rec.errors["post failed"] += 1
+            return
+        if status != 200:
+            self.rec.errors[f"post HTTP {status}"] += 1
+
+    def _spawn(self, text: str) -> None:
+        task = asyncio.create_task(self._post(text))
+        self.posts.add(task)
+        task.add_done_callback(self.posts.discard)
+
+    def close(self) -> None:
+        self.running = False
+        if self.conn is not None:
+            self.conn.abort()
+
+
+class BareLp(LpPeerClient):
+    """The bare relay over long-polling: GET /poll back to back, frames POSTed to /send."""
 
     async def connect(self) -> None:
+        self.post_path = "/send"
         self.conn = await HttpConn.open(HOST, self.port)
         status, body = await self.conn.request("GET", f"/poll?id={self.spec.cid}")
         if status != 200 or "welcome" not in body.decode():
@@ -566,30 +595,11 @@ class BareLp(PeerClient):
                 if "k" in payload:
                     self._received(payload, arrived)
 
-    async def _post(self, text: str) -> None:
-        try:
-            status, _ = await self.pool.request("POST", "/send", {}, text.encode())
-        except (ConnectionError, TimeoutError):
-            self.rec.errors["post failed"] += 1
-            return
-        if status != 200:
-            self.rec.errors[f"post HTTP {status}"] += 1
-
-    def _spawn(self, text: str) -> None:
-        task = asyncio.create_task(self._post(text))
-        self.posts.add(task)
-        task.add_done_callback(self.posts.discard)
-
     def send_dm(self, tag: str, sent: float) -> None:
         self._spawn(json.dumps(self._payload(tag, sent, self.spec.peer)))
 
     def send_all(self, tag: str, sent: float) -> None:
         self._spawn(json.dumps(self._payload(tag, sent, None)))
-
-    def close(self) -> None:
-        self.running = False
-        if self.conn is not None:
-            self.conn.abort()
 
 
 class SocketIoWs(PeerClient):
@@ -625,18 +635,15 @@ class SocketIoWs(PeerClient):
         self.ws.send_text("42" + json.dumps(["all", self._payload(tag, sent, None)]))
 
 
-class SocketIoLp(PeerClient):
+class SocketIoLp(LpPeerClient):
     """Engine.IO v4 long-polling: GET opens (0{sid}), POST 40 connects the namespace, then GETs
     return packets separated by \\x1e; pings (2) are answered by POSTing 3; events are POSTed."""
 
+    post_headers = {"Content-Type": "text/plain;charset=UTF-8"}
+
     def __init__(self, spec: ClientSpec, rec: Recorder, port: int, pool: HttpPool) -> None:
-        super().__init__(spec, rec, port)
-        self.pool = pool
-        self.conn: HttpConn | None = None
+        super().__init__(spec, rec, port, pool)
         self.path = ""
-        self.task: asyncio.Task[None] | None = None
-        self.running = True
-        self.posts: set[asyncio.Task[None]] = set()
 
     async def connect(self) -> None:
         self.conn = await HttpConn.open(HOST, self.port)
@@ -645,6 +652,7 @@ class SocketIoLp(PeerClient):
         if status != 200 or not text.startswith("0"):
             raise ConnectionError(f"open: HTTP {status} {text[:100]}")
         self.path = f"/socket.io/?EIO=4&transport=polling&sid={json.loads(text[1:])['sid']}"
+        self.post_path = self.path
         await self._post("40" + json.dumps({"id": self.spec.cid}))
         while not self.ready.done():
             self._packets(*await self.conn.request("GET", self.path))
@@ -674,31 +682,11 @@ class SocketIoLp(PeerClient):
             except (ConnectionError, TimeoutError, RuntimeError):
                 return
 
-    async def _post(self, text: str) -> None:
-        headers = {"Content-Type": "text/plain;charset=UTF-8"}
-        try:
-            status, _ = await self.pool.request("POST", self.path, headers, text.encode())
-        except (ConnectionError, TimeoutError):
-            self.rec.errors["post failed"] += 1
-            return
-        if status != 200:
-            self.rec.errors[f"post HTTP {status}"] += 1
-
-    def _spawn(self, text: str) -> None:
-        task = asyncio.create_task(self._post(text))
-        self.posts.add(task)
-        task.add_done_callback(self.posts.discard)
-
     def send_dm(self, tag: str, sent: float) -> None:
         self._spawn("42" + json.dumps(["dm", self._payload(tag, sent, self.spec.peer)]))
 
     def send_all(self, tag: str, sent: float) -> None:
         self._spawn("42" + json.dumps(["all", self._payload(tag, sent, None)]))
-
-    def close(self) -> None:
-        self.running = False
-        if self.conn is not None:
-            self.conn.abort()
 
 
 class Generator(CommandTarget):

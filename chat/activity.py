@@ -36,6 +36,18 @@ CLOSE_FLUSH_SECS = 2.0
 Activity = tuple[int, datetime]  # (last seq, time of the last message)
 
 
+def with_activity(conv: Conversation, seq: int, when: datetime) -> Conversation:
+    """The conversation with its last seq and last activity at least these (floors only move
+    forward); the same object when it already had them."""
+    if seq <= conv.last_seq and when <= conv.last_activity_at:
+        return conv
+    return dataclasses.replace(
+        conv,
+        last_seq=max(seq, conv.last_seq),
+        last_activity_at=max(when, conv.last_activity_at),
+    )
+
+
 class ActivityLog:
     """Conversations' activity not yet on their documents, written in bulk periodically."""
 
@@ -83,15 +95,7 @@ class ActivityLog:
         known = [a for a in (self._pending.get(conv.id), self._writing.get(conv.id)) if a]
         if not known:
             return conv
-        seq = max(a[0] for a in known)
-        when = max(a[1] for a in known)
-        if seq <= conv.last_seq and when <= conv.last_activity_at:
-            return conv
-        return dataclasses.replace(
-            conv,
-            last_seq=max(seq, conv.last_seq),
-            last_activity_at=max(when, conv.last_activity_at),
-        )
+        return with_activity(conv, max(a[0] for a in known), max(a[1] for a in known))
 
     async def _flush_later(self) -> None:
         try:

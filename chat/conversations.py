@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from chat.activity import ActivityLog
+from chat.activity import ActivityLog, with_activity
 from chat.commands import Principal, Reply, ServiceBase, command
 from chat.errors import (
     Blocked,
@@ -91,13 +91,7 @@ class ConversationCommands(ServiceBase):
         else:
             seq, newest = await self.store.conversations.latest_head(conv.id)
             when = newest or conv.last_activity_at
-        if seq <= conv.last_seq and when <= conv.last_activity_at:
-            return conv
-        return dataclasses.replace(
-            conv,
-            last_seq=max(seq, conv.last_seq),
-            last_activity_at=max(when, conv.last_activity_at),
-        )
+        return with_activity(conv, seq, when)
 
     def _activity_at(self, conversation_id: str, stored: datetime) -> datetime:
         """The conversation's last activity as this process knows it, `stored` at least."""
