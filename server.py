@@ -14,7 +14,7 @@ import time
 import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from chat.config import (
     DEFAULT_DB_NAME,
@@ -32,6 +32,7 @@ from chat.config import (
     SIGNUPS_PER_ADDRESS,
     Settings,
     parse_networks,
+    redact_url,
 )
 from chat.dbserver import DatabaseStartError, EmbeddedDatabase, make_private_dir, plan_embedded
 from chat.errors import DatabaseUnavailable
@@ -166,6 +167,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(repeatable; default: the same host as the request)",
     )
     parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("CHAT_REDIS_URL"),
+        help="redis://HOST:PORT/DB shared by several server processes (env CHAT_REDIS_URL): "
+        "a logout or a block in one takes effect in all at once. Without it, one process "
+        "needs nothing but the database.",
+    )
+    parser.add_argument(
         "--queue-grace",
         type=float,
         default=QUEUE_GRACE_SECS,
@@ -242,18 +250,12 @@ def database_name(uri: str) -> str:
     return name or DEFAULT_DB_NAME
 
 
-def redact(uri: str) -> str:
-    """The URI without its password, for logs."""
-    parts = urlsplit(uri)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return uri
+redact = redact_url
 
 
 async def serve(settings: Settings) -> int:
     """Connect, create indexes, listen; return the exit code once stopped by a signal."""
-    from chat.service import ChatService
+    from chat.service import BusUnavailable, ChatService
     from chat.store import Store
     from handlers.app import make_app
     from handlers.proxy import ForwardedHTTPServer
@@ -272,6 +274,13 @@ async def serve(settings: Settings) -> int:
         await store.close()
         return 1
     service = ChatService.build(settings, store)
+    try:
+        await service.start_bus()
+    except BusUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        await service.close()
+        await store.close()
+        return 1
     app = make_app(service)
     server = ForwardedHTTPServer(
         app, trusted_proxies=settings.trusted_proxies, max_body_size=8 * 1024 * 1024
@@ -339,6 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         allowed_origins=tuple(args.allowed_origin),
         trusted_proxies=args.trusted_proxy,
         access_log=args.access_log,
+        redis_url=args.redis_url,
         max_queues_per_user=args.max_queues_per_user,
         max_sockets_per_user=args.max_sockets_per_user,
         max_polls_per_user=args.max_polls_per_user,

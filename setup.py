@@ -15,6 +15,9 @@ setup(
         "pymongo>=4.13,<5",  # AsyncMongoClient, the successor of Motor
         "pyjwt>=2.8,<3",
         "bcrypt>=4.1,<6",
+        # Several processes (--redis-url): redis-py's asyncio client, the maintained one
+        # (aioredis was merged into it). Imported only when a Redis is configured.
+        "redis>=5,<9",
     ],
     extras_require={
         # The embedded default database. GPL-2.0: we start it as a separate

@@ -14,6 +14,13 @@ if ! command -v chromium >/dev/null 2>&1; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 
+# The several-process tests start Debian's redis-server on a free port of their own.
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "installing redis-server with apt-get (several-process tests)..." >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+fi
+
 # Emoji in the browser tests' screenshots need a colour emoji font (Debian's Noto).
 # (grep without -q reads all of fc-list's output: no SIGPIPE to fail the pipeline)
 if ! fc-list 2>/dev/null | grep -i "Noto Color Emoji" >/dev/null; then

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 from collections.abc import Callable
@@ -9,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chat.batching import CachedReads
-from chat.commands import Command, Principal, Reply, ServiceBase, command
+from chat.commands import Command, Principal, Reply, ServiceBase, command, retrieve_exception
 from chat.errors import (
     DatabaseUnavailable,
     InvalidCredentials,
@@ -191,14 +192,24 @@ class AccountCommands(ServiceBase):
 
     @command("auth.logout")
     async def logout(self, principal: Principal, data: Any) -> Reply:
-        """Revoke this session: its token stops working at once (in another process sharing the
-        database, within settings.session_check_secs)."""
+        """Revoke this session: its token stops working at once, in every process sharing the
+        bus (--redis-url; in another process sharing only the database, within
+        settings.session_check_secs)."""
         await self.store.sessions.revoke(principal.session_id)
         self.checked_sessions.forget(principal.session_id)  # after: see SessionCache.forget
-        await self.session_ended(principal)
+        await self.session_ended(principal.session_id)
+        self.bus.publish("session.ended", principal.session_id)
         return {}
 
-    async def session_ended(self, principal: Principal) -> None:
+    def session_ended_elsewhere(self, session_id: Any) -> None:
+        """Another process ended this session (a bus notice): the same here."""
+        if not isinstance(session_id, str):
+            return
+        self.checked_sessions.forget(session_id)
+        task = asyncio.get_running_loop().create_task(self.session_ended(session_id))
+        task.add_done_callback(retrieve_exception)
+
+    async def session_ended(self, session_id: str) -> None:
         """Hook: tell the session's live clients it ended (the real-time layer overrides it)."""
 
     @command("me")

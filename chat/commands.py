@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from chat.auth import PasswordHasher, TokenCodec
+from chat.broker import Bus, LocalBus
 from chat.config import Settings
 from chat.errors import NotFound, Unauthorized
 from chat.events import Event, QueueRegistry
@@ -72,6 +73,8 @@ class ServiceBase:
         self.store = store
         self.hasher = hasher
         self.tokens = tokens
+        # The other processes (chat/broker/): none until start_bus joins them.
+        self.bus: Bus = LocalBus()
         self.commands: dict[str, Command] = {}
         for klass in reversed(type(self).__mro__):
             for attr, value in vars(klass).items():

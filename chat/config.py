@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_PORT = 8888
 DEFAULT_DB_NAME = "chat"
@@ -95,7 +96,18 @@ class Settings:
     trusted_proxies: tuple[IPNetwork, ...] = ()
     # One log line per request at INFO; off, the lines are at DEBUG (shown by --debug only).
     access_log: bool = False
+    # Several processes share notices through this Redis (chat/broker/); None: one process.
+    redis_url: str | None = None
 
     def __post_init__(self) -> None:
         if len(self.secret.encode()) < MIN_SECRET_BYTES:
             raise ValueError(f"the secret must be at least {MIN_SECRET_BYTES} bytes long")
+
+
+def redact_url(uri: str) -> str:
+    """The URI without its password, for logs and error messages."""
+    parts = urlsplit(uri)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return uri

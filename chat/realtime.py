@@ -127,12 +127,12 @@ class RealtimeCommands(AccountCommands):
             "heartbeat_secs": self.settings.heartbeat_secs,
         }
 
-    async def session_ended(self, principal: Principal) -> None:
+    async def session_ended(self, session_id: str) -> None:
         """Deliver session.ended to every queue of the session and close them; tell the
         session listeners (a socket whose writes are stuck must not wait for the event)."""
-        self.registry.end_session(principal.session_id)
+        self.registry.end_session(session_id)
         for listener in self.session_listeners:
-            listener(principal.session_id)
+            listener(session_id)
 
     async def presence_audience(self, user_id: str) -> set[str]:
         """Who sees this user's presence changes: every domain's candidates, minus blocks."""

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
+
 from chat.accounts import AccountCommands
 from chat.auth import PasswordHasher, TokenCodec
+from chat.broker import Handler
 from chat.commands import Command, Principal, Reply
-from chat.config import Settings
+from chat.config import Settings, redact_url
 from chat.groups import GroupCommands
 from chat.messages import MessageCommands
 from chat.privacy import PrivacyCommands
@@ -13,7 +17,13 @@ from chat.realtime import RealtimeCommands
 from chat.social import SocialCommands
 from chat.store import Store
 
-__all__ = ["ChatService", "Command", "Principal", "Reply"]
+__all__ = ["BusUnavailable", "ChatService", "Command", "Principal", "Reply"]
+
+BUS_CONNECT_SECS = 5.0  # how long start-up waits for Redis before giving up
+
+
+class BusUnavailable(Exception):
+    """The configured Redis could not be reached at start-up."""
 
 
 class ChatService(
@@ -38,7 +48,32 @@ class ChatService(
         service.init_realtime()
         return service
 
+    async def start_bus(self) -> None:
+        """Join the other processes (--redis-url), or stay alone; BusUnavailable when Redis
+        does not answer within BUS_CONNECT_SECS."""
+        if self.settings.redis_url:
+            from chat.broker.redis import RedisBus  # only deployments with Redis import it
+
+            bus = RedisBus(self.settings.redis_url)
+            try:
+                await asyncio.wait_for(bus.ping(), BUS_CONNECT_SECS)
+                await asyncio.wait_for(bus.start(self.bus_handlers()), BUS_CONNECT_SECS)
+            except (TimeoutError, ConnectionError) as exc:
+                await bus.close()
+                raise BusUnavailable(
+                    f"cannot reach Redis at {redact_url(self.settings.redis_url)}: {exc}"
+                ) from exc
+            self.bus = bus
+
+    def bus_handlers(self) -> Mapping[str, Handler]:
+        """What a notice from another process does here, by topic."""
+        return {
+            "session.ended": self.session_ended_elsewhere,
+            "blocks.changed": self.blocks_changed_elsewhere,
+        }
+
     async def close(self) -> None:
         """Stop background work; the store is closed by its owner."""
         await self.close_sends()
         await self.close_realtime()
+        await self.bus.close()

@@ -118,11 +118,19 @@ class SocialCommands(ServiceBase):
         return shared_frozenset(await self.store.social.blocked_either_way(user_id))
 
     def _blocks_changed(self, a: str, b: str) -> None:
-        """A block between a and b was stored or lifted: what this process keeps of both
-        users' blocks and presence audiences is read again (also by a read overlapping it)."""
-        self._blocks.forget(a)
-        self._blocks.forget(b)
-        self.presence.audience_changed((a, b))
+        """A block between a and b was stored or lifted: what this process, and every other
+        on the bus, keeps of both users' blocks and presence audiences is read again (also by
+        a read overlapping it)."""
+        self.blocks_changed_elsewhere([a, b])
+        self.bus.publish("blocks.changed", [a, b])
+
+    def blocks_changed_elsewhere(self, users: Any) -> None:
+        """Forget what is kept of these users' blocks and audiences (a bus notice, or here)."""
+        if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
+            return
+        for user_id in users:
+            self._blocks.forget(user_id)
+        self.presence.audience_changed(users)
 
     # -- hooks the other domains rely on -----------------------------------------------
 

@@ -1,0 +1,149 @@
+"""Several server processes on one database and one Redis (Debian's redis-server, started here on
+a free port): what one process does takes effect in the others at once, through the bus."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import redis.asyncio as aioredis
+
+from chat.dbserver import free_port
+from tests.client import ApiClient, WsClient
+from tests.conftest import unique_db_name
+from tests.test_server_process import SECRET, run_server, stop, wait_healthy
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server of this module's own, in memory, on a free loopback port."""
+    executable = shutil.which("redis-server")
+    assert executable, "redis-server is missing: ./test.sh installs it (Debian's redis-server)"
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+
+    async def ready() -> None:
+        client = aioredis.from_url(url)
+        try:
+            for _ in range(100):
+                try:
+                    await client.ping()
+                    return
+                except OSError:
+                    await asyncio.sleep(0.1)
+                except aioredis.ConnectionError:
+                    await asyncio.sleep(0.1)
+            raise AssertionError("redis-server did not answer")
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(ready())
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+async def start_processes(
+    database_uri: str, tmp_path: Path, count: int, *args: str
+) -> list[tuple[subprocess.Popen[str], str]]:
+    """count server.py processes on one database (a name of their own), each healthy."""
+    uri = urlunsplit(urlsplit(database_uri)._replace(path=f"/{unique_db_name()}"))
+    started = []
+    try:
+        for n in range(count):
+            port = free_port()
+            process = run_server(
+                "--mongo-uri", uri, "--port", str(port), "--secret", SECRET,
+                "--data-dir", str(tmp_path / f"p{n}"), *args,
+            )  # fmt: skip
+            started.append((process, f"127.0.0.1:{port}"))
+            await asyncio.to_thread(wait_healthy, port, process)
+    except BaseException:
+        for process, _ in started:
+            process.kill()
+            process.communicate()
+        raise
+    return started
+
+
+@pytest.fixture
+async def two_processes(
+    database_uri: str, tmp_path: Path, redis_url: str
+) -> AsyncIterator[list[str]]:
+    started = await start_processes(database_uri, tmp_path, 2, "--redis-url", redis_url)
+    try:
+        yield [host for _, host in started]
+    finally:
+        outs = [stop(process) for process, _ in started]
+        for (process, _), out in zip(started, outs, strict=True):
+            assert process.returncode == 0, out
+            assert " ERROR " not in out, out
+
+
+async def test_a_logout_on_one_process_ends_the_sessions_sockets_on_another(
+    two_processes: list[str],
+) -> None:
+    a, b = two_processes
+    token = (await ApiClient(f"http://{a}").register("roaming"))["token"]
+    ws = await WsClient.connect(f"ws://{b}/ws")
+    await ws.auth(token)
+    assert (await ws.command("me"))["ok"] is True  # the session is known on b now
+
+    assert (await ApiClient(f"http://{a}", token).post("/api/auth/logout", {})).status == 200
+    # b learns it from the bus, not from its session cache expiring: at once.
+    ended = await ws.event("session.ended", timeout=3)
+    assert ended["event"]["type"] == "session.ended"
+    assert (await ApiClient(f"http://{b}", token).get("/api/me")).status == 401
+
+
+async def test_a_block_on_one_process_is_enforced_by_another_at_once(
+    two_processes: list[str],
+) -> None:
+    a, b = two_processes
+    alice = await ApiClient(f"http://{a}").register("alice")
+    bob = await ApiClient(f"http://{b}").register("bob")
+    alice_on_a = ApiClient(f"http://{a}", alice["token"])
+    bob_on_b = ApiClient(f"http://{b}", bob["token"])
+    dm = await bob_on_b.post("/api/conversations/dm", {"user_id": alice["user"]["id"]})
+    cid = dm.body["conversation"]["id"]
+    sent = await bob_on_b.post(f"/api/conversations/{cid}/messages", {"body": "hi"})
+    assert sent.status == 201  # b now keeps bob's blocks (none) in memory
+
+    block = await alice_on_a.put(f"/api/blocks/{bob['user']['id']}")
+    assert block.status in (200, 201), block.body
+    # b refuses bob's next message: its cache of blocks was told (the notice takes a moment).
+    # Alone, b would keep the cache it read before the block, and store every one of these.
+    for _ in range(30):
+        refused = await bob_on_b.post(f"/api/conversations/{cid}/messages", {"body": "again"})
+        if refused.status == 403:
+            break
+        await asyncio.sleep(0.1)
+    assert refused.status == 403 and refused.body["error"]["code"] == "blocked", refused.body
+
+
+async def test_a_redis_that_does_not_answer_stops_the_start_with_a_clear_error(
+    database_uri: str, tmp_path: Path
+) -> None:
+    uri = urlunsplit(urlsplit(database_uri)._replace(path=f"/{unique_db_name()}"))
+    nobody = f"redis://127.0.0.1:{free_port()}/0"
+    process = run_server(
+        "--mongo-uri", uri, "--port", str(free_port()), "--secret", SECRET,
+        "--data-dir", str(tmp_path), "--redis-url", nobody,
+    )  # fmt: skip
+    out, _ = await asyncio.to_thread(process.communicate, timeout=60)
+    assert process.returncode == 1, out
+    assert f"cannot reach Redis at {nobody}" in out, out
