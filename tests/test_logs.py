@@ -9,18 +9,20 @@ import re
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import tornado.netutil
 import tornado.web
 
+from chat.dbserver import free_port
 from chat.service import ChatService
 from chat.store import Store
 from handlers.app import make_app
 from handlers.proxy import ForwardedHTTPServer
 from tests.client import ApiClient, WsClient
-from tests.conftest import make_settings
-from tests.test_server_process import serve_on_test_db
+from tests.conftest import make_settings, unique_db_name
+from tests.test_server_process import SECRET, run_server, wait_healthy
 
 ACCESS_LINE = re.compile(r" (DEBUG|INFO|WARNING|ERROR) tornado\.access: (\d{3}) (\S+) (\S+)")
 
@@ -48,12 +50,19 @@ async def make_requests(host: str) -> list[str]:
 async def test_no_secret_in_the_log_and_access_lines_only_when_asked(
     database_uri: str, tmp_path: Path, options: tuple[str, ...]
 ) -> None:
-    process, host = await serve_on_test_db(database_uri, tmp_path, *options)
-    # Read as it comes: --debug logs much more than a pipe holds, and a full pipe stalls it.
+    uri = urlunsplit(urlsplit(database_uri)._replace(path=f"/{unique_db_name()}"))
+    port = free_port()
+    process = run_server(
+        "--mongo-uri", uri, "--port", str(port), "--secret", SECRET, "--data-dir", str(tmp_path),
+        *options,
+    )  # fmt: skip
+    # Read as it comes, from the start: --debug logs more than a pipe holds before the server
+    # is even listening (pymongo's command log), and a full pipe stalls it.
     assert process.stdout is not None
     reader = asyncio.create_task(asyncio.to_thread(process.stdout.read))
     try:
-        secrets = await make_requests(host)
+        await asyncio.to_thread(wait_healthy, port, process, read_output=False)
+        secrets = await make_requests(f"127.0.0.1:{port}")
     finally:
         process.send_signal(signal.SIGTERM)
         out = await reader

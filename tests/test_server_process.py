@@ -55,11 +55,14 @@ def http(
         return exc.code, json.loads(exc.read())
 
 
-def wait_healthy(port: int, process: subprocess.Popen[str], timeout: float = 60) -> None:
+def wait_healthy(
+    port: int, process: subprocess.Popen[str], timeout: float = 60, *, read_output: bool = True
+) -> None:
+    """Until /healthz answers 200; read_output=False when someone else reads the output."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            out = process.stdout.read() if process.stdout else ""
+            out = process.stdout.read() if process.stdout and read_output else ""
             raise AssertionError(f"server exited early ({process.returncode}): {out}")
         try:
             if http("GET", f"http://127.0.0.1:{port}/healthz")[0] == 200:

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "chat:bus"
 RECONNECT_SECS = 1.0  # after the subscription's connection failed, before trying again
+SEND_TIMEOUT_SECS = 5.0
+HEALTH_SECS = 15.0  # how often redis-py checks the subscription's idle connection
 
 
 class RedisBus:
@@ -32,7 +34,15 @@ class RedisBus:
 
     def __init__(self, url: str) -> None:
         self.origin = secrets.token_hex(8)  # this process, to skip its own notices
-        self._redis = aioredis.from_url(url)
+        # Sends give up after SEND_TIMEOUT_SECS (a stopped Redis must not pile them up); the
+        # subscription waits for notices without a read timeout, its connection checked by
+        # redis-py's own health pings instead.
+        self._redis = aioredis.from_url(
+            url, socket_timeout=SEND_TIMEOUT_SECS, socket_connect_timeout=SEND_TIMEOUT_SECS
+        )
+        self._subscriber = aioredis.from_url(
+            url, socket_connect_timeout=SEND_TIMEOUT_SECS, health_check_interval=HEALTH_SECS
+        )
         self._handlers: Mapping[str, Handler] = {}
         self._listener: asyncio.Task[None] | None = None
         self._sends: set[asyncio.Task[None]] = set()
@@ -53,7 +63,7 @@ class RedisBus:
     async def _listen_forever(self) -> None:
         while True:
             try:
-                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                async with self._subscriber.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(CHANNEL)
                     self._subscribed.set()
                     async for message in pubsub.listen():
@@ -97,3 +107,4 @@ class RedisBus:
             with contextlib.suppress(Exception):
                 await task
         await self._redis.aclose()
+        await self._subscriber.aclose()
