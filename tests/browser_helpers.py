@@ -158,6 +158,15 @@ async def wait_live(person: Person, mode: str = "websocket") -> None:
     await expect(indicator).to_have_attribute("data-mode", mode)
 
 
+async def live_person(
+    browser: Browser, server: RunningServer, username: str, **options: Any
+) -> Person:
+    """new_person, signed up and live over WebSocket: where most scenarios start."""
+    person = await new_person(browser, server, username, **options)
+    await wait_live(person)
+    return person
+
+
 async def tab(person: Person, name: str) -> None:
     await person.page.get_by_role("tab", name=re.compile(f"^{name}")).click()
 

@@ -17,6 +17,7 @@ from tests.browser_helpers import (
     dm_from_api,
     expect_sent,
     launch,
+    live_person,
     messages,
     new_person,
     open_conversation,
@@ -324,8 +325,7 @@ async def test_requests_search_and_blocks(browser: Browser, server: RunningServe
 async def test_a_send_is_retried_without_duplicates(
     browser: Browser, server: RunningServer
 ) -> None:
-    alice = await new_person(browser, server, "alice")
-    await wait_live(alice)
+    alice = await live_person(browser, server, "alice")
     bob, conversation_id = await dm_from_api(server, alice, "bob")
     page = alice.page
     messages_url = f"**/api/conversations/{conversation_id}/messages"
@@ -378,8 +378,7 @@ async def test_a_send_answered_503_whose_write_lands_late_shows_once(
     """The database takes the insert 3 s late, after the page was told 503: the message shows
     once, as sent, for its sender (whose client retries with the same key) and its reader."""
     server = await make_server(mongo_uri=proxy.uri(), db_timeout_ms=1000)
-    alice = await new_person(browser, server, "alice")
-    await wait_live(alice)
+    alice = await live_person(browser, server, "alice")
     bob, conversation_id = await dm_from_api(server, alice, "bob")
     page = alice.page
     answers: list[int] = []

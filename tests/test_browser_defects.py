@@ -26,6 +26,7 @@ from tests.browser_helpers import (
     dm_from_api,
     expect_sent,
     launch,
+    live_person,
     messages,
     new_person,
     open_conversation,
@@ -98,8 +99,7 @@ async def outbox_of(page: Page) -> Any:
 async def test_long_previews_are_cut_and_no_row_is_wider_than_the_list(
     browser: Browser, server: RunningServer, viewport: ViewportSize
 ) -> None:
-    alice = await new_person(browser, server, "alice", viewport=viewport)
-    await wait_live(alice)
+    alice = await live_person(browser, server, "alice", viewport=viewport)
     bob, conversation_id = await dm_from_api(server, alice, "bob")
     long_words = " ".join(["a fairly long sentence that goes on"] * 30)
     await api_send(bob, conversation_id, long_words, "long-1")
@@ -154,8 +154,7 @@ async def test_long_previews_are_cut_and_no_row_is_wider_than_the_list(
 async def test_messages_sent_while_the_server_is_down_go_out_once_in_order(
     browser: Browser, server: RunningServer
 ) -> None:
-    alice = await new_person(browser, server, "alice")
-    await wait_live(alice)
+    alice = await live_person(browser, server, "alice")
     bob, conversation_id = await dm_from_api(server, alice, "bob")
     page = alice.page
     token = await token_of(page)
@@ -216,8 +215,7 @@ async def test_messages_sent_while_the_server_is_down_go_out_once_in_order(
 async def test_a_refused_send_stays_not_sent_and_no_toast_covers_it(
     browser: Browser, server: RunningServer, viewport: ViewportSize
 ) -> None:
-    alice = await new_person(browser, server, "alice", viewport=viewport)
-    await wait_live(alice)
+    alice = await live_person(browser, server, "alice", viewport=viewport)
     bob, conversation_id = await dm_from_api(server, alice, "bob")
     page = alice.page
     refusal = {"error": {"code": "validation_failed", "message": "Refused for this test."}}
@@ -272,8 +270,7 @@ async def test_a_refused_send_stays_not_sent_and_no_toast_covers_it(
 async def test_a_banner_shows_the_outage_in_an_open_chat_on_a_phone_then_websocket_again(
     browser: Browser, server: RunningServer
 ) -> None:
-    alice = await new_person(browser, server, "alice", viewport=PHONE)
-    await wait_live(alice)
+    alice = await live_person(browser, server, "alice", viewport=PHONE)
     bob, _ = await dm_from_api(server, alice, "bob")  # the chat is open (one pane on a phone)
     page = alice.page
     await expect(page.locator("#chat-pane")).to_be_visible()
@@ -311,8 +308,7 @@ async def test_a_banner_shows_the_outage_in_an_open_chat_on_a_phone_then_websock
 async def test_renaming_the_open_group_shows_no_phantom_unread(
     browser: Browser, server: RunningServer
 ) -> None:
-    alice = await new_person(browser, server, "alice")
-    await wait_live(alice)
+    alice = await live_person(browser, server, "alice")
     page = alice.page
     me = (await server.client(await token_of(page)).get("/api/me")).body["user"]
     ann = server.client()
@@ -455,8 +451,7 @@ async def test_a_block_takes_effect_in_both_clients_at_once(
 async def test_searching_while_the_server_is_down_shows_one_toast(
     browser: Browser, server: RunningServer
 ) -> None:
-    alice = await new_person(browser, server, "alice")
-    await wait_live(alice)
+    alice = await live_person(browser, server, "alice")
     await stop_server(server)
     await tab(alice, "People")  # refreshes the directory: fails
     await alice.page.get_by_label("Search people by username").fill("bo")  # fails again

@@ -20,12 +20,12 @@ from tests.browser_helpers import (
     dm_from_api,
     expect_sent,
     launch,
+    live_person,
     messages,
     new_person,
     open_conversation,
     send,
     token_of,
-    wait_live,
 )
 from tests.client import ApiClient
 from tests.conftest import RunningServer
@@ -204,8 +204,7 @@ async def test_emoji_picker_inserts_at_the_caret(browser: Browser, server: Runni
 
 
 async def test_one_senders_messages_are_grouped(browser: Browser, server: RunningServer) -> None:
-    alice = await new_person(browser, server, "alice")
-    await wait_live(alice)
+    alice = await live_person(browser, server, "alice")
     page = alice.page
     bob = server.client()
     await bob.register("bob")
@@ -300,8 +299,7 @@ async def test_a_pause_of_five_minutes_starts_a_new_group(
 async def test_unread_divider_before_the_first_unread(
     browser: Browser, server: RunningServer
 ) -> None:
-    alice = await new_person(browser, server, "alice")
-    await wait_live(alice)
+    alice = await live_person(browser, server, "alice")
     page = alice.page
     bob, bob_conv = await dm_from_api(server, alice, "bob")
     carol, _ = await dm_from_api(server, alice, "carol")  # opens carol's: bob's is left
@@ -344,8 +342,7 @@ async def test_unread_divider_before_the_first_unread(
 
 
 async def test_new_messages_pill(browser: Browser, server: RunningServer) -> None:
-    alice = await new_person(browser, server, "alice")
-    await wait_live(alice)
+    alice = await live_person(browser, server, "alice")
     page = alice.page
     bob, conv = await dm_from_api(server, alice, "bob")
     for n in range(40):  # one after the other: "filler 39" is the newest
@@ -385,8 +382,7 @@ async def test_new_messages_pill(browser: Browser, server: RunningServer) -> Non
 
 
 async def test_system_lines_from_group_events(browser: Browser, server: RunningServer) -> None:
-    bob = await new_person(browser, server, "bob")
-    await wait_live(bob)
+    bob = await live_person(browser, server, "bob")
     page = bob.page
     alice = server.client()
     await alice.register("alice")
@@ -446,8 +442,7 @@ async def test_system_lines_from_group_events(browser: Browser, server: RunningS
 
 
 async def test_delivery_states(browser: Browser, server: RunningServer) -> None:
-    alice = await new_person(browser, server, "alice")
-    await wait_live(alice)
+    alice = await live_person(browser, server, "alice")
     page = alice.page
     bob, dm = await dm_from_api(server, alice, "bob")
 
@@ -507,8 +502,7 @@ async def test_delivery_states(browser: Browser, server: RunningServer) -> None:
 async def test_phone_keyboard_zoom_and_members_dialog(
     browser: Browser, server: RunningServer
 ) -> None:
-    alice = await new_person(browser, server, "alice", viewport=PHONE)
-    await wait_live(alice)
+    alice = await live_person(browser, server, "alice", viewport=PHONE)
     page = alice.page
     bob, conv = await dm_from_api(server, alice, "bob")
     for n in range(30):  # one after the other: "line 29" is the newest

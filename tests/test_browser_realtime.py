@@ -19,6 +19,7 @@ from tests.browser_helpers import (
     dm_from_api,
     expect_sent,
     launch,
+    live_person,
     messages,
     new_person,
     open_conversation,
@@ -131,8 +132,7 @@ async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
 async def test_resumes_the_same_queue_after_a_network_drop(
     browser: Browser, server: RunningServer
 ) -> None:
-    alice = await new_person(browser, server, "alice", sockets="proxy")
-    await wait_live(alice)
+    alice = await live_person(browser, server, "alice", sockets="proxy")
     bob, conversation_id = await dm_from_api(server, alice, "bob")
     reads = record_state_reads(alice.page)
 
@@ -177,8 +177,7 @@ async def test_reads_state_again_when_the_queue_was_lost(
 ) -> None:
     # A queue holds 5 unacknowledged events here: a longer absence loses it.
     server = await make_server(queue_max_events=5)
-    alice = await new_person(browser, server, "alice", sockets="proxy")
-    await wait_live(alice)
+    alice = await live_person(browser, server, "alice", sockets="proxy")
     bob, conversation_id = await dm_from_api(server, alice, "bob")
     reads = record_state_reads(alice.page)
 

@@ -27,6 +27,20 @@ async def typing(member: Member, conversation_id: str) -> None:
     assert reply == {"forwarded": True}
 
 
+async def dm_and_group(
+    server: RunningServer, transport: str
+) -> tuple[Member, Member, Member, str, str]:
+    """alice and bob with their DM, and carol's group "club" with both of them."""
+    alice = await join(server, "alice", transport)
+    bob = await join(server, "bob", transport)
+    carol = await join(server, "carol", transport)
+    dm = (await open_dm(alice, bob))["id"]
+    group = (await carol.call("groups.create", name="club", member_ids=[alice.id, bob.id])).expect(
+        201
+    )["conversation"]["id"]
+    return alice, bob, carol, dm, group
+
+
 def reads_seen(listed: list[dict[str, object]], conversation_id: str) -> dict[str, int]:
     [conversation] = [c for c in listed if c["id"] == conversation_id]
     reads = conversation["reads"]
@@ -39,13 +53,7 @@ def reads_seen(listed: list[dict[str, object]], conversation_id: str) -> dict[st
 async def test_a_block_stops_receipts_and_typing_both_ways(
     server: RunningServer, transport: str, blocker: str
 ) -> None:
-    alice = await join(server, "alice", transport)
-    bob = await join(server, "bob", transport)
-    carol = await join(server, "carol", transport)
-    dm = (await open_dm(alice, bob))["id"]
-    group = (await carol.call("groups.create", name="club", member_ids=[alice.id, bob.id])).expect(
-        201
-    )["conversation"]["id"]
+    alice, bob, carol, dm, group = await dm_and_group(server, transport)
     for i in range(6):
         await send(carol, group, f"g{i}")
         await send(alice if i % 2 else bob, dm, f"d{i}")
@@ -100,13 +108,7 @@ async def test_a_block_stops_receipts_and_typing_both_ways(
 async def test_a_dm_says_when_a_block_closes_it_on_both_sides(
     server: RunningServer, transport: str
 ) -> None:
-    alice = await join(server, "alice", transport)
-    bob = await join(server, "bob", transport)
-    carol = await join(server, "carol", transport)
-    dm = (await open_dm(alice, bob))["id"]
-    group = (await carol.call("groups.create", name="club", member_ids=[alice.id, bob.id])).expect(
-        201
-    )["conversation"]["id"]
+    alice, bob, _carol, dm, group = await dm_and_group(server, transport)
 
     async def flags(member: Member) -> dict[str, bool]:
         listed = (await member.call("conversations.list")).expect()["conversations"]
