@@ -27,6 +27,7 @@ from chat.config import (
     MAX_SOCKET_BUFFER_BYTES,
     MAX_SOCKETS_PER_USER,
     MIN_SECRET_BYTES,
+    PRESENCE_GRACE_SECS,
     QUEUE_GRACE_SECS,
     SIGNUP_WINDOW_SECS,
     SIGNUPS_PER_ADDRESS,
@@ -170,8 +171,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--redis-url",
         default=os.environ.get("CHAT_REDIS_URL"),
         help="redis://HOST:PORT/DB shared by several server processes (env CHAT_REDIS_URL): "
-        "a logout or a block in one takes effect in all at once. Without it, one process "
-        "needs nothing but the database.",
+        "events, presence, logouts and blocks reach every process at once. Without it, one "
+        "process needs nothing but the database.",
     )
     parser.add_argument(
         "--queue-grace",
@@ -180,6 +181,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="SECS",
         help="how long a disconnected client's event queue is kept for it to resume "
         "(default %(default).0f s; 1 s to a day)",
+    )
+    parser.add_argument(
+        "--presence-grace",
+        type=float,
+        default=PRESENCE_GRACE_SECS,
+        metavar="SECS",
+        help="how long a user whose last connection closed still shows online, so that a "
+        "reload does not flap (default %(default).0f s; 0 to an hour)",
     )
     limits = parser.add_argument_group("per-user and sign-in limits (see docs/protocol.md)")
     limit_options: tuple[tuple[str, type, float, str, str], ...] = (
@@ -222,6 +231,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 1 <= args.queue_grace <= 24 * 3600:
         parser.error("--queue-grace must be between 1 s and a day")
+    if not 0 <= args.presence_grace <= 3600:
+        parser.error("--presence-grace must be between 0 s and an hour")
     try:
         args.trusted_proxy = tuple(n for v in args.trusted_proxy for n in parse_networks(v))
     except ValueError as exc:
@@ -345,6 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_dir=data_dir,
         debug=args.debug,
         queue_grace_secs=args.queue_grace,
+        presence_grace_secs=args.presence_grace,
         allowed_origins=tuple(args.allowed_origin),
         trusted_proxies=args.trusted_proxy,
         access_log=args.access_log,

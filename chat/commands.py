@@ -84,8 +84,23 @@ class ServiceBase:
                     self.commands[name] = Command(name, getattr(self, attr), public, status)
 
     def publish(self, user_ids: Iterable[str], event: Event) -> None:
-        """Push the event to every open queue of these users (after it is stored)."""
+        """Push the event to every open queue of these users (after it is stored), here and,
+        through the bus, in the other processes."""
+        if not self.bus.shared:
+            self.registry.publish(user_ids, event)
+            return
+        if not isinstance(user_ids, (list, tuple, set, frozenset)):
+            user_ids = list(user_ids)  # read twice
         self.registry.publish(user_ids, event)
+        self.bus.publish("events", [list(user_ids), event])
+
+    def events_elsewhere(self, payload: Any) -> None:
+        """Another process published an event: push it to the queues of its users held here."""
+        if not isinstance(payload, list) or len(payload) != 2:
+            return
+        user_ids, event = payload
+        if isinstance(user_ids, list) and isinstance(event, dict):
+            self.registry.publish(frozenset(user_ids), event)
 
     def presence_of(self, user_ids: Iterable[str]) -> dict[str, str]:
         """online/offline of each user, from this process's memory."""

@@ -15,6 +15,10 @@ BCRYPT_ROUNDS = 12  # about 250 ms a hash on one core: slow for attackers, fine 
 QUEUE_GRACE_SECS = 120.0  # a reload or a network drop must not lose events
 QUEUE_MAX_EVENTS = 10_000  # unacknowledged events a queue holds before it is dropped
 PRESENCE_GRACE_SECS = 10.0  # a page reload must not flap online/offline
+# Several processes: each beats this often, and is taken for dead (its users released, those
+# who did not reconnect elsewhere announced offline) after PRESENCE_ALIVE_SECS without a beat.
+PRESENCE_BEAT_SECS = 5.0
+PRESENCE_ALIVE_SECS = 20.0
 HEARTBEAT_SECS = 25.0  # below the 30-60 s idle timeouts of common proxies
 AUTH_TIMEOUT_SECS = 10.0  # an unauthenticated socket is closed after this
 MAX_GROUP_SIZE = 1000
@@ -73,6 +77,8 @@ class Settings:
     queue_grace_secs: float = QUEUE_GRACE_SECS
     queue_max_events: int = QUEUE_MAX_EVENTS
     presence_grace_secs: float = PRESENCE_GRACE_SECS
+    presence_beat_secs: float = PRESENCE_BEAT_SECS
+    presence_alive_secs: float = PRESENCE_ALIVE_SECS
     heartbeat_secs: float = HEARTBEAT_SECS
     auth_timeout_secs: float = AUTH_TIMEOUT_SECS
     max_group_size: int = MAX_GROUP_SIZE

@@ -560,6 +560,16 @@ class QueueRegistry:
             queue.push(ended)
             queue.close()
 
+    def close_all(self) -> int:
+        """Close every open queue (they may have missed events): their clients get new ones,
+        whose hello says resumed false, and read the state again. Returns how many."""
+        closed = 0
+        for queue in list(self._queues.values()):
+            if not queue.closed:
+                queue.close()
+                closed += 1
+        return closed
+
     def sweep(self) -> list[EventQueue]:
         """Remove and return overflowed, drained closed, and expired queues."""
         now = self._clock()

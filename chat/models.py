@@ -17,6 +17,15 @@ def iso(dt: datetime | None) -> str | None:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
+def parse_iso(text: str) -> datetime | None:
+    """What iso() wrote, back as an aware UTC datetime; None when it is not such a time."""
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
 def utcnow() -> datetime:
     """Now, in UTC, truncated to milliseconds (what BSON dates keep)."""
     now = datetime.now(UTC)

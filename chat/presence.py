@@ -115,6 +115,7 @@ class InMemoryPresence:
         "_audiences",
         "_chains",
         "_closed",
+        "_deliver",
         "_grace_secs",
         "_is_blocked_between",
         "_last_seen",
@@ -134,9 +135,13 @@ class InMemoryPresence:
         is_blocked_between: Callable[[str, str], Awaitable[bool]],
         store_last_seen: Callable[[str, datetime], Awaitable[None]],
         grace_secs: float = PRESENCE_GRACE_SECS,
+        deliver: Callable[[Iterable[str], Event], None] | None = None,
     ) -> None:
-        """Create the store and set it as the registry's attach listener."""
+        """Create the store and set it as the registry's attach listener. deliver(users, event)
+        pushes an event meant for whole users (a withdrawal across a block) to their queues,
+        in every process that holds some (the registry's publish by default)."""
         self._registry = registry
+        self._deliver = deliver or registry.publish
         self._audience = audience
         # Read once per user and kept: a reconnect or an offline transition costs no read.
         self._audiences: CachedReads[str, frozenset[str]] = CachedReads(
@@ -240,7 +245,7 @@ class InMemoryPresence:
                 self._drop_subscription(queue.queue_id, user_id)
         # Synchronous: it lands in the queues before whatever the caller publishes next.
         event = {**presence_event(user_id, "offline", None), "blocked": True}
-        self._registry.publish([watcher_id], event)
+        self._deliver([watcher_id], event)
 
     def restore(self, user_id: str, watcher_id: str) -> None:
         """Give the watcher's queues the user's current presence back."""
@@ -248,7 +253,7 @@ class InMemoryPresence:
             return
         status: Status = "online" if user_id in self._online else "offline"
         event = {**presence_event(user_id, status, self.last_seen(user_id)), "blocked": False}
-        self._registry.publish([watcher_id], event)
+        self._deliver([watcher_id], event)
 
     def _drop_subscription(self, queue_id: str, user_id: str) -> None:
         watched = self._subs_by_queue.get(queue_id)
@@ -309,10 +314,13 @@ class InMemoryPresence:
     # -- publishing -----------------------------------------------------------
 
     def _announce(self, user_id: str, status: Status, last_seen: datetime | None) -> None:
+        self._chain(user_id, functools.partial(self._run_announcement, user_id, status, last_seen))
+
+    def _chain(self, user_id: str, step: Callable[[], Awaitable[None]]) -> None:
+        """Run step after the user's previous one: a user's transitions are announced in the
+        order they happened."""
         previous = self._chains.get(user_id)
-        task = asyncio.get_running_loop().create_task(
-            self._run_announcement(previous, user_id, status, last_seen)
-        )
+        task = asyncio.get_running_loop().create_task(self._after(previous, step))
         self._tasks.add(task)
         self._chains[user_id] = task
         task.add_done_callback(functools.partial(self._task_done, user_id))
@@ -322,16 +330,18 @@ class InMemoryPresence:
         if self._chains.get(user_id) is task:
             del self._chains[user_id]
 
-    async def _run_announcement(
-        self,
-        previous: asyncio.Task[None] | None,
-        user_id: str,
-        status: Status,
-        last_seen: datetime | None,
+    @staticmethod
+    async def _after(
+        previous: asyncio.Task[None] | None, step: Callable[[], Awaitable[None]]
     ) -> None:
         if previous is not None and not previous.done():
             # asyncio.wait does not raise if the previous one failed or was cancelled.
             await asyncio.wait([previous])
+        await step()
+
+    async def _run_announcement(
+        self, user_id: str, status: Status, last_seen: datetime | None
+    ) -> None:
         if status == "offline" and last_seen is not None:
             try:
                 await self._store_last_seen(user_id, last_seen)

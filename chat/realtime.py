@@ -13,11 +13,13 @@ from typing import Any
 
 from chat.accounts import AccountCommands
 from chat.batching import Coalescer
+from chat.broker import PresenceBook
 from chat.commands import Principal, Reply, command
 from chat.errors import NotFound, RateLimited, ValidationFailed
 from chat.events import EventQueue, QueueRegistry
 from chat.limits import UserSlots
 from chat.presence import InMemoryPresence
+from chat.shared_presence import SharedPresence
 from chat.validation import get_id_list, int_from_text, require_object
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ class RealtimeCommands(AccountCommands):
             is_blocked_between=self.is_blocked_between,
             store_last_seen=self.last_seen_writes.write,
             grace_secs=settings.presence_grace_secs,
+            deliver=self.publish,
         )
         # What each user holds open, counted by the transports (sockets, held polls).
         self.socket_slots = UserSlots(settings.max_sockets_per_user)
@@ -54,6 +57,37 @@ class RealtimeCommands(AccountCommands):
         # Told the id of every session that ends here (the WebSocket layer closes its sockets).
         self.session_listeners: list[Callable[[str], None]] = []
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def share_presence(self, book: PresenceBook) -> None:
+        """Several processes (the bus is shared): presence decided with the others through the
+        book, in place of this process's alone (called before any queue exists)."""
+        settings = self.settings
+        self.presence.close()
+        presence = SharedPresence(
+            self.registry,
+            audience=self.presence_audience,
+            is_blocked_between=self.is_blocked_between,
+            store_last_seen=self.last_seen_writes.write,
+            grace_secs=settings.presence_grace_secs,
+            deliver=self.publish,
+            book=book,
+            bus=self.bus,
+            beat_secs=settings.presence_beat_secs,
+        )
+        await presence.start()
+        self.presence = presence
+
+    def presence_elsewhere(self, payload: Any) -> None:
+        """Another process announced a presence transition (the bus)."""
+        if isinstance(self.presence, SharedPresence):
+            self.presence.on_notice(payload)
+
+    def bus_gap(self, payload: Any) -> None:
+        """The bus may have lost events meant for this process's queues: close them all, so
+        that their clients start new ones and read the state again (nothing is lost that way;
+        an event missing from a queue that goes on would be)."""
+        closed = self.registry.close_all()
+        log.warning("the bus may have missed events: %d event queues closed", closed)
 
     async def _sweep_forever(self) -> None:
         # Never sleep longer than the grace itself: a short grace means short lingering.

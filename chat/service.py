@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from chat.accounts import AccountCommands
 from chat.auth import PasswordHasher, TokenCodec
-from chat.broker import Handler
+from chat.broker import GAP, Handler
 from chat.commands import Command, Principal, Reply
 from chat.config import Settings, redact_url
 from chat.groups import GroupCommands
@@ -52,24 +52,32 @@ class ChatService(
         """Join the other processes (--redis-url), or stay alone; BusUnavailable when Redis
         does not answer within BUS_CONNECT_SECS."""
         if self.settings.redis_url:
-            from chat.broker.redis import RedisBus  # only deployments with Redis import it
+            # Only deployments with Redis import it.
+            from redis.exceptions import RedisError
+
+            from chat.broker.redis import RedisBus
 
             bus = RedisBus(self.settings.redis_url)
             try:
                 await asyncio.wait_for(bus.ping(), BUS_CONNECT_SECS)
                 await asyncio.wait_for(bus.start(self.bus_handlers()), BUS_CONNECT_SECS)
-            except (TimeoutError, ConnectionError) as exc:
+                self.bus = bus
+                book = bus.presence_book(self.settings.presence_alive_secs)
+                await asyncio.wait_for(self.share_presence(book), BUS_CONNECT_SECS)
+            except (TimeoutError, ConnectionError, RedisError, OSError) as exc:
                 await bus.close()
                 raise BusUnavailable(
                     f"cannot reach Redis at {redact_url(self.settings.redis_url)}: {exc}"
                 ) from exc
-            self.bus = bus
 
     def bus_handlers(self) -> Mapping[str, Handler]:
         """What a notice from another process does here, by topic."""
         return {
+            "events": self.events_elsewhere,
+            "presence": self.presence_elsewhere,
             "session.ended": self.session_ended_elsewhere,
             "blocks.changed": self.blocks_changed_elsewhere,
+            GAP: self.bus_gap,
         }
 
     async def close(self) -> None:

@@ -1,9 +1,15 @@
 """The bus over Redis pub/sub (redis-py's asyncio client): one channel, every process on it.
 
-Each notice is {"origin", "topic", "payload"} as JSON; a process ignores its own. Pub/sub
-delivers to the processes connected at that moment, at most once: a process that was away
-(Redis restarting, its connection lost) misses notices, and falls back on what it would do
-alone (its session cache expires within settings.session_check_secs).
+A process sends what it publishes in order, from one task: the notices waiting when it runs go
+out together as one message, {"origin", "notices": [[topic, payload], ...]} as JSON, and a
+process ignores its own. So notices from one process reach every other in the order they were
+published (an event's order in its queues depends on it).
+
+Pub/sub delivers to the processes connected at that moment, at most once. A process that may
+have missed notices is told so through the topic GAP, with no payload: when its subscription
+was lost and is back, or when another process could not send some (it sends GAP once Redis
+takes its notices again). It then drops what it can no longer vouch for (its event queues:
+their clients resume with a new queue and read the state again, as after an overflow).
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from chat.broker import Handler
+from chat.broker import GAP, Handler
+from chat.broker.redis_presence import RedisPresenceBook
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +52,20 @@ class RedisBus:
         )
         self._handlers: Mapping[str, Handler] = {}
         self._listener: asyncio.Task[None] | None = None
-        self._sends: set[asyncio.Task[None]] = set()
         self._subscribed = asyncio.Event()
+        # What publish() queued and the one task that sends it, in order.
+        self._outbox: list[list[Any]] = []
+        self._pending = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
+        self._unsent = False  # some notices were lost: GAP goes out before the next ones
+        self._idle = asyncio.Event()  # set while nothing waits to be sent or is being sent
+        self._idle.set()
+
+    shared = True  # other processes may be listening: ServiceBase.publish tells them
+
+    def presence_book(self, alive_secs: float) -> RedisPresenceBook:
+        """The shared presence book, on this bus's connection, with its origin as process id."""
+        return RedisPresenceBook(self._redis, self.origin, alive_secs)
 
     async def ping(self) -> None:
         """ConnectionError when Redis does not answer."""
@@ -57,54 +76,90 @@ class RedisBus:
 
     async def start(self, handlers: Mapping[str, Handler]) -> None:
         self._handlers = handlers
-        self._listener = asyncio.get_running_loop().create_task(self._listen_forever())
+        loop = asyncio.get_running_loop()
+        self._listener = loop.create_task(self._listen_forever())
+        self._sender = loop.create_task(self._send_forever())
         await self._subscribed.wait()  # notices sent from now on reach this process
 
     async def _listen_forever(self) -> None:
+        lost = False
         while True:
             try:
                 async with self._subscriber.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(CHANNEL)
                     self._subscribed.set()
+                    if lost:  # what was sent while we were away never reached us
+                        log.warning("redis bus: subscribed again; notices may have been missed")
+                        lost = False
+                        self._handle(GAP, None)
                     async for message in pubsub.listen():
                         self._dispatch(message.get("data"))
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
                 log.warning("redis bus: subscription lost (%s); retrying", exc)
+                lost = True
                 self._subscribed.set()  # start() must not wait for ever on a Redis away
                 await asyncio.sleep(RECONNECT_SECS)
 
     def _dispatch(self, data: Any) -> None:
         try:
-            notice = json.loads(data)
-            if notice.get("origin") == self.origin:
+            message = json.loads(data)
+            if message.get("origin") == self.origin:
                 return
-            handler = self._handlers.get(notice.get("topic"))
-            if handler is not None:
-                handler(notice.get("payload"))
+            notices = message.get("notices")
         except Exception:
-            log.exception("redis bus: a notice could not be handled")
+            log.exception("redis bus: a message could not be read")
+            return
+        for topic, payload in notices if isinstance(notices, list) else ():
+            self._handle(topic, payload)
+
+    def _handle(self, topic: Any, payload: Any) -> None:
+        handler = self._handlers.get(topic) if isinstance(topic, str) else None
+        if handler is None:
+            return
+        try:
+            handler(payload)
+        except Exception:  # one bad notice must not stop the others
+            log.exception("redis bus: a %s notice could not be handled", topic)
 
     def publish(self, topic: str, payload: Any) -> None:
-        text = json.dumps({"origin": self.origin, "topic": topic, "payload": payload})
-        task = asyncio.get_running_loop().create_task(self._send(text))
-        self._sends.add(task)
-        task.add_done_callback(self._sends.discard)
+        self._outbox.append([topic, payload])
+        self._idle.clear()
+        self._pending.set()
 
-    async def _send(self, text: str) -> None:
-        try:
-            await self._redis.publish(CHANNEL, text)
-        except (RedisError, OSError) as exc:
-            log.warning("redis bus: a notice was not sent (%s)", exc)
+    async def _send_forever(self) -> None:
+        while True:
+            await self._pending.wait()
+            self._pending.clear()
+            notices, self._outbox = self._outbox, []
+            if self._unsent:
+                notices.insert(0, [GAP, None])
+            if not notices:
+                continue
+            text = json.dumps({"origin": self.origin, "notices": notices})
+            try:
+                await self._redis.publish(CHANNEL, text)
+                self._unsent = False
+            except (RedisError, OSError) as exc:
+                if not self._unsent:
+                    log.warning("redis bus: %d notices were not sent (%s)", len(notices), exc)
+                self._unsent = True
+                if not self._outbox:  # nothing else to carry the GAP: try it alone, later
+                    await asyncio.sleep(RECONNECT_SECS)
+                    self._pending.set()
+            if not self._outbox:
+                self._idle.set()
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-        for task in list(self._sends):
-            with contextlib.suppress(Exception):
-                await task
+        if self._sender is not None and not self._idle.is_set() and not self._unsent:
+            # What was published before closing still goes out (a logout's session.ended).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), SEND_TIMEOUT_SECS)
+        for task in (self._listener, self._sender):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._redis.aclose()
         await self._subscriber.aclose()
