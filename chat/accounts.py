@@ -18,7 +18,7 @@ from chat.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from chat.limits import AttemptLimiter
+from chat.limits import AttemptLimiter, Attempts
 from chat.models import User, iso
 from chat.validation import parse_login, parse_register
 
@@ -87,13 +87,13 @@ class AccountCommands(ServiceBase):
         # (RealtimeCommands updates it here as it stores it), so users are read once.
         self.known_users: CachedReads[str, User] = CachedReads(self.store.users.get, USER_CACHE_MAX)
         # One limiter per rule, whichever transport the attempt comes over.
-        self.login_failures_by_account = AttemptLimiter(
+        self.login_failures_by_account: Attempts = AttemptLimiter(
             settings.login_failures_per_account, settings.login_window_secs
         )
-        self.login_failures_by_address = AttemptLimiter(
+        self.login_failures_by_address: Attempts = AttemptLimiter(
             settings.login_failures_per_address, settings.login_window_secs
         )
-        self.signups_by_address = AttemptLimiter(
+        self.signups_by_address: Attempts = AttemptLimiter(
             settings.signups_per_address, settings.signup_window_secs
         )
 
@@ -109,7 +109,7 @@ class AccountCommands(ServiceBase):
         }.get(cmd.name)
         if limiter is None or address is None:
             return await super().run_public(cmd, principal, data, address)
-        wait = limiter.take(address)
+        wait = await limiter.take(address)
         if wait:
             what = "sign-ins" if cmd.name == "auth.login" else "sign-ups"
             raise RateLimited(f"Too many {what} from this address; wait.", retry_after_secs=wait)
@@ -124,7 +124,7 @@ class AccountCommands(ServiceBase):
             raise
         finally:
             if not counts:
-                limiter.refund(address)
+                await limiter.refund(address)
         return reply
 
     async def authenticate(self, token: str | None) -> Principal:
@@ -180,14 +180,14 @@ class AccountCommands(ServiceBase):
         # Per account, also for a correct password once the limit is reached (else the limit
         # would tell a guesser when it guessed right); unknown logins the same way.
         account = user.id if user is not None else "login:" + fields.login.casefold()
-        wait = self.login_failures_by_account.take(account)
+        wait = await self.login_failures_by_account.take(account)
         if wait:
             raise RateLimited(
                 "Too many failed sign-ins for this account; wait.", retry_after_secs=wait
             )
         if not await self.hasher.verify(fields.password, password_hash) or user is None:
             raise InvalidCredentials("Wrong username/email or password.")
-        self.login_failures_by_account.refund(account)  # only failures count
+        await self.login_failures_by_account.refund(account)  # only failures count
         return await self._start_session(user)
 
     @command("auth.logout")

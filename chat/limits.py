@@ -5,8 +5,20 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 MAX_LIMITED_KEYS = 100_000  # keys remembered at most; the least recently charged go first
+
+
+class Attempts(Protocol):
+    """Attempts per key over time: this process's (AttemptLimiter), or every process's
+    (chat/broker/redis_limits.py)."""
+
+    async def take(self, key: str) -> float:
+        """Spend one attempt: 0 when allowed, else the seconds until one is (nothing spent)."""
+
+    async def refund(self, key: str) -> None:
+        """Give back an attempt taken by take() (it turned out not to count)."""
 
 
 class AttemptLimiter:
@@ -29,6 +41,14 @@ class AttemptLimiter:
         # key -> (tokens left, when counted); only keys below a full allowance are kept.
         self._buckets: collections.OrderedDict[str, tuple[float, float]] = collections.OrderedDict()
 
+    @property
+    def allowance(self) -> int:
+        return int(self._allowance)
+
+    @property
+    def window_secs(self) -> float:
+        return self._allowance / self._rate
+
     def _tokens(self, key: str, now: float) -> float:
         entry = self._buckets.get(key)
         if entry is None:
@@ -36,7 +56,13 @@ class AttemptLimiter:
         tokens, stamp = entry
         return min(self._allowance, tokens + (now - stamp) * self._rate)
 
-    def take(self, key: str) -> float:
+    async def take(self, key: str) -> float:
+        return self.take_now(key)
+
+    async def refund(self, key: str) -> None:
+        self.refund_now(key)
+
+    def take_now(self, key: str) -> float:
         """Spend one attempt: 0 when allowed, else the seconds until one is (nothing spent)."""
         now = self._clock()
         tokens = self._tokens(key, now)
@@ -48,7 +74,7 @@ class AttemptLimiter:
             self._buckets.popitem(last=False)
         return 0.0
 
-    def refund(self, key: str) -> None:
+    def refund_now(self, key: str) -> None:
         """Give back an attempt taken by take() (it turned out not to count)."""
         now = self._clock()
         tokens = self._tokens(key, now) + 1

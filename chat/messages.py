@@ -70,6 +70,10 @@ class TypingThrottle:
         self._last: dict[tuple[str, str], float] = {}
         self._buckets: dict[str, tuple[float, float]] = {}  # user -> (tokens, stamp)
 
+    async def check(self, user_id: str, conversation_id: str) -> bool:
+        """allow(), as every throttle answers it (the shared one asks Redis)."""
+        return self.allow(user_id, conversation_id)
+
     def allow(self, user_id: str, conversation_id: str) -> bool:
         """True to forward now; False to drop (already forwarded within the interval);
         RateLimited when the user types in too many conversations at once."""
@@ -103,7 +107,7 @@ class MessageCommands(ConversationCommands):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.typing_throttle = TypingThrottle()
+        self.typing_throttle: TypingThrottle = TypingThrottle()
         # Sends being stored, by (sender, client_msg_id): a retry meanwhile awaits the same
         # outcome instead of storing again; and the tasks that store them.
         self._sends: dict[tuple[str, str], asyncio.Future[Message]] = {}
@@ -371,7 +375,7 @@ class MessageCommands(ConversationCommands):
         conv, _ = await self.access_conversation(principal, conversation_id, write=True)
         if await self._dm_blocked(conv, me):
             raise Blocked("You cannot message this user.")
-        if not self.typing_throttle.allow(me, conv.id):
+        if not await self.typing_throttle.check(me, conv.id):
             return {"forwarded": False}
         event: Event = {"type": "typing", "conversation_id": conv.id, "user_id": me}
         hidden = {me} if conv.kind == "dm" else {me} | await self.blocked_either_way(me)

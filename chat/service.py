@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from chat.accounts import AccountCommands
 from chat.auth import PasswordHasher, TokenCodec
@@ -11,11 +12,15 @@ from chat.broker import GAP, Handler
 from chat.commands import Command, Principal, Reply
 from chat.config import Settings, redact_url
 from chat.groups import GroupCommands
+from chat.limits import AttemptLimiter
 from chat.messages import MessageCommands
 from chat.privacy import PrivacyCommands
 from chat.realtime import RealtimeCommands
 from chat.social import SocialCommands
 from chat.store import Store
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 __all__ = ["BusUnavailable", "ChatService", "Command", "Principal", "Reply"]
 
@@ -62,6 +67,7 @@ class ChatService(
                 await asyncio.wait_for(bus.ping(), BUS_CONNECT_SECS)
                 await asyncio.wait_for(bus.start(self.bus_handlers()), BUS_CONNECT_SECS)
                 self.bus = bus
+                self.share_limits(bus.redis)
                 book = bus.presence_book(self.settings.presence_alive_secs)
                 await asyncio.wait_for(self.share_presence(book), BUS_CONNECT_SECS)
             except (TimeoutError, ConnectionError, RedisError, OSError) as exc:
@@ -69,6 +75,20 @@ class ChatService(
                 raise BusUnavailable(
                     f"cannot reach Redis at {redact_url(self.settings.redis_url)}: {exc}"
                 ) from exc
+
+    def share_limits(self, redis: Redis) -> None:
+        """Count the sign-in, sign-up and typing limits with every process, in Redis."""
+        from chat.broker.redis_limits import RedisAttempts, RedisTypingThrottle
+
+        for attr, name in (
+            ("login_failures_by_account", "login.account"),
+            ("login_failures_by_address", "login.address"),
+            ("signups_by_address", "signup.address"),
+        ):
+            alone = getattr(self, attr)
+            assert isinstance(alone, AttemptLimiter)
+            setattr(self, attr, RedisAttempts(redis, name, alone))
+        self.typing_throttle = RedisTypingThrottle(redis)
 
     def bus_handlers(self) -> Mapping[str, Handler]:
         """What a notice from another process does here, by topic."""

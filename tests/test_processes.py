@@ -147,3 +147,34 @@ async def test_a_redis_that_does_not_answer_stops_the_start_with_a_clear_error(
     out, _ = await asyncio.to_thread(process.communicate, timeout=60)
     assert process.returncode == 1, out
     assert f"cannot reach Redis at {nobody}" in out, out
+
+
+async def test_sign_in_failures_and_typing_are_counted_across_processes(
+    database_uri: str, tmp_path: Path, redis_url: str
+) -> None:
+    started = await start_processes(
+        database_uri, tmp_path, 2, "--redis-url", redis_url, "--login-failures-per-account", "3"
+    )
+    try:
+        a, b = (ApiClient(f"http://{host}") for _, host in started)
+        alice = await a.register("alice")
+        # Three failures, spread over both processes, spend the account's allowance: alone,
+        # each process would allow three of its own.
+        statuses = [
+            (await api.post("/api/auth/login", {"login": "alice", "password": "wrong"})).status
+            for api in (a, b, a, b)
+        ]
+        assert statuses == [401, 401, 401, 429], statuses
+
+        dm = await ApiClient(a.base_url, alice["token"]).post(
+            "/api/conversations/dm", {"user_id": (await b.register("bob"))["user"]["id"]}
+        )
+        path = f"/api/conversations/{dm.body['conversation']['id']}/typing"
+        first = await ApiClient(a.base_url, alice["token"]).post(path, {})
+        again = await ApiClient(b.base_url, alice["token"]).post(path, {})
+        assert first.body == {"forwarded": True}, first.body
+        assert again.body == {"forwarded": False}, again.body  # within the interval, elsewhere
+    finally:
+        for process, _ in started:
+            out = stop(process)
+            assert process.returncode == 0, out

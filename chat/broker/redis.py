@@ -63,6 +63,11 @@ class RedisBus:
 
     shared = True  # other processes may be listening: ServiceBase.publish tells them
 
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The connection sends use (time-limited), for what else is shared in Redis."""
+        return self._redis
+
     def presence_book(self, alive_secs: float) -> RedisPresenceBook:
         """The shared presence book, on this bus's connection, with its origin as process id."""
         return RedisPresenceBook(self._redis, self.origin, alive_secs)
