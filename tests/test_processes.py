@@ -4,6 +4,7 @@ a free port): what one process does takes effect in the others at once, through 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -19,8 +20,19 @@ from tests.conftest import unique_db_name
 from tests.test_server_process import SECRET, run_server, stop, wait_healthy
 
 
+@dataclasses.dataclass
+class RedisServer:
+    url: str
+    process: subprocess.Popen[bytes]
+
+
 @pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A redis-server of this module's own, in memory, on a free loopback port."""
     executable = shutil.which("redis-server")
     assert executable, "redis-server is missing: ./test.sh installs it (Debian's redis-server)"
@@ -51,7 +63,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     try:
         asyncio.run(ready())
-        yield url
+        yield RedisServer(url, process)
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -14,10 +14,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.client import ApiClient, WsClient
-from tests.test_processes import redis_url, start_processes
+from tests.test_processes import RedisServer, redis_server, redis_url, start_processes
 from tests.test_server_process import stop
 
-__all__ = ["redis_url"]  # the module's redis-server fixture, shared with test_processes
+__all__ = ["redis_server", "redis_url"]  # the fixtures of test_processes, shared
 
 GRACE = "1"  # --presence-grace: seconds a closed connection still counts as online
 
@@ -217,3 +217,75 @@ async def test_a_lost_bus_subscription_closes_the_queues_so_clients_read_the_sta
         alice["token"], queue_id=hello["queue_id"], epoch=hello["epoch"], last_event_id=0
     )
     assert resumed["resumed"] is False
+
+
+async def test_a_redis_stopped_for_10_s_loses_nothing_acknowledged_and_recovers_by_itself(
+    processes: list[tuple[Any, str]], redis_server: RedisServer
+) -> None:
+    (_, a), (_, b), _ = processes
+    alice = await ApiClient(f"http://{a}").register("alice")
+    bob = await ApiClient(f"http://{b}").register("bob")
+    alice_api = ApiClient(f"http://{a}", alice["token"])
+    dm = await alice_api.post("/api/conversations/dm", {"user_id": bob["user"]["id"]})
+    cid = dm.body["conversation"]["id"]
+    bob_api = ApiClient(f"http://{b}", bob["token"])
+
+    acknowledged: list[int] = []
+    seen: list[int] = []  # bob's view: live events, then history after a lost queue
+    stop_sending = asyncio.Event()
+
+    async def send() -> None:
+        n = 0
+        while not stop_sending.is_set():
+            n += 1
+            reply = await alice_api.post(
+                f"/api/conversations/{cid}/messages", {"body": f"m{n}", "client_msg_id": f"k{n}"}
+            )
+            if reply.status == 201:
+                acknowledged.append(reply.body["message"]["seq"])
+            await asyncio.sleep(0.05)
+
+    async def read_as_bob() -> None:
+        reconnects = 0
+        while True:
+            ws = await WsClient.connect(f"ws://{b}/ws")
+            hello = await ws.auth(bob["token"])
+            if not hello["resumed"] and seen:  # a new queue: read what was missed
+                page = await bob_api.get(
+                    f"/api/conversations/{cid}/messages?after_seq={seen[-1]}&limit=100"
+                )
+                seen.extend(m["seq"] for m in page.body["messages"])
+            try:
+                while True:
+                    frame = await ws.event("message.new", timeout=3)
+                    seq = frame["event"]["message"]["seq"]
+                    if not seen or seq > seen[-1]:
+                        seen.append(seq)
+            except TimeoutError:
+                if stop_sending.is_set():
+                    return
+            except ConnectionError:
+                reconnects += 1
+
+    reader = asyncio.create_task(read_as_bob())
+    sender = asyncio.create_task(send())
+    await asyncio.sleep(2)
+    redis_server.process.send_signal(signal.SIGSTOP)
+    try:
+        await asyncio.sleep(10)
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
+    await asyncio.sleep(8)  # the bus finds Redis again by itself
+    stop_sending.set()
+    await sender
+    await asyncio.wait_for(reader, 30)
+    assert len(acknowledged) > 100, len(acknowledged)  # sends went on while Redis was away
+    assert sorted(set(seen)) == seen  # nothing twice, in order
+    assert set(acknowledged) <= set(seen), sorted(set(acknowledged) - set(seen))[:10]
+
+    # Live delivery across processes works again, without a restart.
+    ws = await WsClient.connect(f"ws://{b}/ws")
+    await ws.auth(bob["token"])
+    after = await alice_api.post(f"/api/conversations/{cid}/messages", {"body": "after"})
+    assert after.status == 201
+    assert (await ws.event("message.new", timeout=5))["event"]["message"]["body"] == "after"
