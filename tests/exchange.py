@@ -35,11 +35,12 @@ async def chat_exchange(
     *,
     ssl_context: ssl.SSLContext | None = None,
     headers: dict[str, str] | None = None,
+    origin: str | None = None,
 ) -> Exchanged:
     """Alice (long-polling) and Bob (WebSocket) sign up, become friends, open their DM and
     send each other a message; each sees the other's. Alice then signs in again (her
     password in a body) and polls with her queue id on the URL. `headers` go with every
-    REST request."""
+    REST request; `origin` is the WebSocket's Origin header (a browser's; none by default)."""
     suffix = secrets.token_hex(3)
     alice = ApiClient(base_url, ssl_context=ssl_context)
     bob = ApiClient(base_url, ssl_context=ssl_context)
@@ -61,7 +62,8 @@ async def chat_exchange(
         "conversation"
     ]["id"]
 
-    ws = await WsClient.connect(ws_url, ssl_context=ssl_context)
+    ws_headers = {"Origin": origin} if origin else {}
+    ws = await WsClient.connect(ws_url, ssl_context=ssl_context, headers=ws_headers)
     hello = await ws.auth(bob.token)
     first = await call(alice, "GET", "/api/events?timeout=0")
     queue_id, epoch = first["queue_id"], first["events"][0]["event"]["epoch"]
