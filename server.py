@@ -231,20 +231,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--debug", action="store_true", help="debug logging and Tornado's debug mode"
     )
     tls = parser.add_argument_group("TLS: HTTPS and WSS on --port (see docs/deploy.md)")
-    tls.add_argument(
-        "--certfile",
-        type=Path,
-        default=os.environ.get("CHAT_CERTFILE"),  # argparse applies type to it
-        metavar="PEM",
-        help="the server's certificate chain (env CHAT_CERTFILE); with --keyfile",
-    )
-    tls.add_argument(
-        "--keyfile",
-        type=Path,
-        default=os.environ.get("CHAT_KEYFILE"),
-        metavar="PEM",
-        help="the certificate's private key (env CHAT_KEYFILE); with --certfile",
-    )
+    for name, env, meaning, other in (
+        ("--certfile", "CHAT_CERTFILE", "the server's certificate chain", "--keyfile"),
+        ("--keyfile", "CHAT_KEYFILE", "the certificate's private key", "--certfile"),
+    ):
+        tls.add_argument(
+            name,
+            type=Path,
+            default=os.environ.get(env),  # argparse applies type to a default string
+            metavar="PEM",
+            help=f"{meaning} (env {env}); with {other}",
+        )
     metrics = parser.add_argument_group("Prometheus metrics (GET /metrics, never on --port)")
     metrics.add_argument(
         "--metrics-port",

@@ -4,69 +4,13 @@ their URLs, and no line of its log may show a token, the password or a queue id.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from chat.dbserver import free_port
 from tests.client import ApiClient
-from tests.conftest import unique_db_name
 from tests.exchange import chat_exchange
-from tests.test_server_process import SECRET, run_server, wait_healthy
-
-
-class Log:
-    """The output of a server process, complete once it stopped."""
-
-    text = ""
-
-    @property
-    def lines(self) -> list[str]:
-        return self.text.splitlines()
-
-    def json_lines(self) -> list[dict[str, Any]]:
-        """Every line parsed as one JSON object (fails on the first that is not)."""
-        parsed = []
-        for line in self.lines:
-            value = json.loads(line)
-            assert isinstance(value, dict), line
-            parsed.append(value)
-        return parsed
-
-
-@contextlib.asynccontextmanager
-async def logged_server(
-    database_uri: str, tmp_path: Path, *args: str
-) -> AsyncIterator[tuple[str, Log]]:
-    """server.py on the test database with these options: (host:port, its log). The log is
-    read from the start (--debug writes more than a pipe holds before listening), and is
-    complete after the block, once the server stopped (asserted: with status 0)."""
-    uri = urlunsplit(urlsplit(database_uri)._replace(path=f"/{unique_db_name()}"))
-    port = free_port()
-    process = run_server(
-        "--mongo-uri", uri, "--port", str(port), "--secret", SECRET, "--data-dir", str(tmp_path),
-        *args,
-    )  # fmt: skip
-    assert process.stdout is not None
-    reader = asyncio.create_task(asyncio.to_thread(process.stdout.read))
-    log = Log()
-    try:
-        await asyncio.to_thread(wait_healthy, port, process, read_output=False)
-        yield f"127.0.0.1:{port}", log
-    finally:
-        process.send_signal(signal.SIGTERM)
-        log.text = await reader
-        await asyncio.to_thread(process.wait, 30)
-        process.stdout.close()
-    assert process.returncode == 0, log.text
-
+from tests.test_logs import logged_server
 
 GUARDED = [
     ("--access-log",),

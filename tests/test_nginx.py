@@ -22,7 +22,7 @@ from chat.dbserver import free_port
 from tests.certs import Certificates, make_certificates
 from tests.client import ApiClient
 from tests.exchange import chat_exchange
-from tests.test_log_format import logged_server
+from tests.test_logs import logged_server
 from tests.test_security_headers import directive
 
 ROOT = Path(__file__).resolve().parent.parent
