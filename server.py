@@ -9,6 +9,7 @@ import logging
 import os
 import secrets
 import signal
+import ssl
 import sys
 import time
 import tracemalloc
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 from chat.config import (
     DEFAULT_DB_NAME,
     DEFAULT_PORT,
+    LOG_FORMATS,
     LOGIN_FAILURES_PER_ACCOUNT,
     LOGIN_FAILURES_PER_ADDRESS,
     LOGIN_WINDOW_SECS,
@@ -26,6 +28,7 @@ from chat.config import (
     MAX_QUEUES_PER_USER,
     MAX_SOCKET_BUFFER_BYTES,
     MAX_SOCKETS_PER_USER,
+    METRICS_ADDRESS,
     MIN_SECRET_BYTES,
     PRESENCE_GRACE_SECS,
     QUEUE_GRACE_SECS,
@@ -37,6 +40,7 @@ from chat.config import (
 )
 from chat.dbserver import DatabaseStartError, EmbeddedDatabase, make_private_dir, plan_embedded
 from chat.errors import DatabaseUnavailable
+from chat.logs import make_formatter
 
 log = logging.getLogger("chat.server")
 
@@ -226,9 +230,47 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "default: those lines are at DEBUG, shown by --debug",
     )
     parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=os.environ.get("CHAT_LOG_FORMAT", "text"),
+        help="text (default) or json: one JSON object per line, with the request id and the "
+        "user id where known (env CHAT_LOG_FORMAT)",
+    )
+    parser.add_argument(
         "--debug", action="store_true", help="debug logging and Tornado's debug mode"
     )
+    tls = parser.add_argument_group("TLS: HTTPS and WSS on --port (see docs/deploy.md)")
+    for name, env, meaning, other in (
+        ("--certfile", "CHAT_CERTFILE", "the server's certificate chain", "--keyfile"),
+        ("--keyfile", "CHAT_KEYFILE", "the certificate's private key", "--certfile"),
+    ):
+        tls.add_argument(
+            name,
+            type=Path,
+            default=os.environ.get(env),  # argparse applies type to a default string
+            metavar="PEM",
+            help=f"{meaning} (env {env}); with {other}",
+        )
+    metrics = parser.add_argument_group("Prometheus metrics (GET /metrics, never on --port)")
+    metrics.add_argument(
+        "--metrics-port",
+        type=int,
+        default=os.environ.get("CHAT_METRICS_PORT"),
+        metavar="PORT",
+        help="serve /metrics on this port (env CHAT_METRICS_PORT; default: not served)",
+    )
+    metrics.add_argument(
+        "--metrics-address",
+        default=os.environ.get("CHAT_METRICS_ADDRESS", METRICS_ADDRESS),
+        metavar="ADDRESS",
+        help="the address --metrics-port listens on (env CHAT_METRICS_ADDRESS, default "
+        "%(default)s; 0.0.0.0 for every interface)",
+    )
     args = parser.parse_args(argv)
+    if (args.certfile is None) != (args.keyfile is None):
+        parser.error("--certfile and --keyfile go together")
+    if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
+        parser.error("--metrics-port must be between 1 and 65535")
     if not 1 <= args.queue_grace <= 24 * 3600:
         parser.error("--queue-grace must be between 1 s and a day")
     if not 0 <= args.presence_grace <= 3600:
@@ -241,6 +283,32 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         if getattr(args, name[2:].replace("-", "_")) <= 0:
             parser.error(f"{name} must be positive")
     return args
+
+
+class TlsConfigError(Exception):
+    """The certificate or its key cannot be used; the message says which and why."""
+
+
+def tls_context(certfile: Path, keyfile: Path) -> ssl.SSLContext:
+    """A server-side SSLContext (TLS 1.2 or later, Python's default ciphers) with this
+    certificate chain and key; TlsConfigError when a file is missing, unreadable, not PEM,
+    or the key is not the certificate's."""
+    for option, path in (("--certfile", certfile), ("--keyfile", keyfile)):
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            raise TlsConfigError(f"{option} {path}: cannot read it: {exc.strerror}") from exc
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except ssl.SSLError as exc:
+        reason = exc.reason or str(exc)
+        raise TlsConfigError(
+            f"--certfile {certfile} / --keyfile {keyfile}: not a PEM certificate and its "
+            f"private key ({reason})"
+        ) from exc
+    return context
 
 
 def load_or_create_secret(data_dir: Path) -> str:
@@ -264,11 +332,15 @@ def database_name(uri: str) -> str:
 redact = redact_url
 
 
-async def serve(settings: Settings) -> int:
-    """Connect, create indexes, listen; return the exit code once stopped by a signal."""
+async def serve(settings: Settings, ssl_context: ssl.SSLContext | None = None) -> int:
+    """Connect, create indexes, listen (with TLS when given a context); return the exit code
+    once stopped by a signal."""
+    import tornado.httpserver
+
     from chat.service import BusUnavailable, ChatService
     from chat.store import Store
     from handlers.app import make_app
+    from handlers.metrics import make_metrics_app
     from handlers.proxy import ForwardedHTTPServer
     from handlers.socket import close_sockets
 
@@ -294,11 +366,27 @@ async def serve(settings: Settings) -> int:
         return 1
     app = make_app(service)
     server = ForwardedHTTPServer(
-        app, trusted_proxies=settings.trusted_proxies, max_body_size=8 * 1024 * 1024
+        app,
+        trusted_proxies=settings.trusted_proxies,
+        max_body_size=8 * 1024 * 1024,
+        ssl_options=ssl_context,
     )
-    server.listen(settings.port, backlog=LISTEN_BACKLOG)
+    metrics_server = None
+    try:
+        server.listen(settings.port, backlog=LISTEN_BACKLOG)
+        if settings.metrics_port is not None:
+            metrics_server = tornado.httpserver.HTTPServer(make_metrics_app(service.metrics))
+            metrics_server.listen(settings.metrics_port, address=settings.metrics_address)
+    except OSError as exc:
+        print(f"error: cannot listen: {exc.strerror}", file=sys.stderr)
+        server.stop()
+        await service.close()
+        await store.close()
+        return 1
     tune_gc()
-    log.info("listening on http://localhost:%d", settings.port)
+    log.info("listening on %s://localhost:%d", "https" if ssl_context else "http", settings.port)
+    if metrics_server is not None:
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_address, settings.metrics_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -308,6 +396,8 @@ async def serve(settings: Settings) -> int:
     await stop.wait()
     log.info("stopping")
     server.stop()
+    if metrics_server is not None:
+        metrics_server.stop()
     # Connections first (WebSockets are detached from the HTTP server, so they are closed on
     # their own), then background work; the store last, once the database operations still
     # under way have ended, so that none fails with a traceback.
@@ -322,10 +412,19 @@ async def serve(settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `chat-server` console script."""
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from handlers.logs import REDACT_SECRETS
+
+    output = logging.StreamHandler()
+    output.setFormatter(make_formatter(args.log_format))
+    output.addFilter(REDACT_SECRETS)  # whichever logger a line comes from
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, handlers=[output])
+    ssl_context = None
+    if args.certfile is not None:
+        try:
+            ssl_context = tls_context(args.certfile, args.keyfile)
+        except TlsConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     data_dir: Path = args.data_dir.resolve()
     make_private_dir(data_dir)  # the secret, the database's credentials and files
     secret = args.secret or load_or_create_secret(data_dir)
@@ -370,9 +469,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         login_window_secs=args.login_window,
         signups_per_address=args.signups_per_address,
         signup_window_secs=args.signup_window,
+        certfile=args.certfile,
+        keyfile=args.keyfile,
+        log_format=args.log_format,
+        metrics_port=args.metrics_port,
+        metrics_address=args.metrics_address,
     )
     try:
-        return asyncio.run(serve(settings))
+        return asyncio.run(serve(settings, ssl_context))
     finally:
         if embedded is not None:
             embedded.stop()

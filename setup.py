@@ -18,6 +18,9 @@ setup(
         # Several processes (--redis-url): redis-py's asyncio client, the maintained one
         # (aioredis was merged into it). Imported only when a Redis is configured.
         "redis>=5,<9",
+        # GET /metrics (--metrics-port): the Prometheus text format and the process collector
+        # (memory, CPU, fds). Tested with 0.26; below 1, whose API may change.
+        "prometheus_client>=0.20,<1",
     ],
     extras_require={
         # The embedded default database. GPL-2.0: we start it as a separate
@@ -30,6 +33,8 @@ setup(
             "ruff>=0.6",
             # Drives Debian's chromium (no browser download): the browser tests.
             "playwright>=1.45",
+            # The TLS tests make their own CA and server certificate.
+            "cryptography>=42,<47",
         ],
         # The comparison benchmarks (bench/compare.py, bench/soak.py): the peer server a user
         # would otherwise pick, and a sampling profiler that attaches to the server process.

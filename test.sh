@@ -21,6 +21,13 @@ if ! command -v redis-server >/dev/null 2>&1; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
 fi
 
+# The reverse-proxy test runs Debian's nginx with deploy/nginx.conf on free ports of its own.
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  echo "installing nginx with apt-get (reverse-proxy test)..." >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
+fi
+
 # Emoji in the browser tests' screenshots need a colour emoji font (Debian's Noto).
 # (grep without -q reads all of fc-list's output: no SIGPIPE to fail the pipeline)
 if ! fc-list 2>/dev/null | grep -i "Noto Color Emoji" >/dev/null; then

@@ -13,6 +13,7 @@ from chat.broker import Bus, LocalBus
 from chat.config import Settings
 from chat.errors import NotFound, Unauthorized
 from chat.events import Event, QueueRegistry
+from chat.metrics import Metrics
 from chat.presence import Presence
 from chat.store import Store
 from chat.store.conversations import Conversation
@@ -73,6 +74,7 @@ class ServiceBase:
         self.store = store
         self.hasher = hasher
         self.tokens = tokens
+        self.metrics = Metrics()  # what /metrics shows of this service
         # The other processes (chat/broker/): none until start_bus joins them.
         self.bus: Bus = LocalBus()
         self.commands: dict[str, Command] = {}

@@ -46,6 +46,10 @@ LOGIN_FAILURES_PER_ADDRESS = 50
 LOGIN_WINDOW_SECS = 300.0
 SIGNUPS_PER_ADDRESS = 20  # sign-up attempts per client address, earned back over the window
 SIGNUP_WINDOW_SECS = 3600.0
+LOG_FORMATS = ("text", "json")  # --log-format: text for people, json for log collectors
+# Where --metrics-port listens unless --metrics-address says otherwise: the metrics name the
+# deployment's traffic, which need not be public.
+METRICS_ADDRESS = "127.0.0.1"
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -104,10 +108,26 @@ class Settings:
     access_log: bool = False
     # Several processes share notices through this Redis (chat/broker/); None: one process.
     redis_url: str | None = None
+    # TLS in this server: HTTPS and WSS on `port` (server.py loads them into an SSLContext).
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    log_format: str = "text"  # one of LOG_FORMATS
+    # GET /metrics (Prometheus) on a port of its own; None: not served at all.
+    metrics_port: int | None = None
+    metrics_address: str = METRICS_ADDRESS
+
+    @property
+    def tls(self) -> bool:
+        """Whether this server speaks TLS itself (--certfile and --keyfile)."""
+        return self.certfile is not None
 
     def __post_init__(self) -> None:
         if len(self.secret.encode()) < MIN_SECRET_BYTES:
             raise ValueError(f"the secret must be at least {MIN_SECRET_BYTES} bytes long")
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ValueError("TLS needs both a certificate file and its key file")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"the log format is one of {', '.join(LOG_FORMATS)}")
 
 
 def redact_url(uri: str) -> str:

@@ -95,6 +95,7 @@ class UserSlots:
             raise ValueError("a cap of at least 1")
         self.cap = cap
         self._held: dict[str, int] = {}
+        self._total = 0  # the sum of _held's values, for the metrics
 
     def acquire(self, user_id: str) -> bool:
         """Take a slot for the user; False (nothing taken) when it holds `cap` already."""
@@ -102,6 +103,7 @@ class UserSlots:
         if held >= self.cap:
             return False
         self._held[user_id] = held + 1
+        self._total += 1
         return True
 
     def release(self, user_id: str) -> None:
@@ -109,9 +111,14 @@ class UserSlots:
         held = self._held.get(user_id, 0) - 1
         if held > 0:
             self._held[user_id] = held
-        else:
-            self._held.pop(user_id, None)
+        elif self._held.pop(user_id, None) is None:
+            return  # nothing was held: nothing to give back
+        self._total -= 1
 
     def held(self, user_id: str) -> int:
         """The slots the user holds now."""
         return self._held.get(user_id, 0)
+
+    def total(self) -> int:
+        """The slots all users hold now."""
+        return self._total

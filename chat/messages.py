@@ -216,6 +216,7 @@ class MessageCommands(ConversationCommands):
         current: Slot | None = slot
         maybe_stored = False  # an attempt may have been written: only the database can say
         taken = 0
+        started = time.perf_counter()
         with self.sequencer.line(message.conversation_id):  # the line outlives the command
             try:
                 while True:
@@ -243,6 +244,7 @@ class MessageCommands(ConversationCommands):
             if not ours:  # the key's message was stored by another send, which publishes it
                 self.sequencer.resolve(line, slot, None)
                 return stored
+            self.metrics.message_stored(time.perf_counter() - started)
             self.activity.note(stored.conversation_id, stored.seq, stored.created_at)
             event: Event = {"type": "message.new", "message": stored.to_dict()}
             self.sequencer.resolve(line, slot, (member_ids, event))

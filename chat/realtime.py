@@ -18,6 +18,7 @@ from chat.commands import Principal, Reply, command
 from chat.errors import NotFound, RateLimited, ValidationFailed
 from chat.events import EventQueue, QueueRegistry
 from chat.limits import UserSlots
+from chat.metrics import LONGPOLL, WEBSOCKET
 from chat.presence import InMemoryPresence
 from chat.shared_presence import SharedPresence
 from chat.validation import get_id_list, int_from_text, require_object
@@ -54,6 +55,11 @@ class RealtimeCommands(AccountCommands):
         # What each user holds open, counted by the transports (sockets, held polls).
         self.socket_slots = UserSlots(settings.max_sockets_per_user)
         self.poll_slots = UserSlots(settings.max_polls_per_user)
+        self.metrics.watch(
+            queues=self.registry.__len__,
+            connections={WEBSOCKET: self.socket_slots.total, LONGPOLL: self.poll_slots.total},
+            database_errors=self.store.in_flight.failures,
+        )
         # Told the id of every session that ends here (the WebSocket layer closes its sockets).
         self.session_listeners: list[Callable[[str], None]] = []
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())

@@ -13,6 +13,7 @@ from handlers.api import CommandHandler, HealthHandler
 from handlers.base import ApiNotFoundHandler, EventEncoder
 from handlers.events import LongPollHandler
 from handlers.export import AllExportHandler, ConversationExportHandler
+from handlers.headers import ResponseHeaders
 from handlers.logs import access_logger, install_log_redaction
 from handlers.pages import IndexHandler, StaticHandler
 from handlers.socket import MAX_FRAME_BYTES, ChatSocket, Heartbeat, end_session_sockets
@@ -84,7 +85,9 @@ def make_app(
         static_handler_class=StaticHandler,
         debug=service.settings.debug,
         websocket_max_message_size=MAX_FRAME_BYTES,
-        compress_response=True,
+        # Every response: its request id, HSTS over https; then compression (what
+        # compress_response=True alone would have given).
+        transforms=[ResponseHeaders, tornado.web.GZipContentEncoding],
         log_function=access_logger(service.settings.access_log),
         chat_sockets=sockets,
         # One pinger for every socket, in place of Tornado's task and timer per socket.

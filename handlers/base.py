@@ -12,6 +12,8 @@ import tornado.web
 
 from chat.errors import ChatError, NotFound, RateLimited, TooLarge
 from chat.events import Event, Item
+from chat.logs import USER_ID
+from chat.metrics import REST
 from chat.validation import decode_json
 
 if TYPE_CHECKING:
@@ -86,6 +88,7 @@ class JsonHandler(tornado.web.RequestHandler):
     """Every /api/* handler: JSON responses and errors, never HTML or a traceback."""
 
     service: ChatService
+    transport = REST  # the errors' label in the metrics
 
     def initialize(self, service: ChatService) -> None:
         self.service = service
@@ -135,6 +138,7 @@ class JsonHandler(tornado.web.RequestHandler):
                 )
             code = STATUS_CODES.get(status_code, "internal_error")
             body = {"error": {"code": code, "message": message}}
+        self.service.metrics.error(body["error"]["code"], self.transport)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json_dumps(body))
 
@@ -163,6 +167,7 @@ class ApiHandler(JsonHandler):
         self.principal = await self.service.authenticate(
             token.strip() if scheme.lower() == "bearer" else None
         )
+        USER_ID.set(self.principal.user_id)  # this request's log lines name the user
 
 
 class ApiNotFoundHandler(JsonHandler):

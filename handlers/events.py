@@ -6,6 +6,7 @@ import asyncio
 
 from chat.errors import RateLimited
 from chat.events import EventQueue
+from chat.metrics import LONGPOLL
 from chat.validation import get_int
 from handlers.base import ApiHandler, EventEncoder
 
@@ -17,6 +18,7 @@ POLL_RETRY_SECS = 1.0  # a refused poll's Retry-After: held polls end within the
 class LongPollHandler(ApiHandler):
     """One poll: create or resume the queue, then return its events or [] at the timeout."""
 
+    transport = LONGPOLL
     gone = False  # the client closed the connection
     held: tuple[EventQueue, int] | None = None  # the queue this poll waits on, and its token
 
@@ -65,6 +67,7 @@ class LongPollHandler(ApiHandler):
             return  # the client went away; unacknowledged events stay for its next poll
         # The events' JSON is shared with every other socket and poll that delivers them.
         encoder: EventEncoder = self.application.settings["event_encoder"]
+        self.service.metrics.events_by_poll += len(events)
         self.finish(encoder.poll_body(queue.queue_id, events))
 
     def on_connection_close(self) -> None:

@@ -16,6 +16,9 @@ from urllib.parse import unquote_plus
 
 import tornado.web
 
+from chat.logs import HTTP_FIELD, REQUEST_ID_FIELD, USER_ID_FIELD
+from handlers.headers import request_id
+
 access_log = logging.getLogger("tornado.access")
 
 # Query arguments whose values are secrets: a session token, a queue id (with the epoch from
@@ -55,7 +58,9 @@ def redact_uri(uri: str) -> str:
 
 def access_logger(enabled: bool) -> Callable[[tornado.web.RequestHandler], None]:
     """The application's log_function: one line per request, its URI redacted; at INFO (4xx
-    at WARNING, 5xx at ERROR) when enabled, else at DEBUG (shown by --debug only)."""
+    at WARNING, 5xx at ERROR) when enabled, else at DEBUG (shown by --debug only). The
+    line's fields (method, path, status, duration, client, request and user id) go with it
+    for the JSON format (chat/logs.py)."""
 
     def log_request(handler: tornado.web.RequestHandler) -> None:
         status = handler.get_status()
@@ -70,10 +75,20 @@ def access_logger(enabled: bool) -> Callable[[tornado.web.RequestHandler], None]
         if not access_log.isEnabledFor(level):
             return
         request = handler.request
+        uri = redact_uri(request.uri or "")
+        duration_ms = 1000.0 * request.request_time()
+        principal = getattr(handler, "principal", None)  # API handlers and sockets have one
+        fields = {
+            REQUEST_ID_FIELD: request_id(request),
+            USER_ID_FIELD: getattr(principal, "user_id", None),
+            HTTP_FIELD: {
+                "method": request.method, "path": uri, "status": status,
+                "duration_ms": round(duration_ms, 2), "client": request.remote_ip,
+            },
+        }  # fmt: skip
         access_log.log(
-            level, "%d %s %s (%s) %.2fms",
-            status, request.method, redact_uri(request.uri or ""), request.remote_ip,
-            1000.0 * request.request_time(),
+            level, "%d %s %s (%s) %.2fms", status, request.method, uri, request.remote_ip,
+            duration_ms, extra=fields,
         )  # fmt: skip
 
     return log_request

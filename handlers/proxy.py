@@ -1,4 +1,5 @@
-"""The HTTP server: X-Forwarded-For and friends are honoured only from a trusted proxy.
+"""The HTTP server: X-Forwarded-For and friends (and X-Request-Id) are honoured only from a
+trusted proxy.
 
 Tornado's `xheaders=True` believes these headers from any peer, so any client could choose the
 address that rate limits and logs see. Here a request's `remote_ip` and `protocol` come from
@@ -16,6 +17,7 @@ import tornado.httpserver
 import tornado.httputil
 
 from chat.config import IPNetwork
+from handlers.headers import forwarded_request_id
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -92,7 +94,8 @@ class ForwardedHTTPServer(tornado.httpserver.HTTPServer):
 class _ForwardedAdapter(tornado.httputil.HTTPMessageDelegate):
     """Rewrites the connection's remote_ip and protocol for one request (as Tornado's own
     xheaders adapter does), and puts them back after it: the next request on a kept-alive
-    connection starts from the peer again."""
+    connection starts from the peer again. The proxy's X-Request-Id goes on the context as
+    forwarded_request_id for as long (handlers/headers.py reads it)."""
 
     def __init__(
         self,
@@ -117,6 +120,7 @@ class _ForwardedAdapter(tornado.httputil.HTTPMessageDelegate):
                 self.saved = (peer, protocol)
                 context.remote_ip = forwarded_client(peer, headers, self.trusted)
                 context.protocol = forwarded_protocol(headers, protocol)
+                context.forwarded_request_id = forwarded_request_id(headers)
         return self.delegate.headers_received(start_line, headers)
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
@@ -137,4 +141,5 @@ class _ForwardedAdapter(tornado.httputil.HTTPMessageDelegate):
     def _restore(self) -> None:
         if self.saved is not None and self.context is not None:
             self.context.remote_ip, self.context.protocol = self.saved
+            self.context.forwarded_request_id = None
             self.saved = None

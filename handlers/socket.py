@@ -18,6 +18,8 @@ import tornado.websocket
 from chat.commands import Principal, retrieve_exception
 from chat.errors import BadRequest, ChatError, RateLimited, Unauthorized
 from chat.events import Event, EventQueue
+from chat.logs import USER_ID
+from chat.metrics import WEBSOCKET
 from chat.service import ChatService
 from chat.validation import decode_json
 from handlers.base import EventEncoder, json_dumps
@@ -288,11 +290,11 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
                 self._rejected_one()
                 raise RateLimited("Too many commands waiting; slow down.", retry_after_secs=1.0)
         except ChatError as exc:
-            self._send({"type": "reply", "ref": ref, "ok": False, **exc.to_dict()})
+            self._send_error(ref, exc)
             return
         except Exception:
             log.exception("frame failed")
-            self._send({"type": "reply", "ref": ref, "ok": False, "error": INTERNAL_ERROR})
+            self._send_error(ref, None)
             return
         self.pending.append((frame, ref))
         if self.runner is None:
@@ -302,6 +304,8 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         """Run the queued frames in order until none is left (or the socket is gone: its
         client gets no reply for the rest, and retries them as it would after any drop). A
         command already started is never cancelled: a send is stored and then published."""
+        if self.principal is not None:  # this task's log lines name the user
+            USER_ID.set(self.principal.user_id)
         try:
             while self.pending and not self._gone():
                 frame, ref = self.pending.popleft()
@@ -329,13 +333,13 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
                 kind, self.principal, frame, address=self.request.remote_ip
             )
         except ChatError as exc:
-            self._send({"type": "reply", "ref": ref, "ok": False, **exc.to_dict()})
+            self._send_error(ref, exc)
             if isinstance(exc, Unauthorized) and self.principal is not None:
                 self._end_session("session ended")  # after the reply, which says why
             return
         except Exception:
             log.exception("command frame failed")
-            self._send({"type": "reply", "ref": ref, "ok": False, "error": INTERNAL_ERROR})
+            self._send_error(ref, None)
             return
         self._send({"type": "reply", "ref": ref, "ok": True, "data": data})
         if kind in ("auth.login", "auth.register") and self.principal is None:
@@ -387,6 +391,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
                 self.rejected = 0
             return True
         self._rejected_one()  # dropped without a reply: the next ack covers it
+        self.service.metrics.refused(WEBSOCKET)
         return False
 
     def _rejected_one(self) -> None:
@@ -429,15 +434,18 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             self.auth_timer.cancel()
             self.auth_timer = None
         if not self.service.socket_slots.acquire(principal.user_id):
+            self.service.metrics.refused(WEBSOCKET)
             self.close(CLOSE_TOO_MANY, "too many connections for this user")
             return
         self.slot_user = principal.user_id
         self.principal = principal
+        USER_ID.set(principal.user_id)
         try:
             queue, resumed, cursor = self.service.open_queue(
                 principal, frame.get("queue_id"), frame.get("epoch"), frame.get("last_event_id")
             )
         except RateLimited:
+            self.service.metrics.refused(WEBSOCKET)
             self.close(CLOSE_TOO_MANY, "too many event queues for this user")
             return
         if principal.expires_at is not None:
@@ -524,6 +532,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         """Write one event's frame; True if the next one may follow at once."""
         future = self._write(self.encoder.event_frame(event_id, event))
         self.cursor = event_id
+        self.service.metrics.events_by_socket += 1
         if event.get("type") == "session.ended":
             self.paused = True  # nothing after it: the queue closes next
             # Closed on the next turn of the loop: the reply to this socket's own logout,
@@ -549,6 +558,13 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             # write completes, its future fails with WebSocketClosedError; retrieve that so
             # asyncio does not log "Task exception was never retrieved".
             self._write(json_dumps(frame).encode()).add_done_callback(retrieve_exception)
+
+    def _send_error(self, ref: Any, exc: ChatError | None) -> None:
+        """An error reply to the frame `ref` (None: an internal error), counted in the
+        metrics."""
+        body = exc.to_dict() if exc is not None else {"error": INTERNAL_ERROR}
+        self.service.metrics.error(body["error"]["code"], WEBSOCKET)
+        self._send({"type": "reply", "ref": ref, "ok": False, **body})
 
     def _write(self, data: bytes) -> asyncio.Future[None]:
         """Write one text frame. A client that left more than max_socket_buffer_bytes of

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import itertools
 import json
+import ssl
 from typing import Any
 
 import tornado.httpclient
@@ -29,9 +30,12 @@ class Response:
 class ApiClient:
     """HTTP client for /api/*: JSON in, JSON out, never raises on an error status."""
 
-    def __init__(self, base_url: str, token: str | None = None) -> None:
+    def __init__(
+        self, base_url: str, token: str | None = None, *, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.base_url = base_url
         self.token = token
+        self.ssl_context = ssl_context  # for https: what the server's certificate is checked by
         self.http = tornado.httpclient.AsyncHTTPClient(force_instance=True, max_clients=100)
         OPEN_CLIENTS.append(self)
 
@@ -64,6 +68,7 @@ class ApiClient:
             raise_error=False,
             request_timeout=timeout,
             allow_nonstandard_methods=True,
+            ssl_options=self.ssl_context,
         )
         text = response.body.decode() if response.body else ""
         try:
@@ -115,8 +120,16 @@ class WsClient:
         self.frames: list[dict[str, Any]] = []  # frames read but not yet consumed
 
     @classmethod
-    async def connect(cls, url: str, *, headers: dict[str, str] | None = None) -> WsClient:
-        request = tornado.httpclient.HTTPRequest(url, headers=headers or {})
+    async def connect(
+        cls,
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> WsClient:
+        request = tornado.httpclient.HTTPRequest(
+            url, headers=headers or {}, ssl_options=ssl_context
+        )
         conn = await tornado.websocket.websocket_connect(request)
         return cls(conn)
 

@@ -21,6 +21,8 @@ from chat.dbserver import plan_embedded
 from chat.service import ChatService
 from chat.store import Store
 from handlers.app import make_app
+from server import tls_context
+from tests.certs import Certificates
 from tests.client import OPEN_CLIENTS, ApiClient
 
 TEST_SECRET = "test-secret-" + "x" * 40
@@ -96,17 +98,19 @@ class RunningServer:
     store: Store
     http: tornado.httpserver.HTTPServer
     port: int
+    tls: Certificates | None = None  # serving https and wss with these
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}/ws"
 
     def client(self, token: str | None = None) -> ApiClient:
-        return ApiClient(self.base_url, token=token)
+        context = self.tls.client_context() if self.tls else None
+        return ApiClient(self.base_url, token=token, ssl_context=context)
 
 
 ServerFactory = Callable[..., Awaitable[RunningServer]]
@@ -117,15 +121,18 @@ async def make_server(database_uri: str, db_name: str) -> AsyncIterator[ServerFa
     """Start servers with setting overrides; all share this test's database; all stopped after."""
     started: list[RunningServer] = []
 
-    async def start(**overrides: Any) -> RunningServer:
+    async def start(*, tls: Certificates | None = None, **overrides: Any) -> RunningServer:
         settings = make_settings(database_uri, db_name, **overrides)
         store = Store(settings.mongo_uri, settings.db_name, timeout_ms=settings.db_timeout_ms)
         await store.ensure_indexes()
         service = ChatService.build(settings, store)
-        http = tornado.httpserver.HTTPServer(make_app(service), max_body_size=8 * 1024 * 1024)
+        ssl_options = tls_context(tls.cert_file, tls.key_file) if tls else None
+        http = tornado.httpserver.HTTPServer(
+            make_app(service), max_body_size=8 * 1024 * 1024, ssl_options=ssl_options
+        )
         [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")
         http.add_sockets([sock])
-        running = RunningServer(service, store, http, sock.getsockname()[1])
+        running = RunningServer(service, store, http, sock.getsockname()[1], tls)
         started.append(running)
         return running
 

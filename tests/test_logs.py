@@ -4,11 +4,14 @@ queue id, and no line per request at INFO unless --access-log asks for it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import re
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -46,29 +49,59 @@ async def make_requests(host: str) -> list[str]:
     return [token, queue_id, hello["queue_id"]]
 
 
-@pytest.mark.parametrize("options", [(), ("--access-log",), ("--debug",)])
-async def test_no_secret_in_the_log_and_access_lines_only_when_asked(
-    database_uri: str, tmp_path: Path, options: tuple[str, ...]
-) -> None:
+class Log:
+    """The output of a server process, complete once it stopped."""
+
+    text = ""
+
+    @property
+    def lines(self) -> list[str]:
+        return self.text.splitlines()
+
+    def json_lines(self) -> list[dict[str, Any]]:
+        """Every line parsed as one JSON object (fails on the first that is not)."""
+        parsed = []
+        for line in self.lines:
+            value = json.loads(line)
+            assert isinstance(value, dict), line
+            parsed.append(value)
+        return parsed
+
+
+@contextlib.asynccontextmanager
+async def logged_server(
+    database_uri: str, tmp_path: Path, *args: str
+) -> AsyncIterator[tuple[str, Log]]:
+    """server.py on the test database with these options: (host:port, its log). The log is
+    read from the start (--debug writes more than a pipe holds before listening), and is
+    complete after the block, once the server stopped (asserted: with status 0)."""
     uri = urlunsplit(urlsplit(database_uri)._replace(path=f"/{unique_db_name()}"))
     port = free_port()
     process = run_server(
         "--mongo-uri", uri, "--port", str(port), "--secret", SECRET, "--data-dir", str(tmp_path),
-        *options,
+        *args,
     )  # fmt: skip
-    # Read as it comes, from the start: --debug logs more than a pipe holds before the server
-    # is even listening (pymongo's command log), and a full pipe stalls it.
     assert process.stdout is not None
     reader = asyncio.create_task(asyncio.to_thread(process.stdout.read))
+    log = Log()
     try:
         await asyncio.to_thread(wait_healthy, port, process, read_output=False)
-        secrets = await make_requests(f"127.0.0.1:{port}")
+        yield f"127.0.0.1:{port}", log
     finally:
         process.send_signal(signal.SIGTERM)
-        out = await reader
+        log.text = await reader
         await asyncio.to_thread(process.wait, 30)
         process.stdout.close()
-    assert process.returncode == 0, out
+    assert process.returncode == 0, log.text
+
+
+@pytest.mark.parametrize("options", [(), ("--access-log",), ("--debug",)])
+async def test_no_secret_in_the_log_and_access_lines_only_when_asked(
+    database_uri: str, tmp_path: Path, options: tuple[str, ...]
+) -> None:
+    async with logged_server(database_uri, tmp_path, *options) as (host, log):
+        secrets = await make_requests(host)
+    out = log.text
     for secret in secrets:
         assert secret not in out, (secret, out)
     assert "listening on http://localhost:" in out

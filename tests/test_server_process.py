@@ -215,9 +215,18 @@ def test_help_explains_every_option() -> None:
         "--queue-grace",
         "--trusted-proxy",
         "--access-log",
+        "--log-format",
+        "--certfile",
+        "--keyfile",
+        "--metrics-port",
+        "--metrics-address",
         "--debug",
         "CHAT_MONGO_URI",
         "CHAT_SECRET",
+        "CHAT_LOG_FORMAT",
+        "CHAT_CERTFILE",
+        "CHAT_KEYFILE",
+        "CHAT_METRICS_PORT",
     ):
         assert option in out
 

@@ -69,17 +69,29 @@ def db_errors() -> Iterator[None]:
 
 
 class InFlight:
-    """The store operations under way, so that closing the client can wait for them."""
+    """The store operations under way, so that closing the client can wait for them; and how
+    many failed so far (the metrics' database errors)."""
 
     def __init__(self) -> None:
         self.count = 0
+        self.failed = 0
         self._idle: asyncio.Event | None = None  # created in the loop, on first wait
+
+    def failures(self) -> int:
+        """Operations that failed on the database's side (unreachable, timed out, or refused
+        other than by a unique index, which is how a duplicate is found)."""
+        return self.failed
 
     @contextlib.contextmanager
     def operation(self) -> Iterator[None]:
         self.count += 1
         try:
             yield
+        except DuplicateKeyError:
+            raise
+        except (DatabaseUnavailable, PyMongoError):
+            self.failed += 1
+            raise
         finally:
             self.count -= 1
             if not self.count and self._idle is not None:
