@@ -26,6 +26,7 @@ from chat.config import (
     MAX_QUEUES_PER_USER,
     MAX_SOCKET_BUFFER_BYTES,
     MAX_SOCKETS_PER_USER,
+    MAX_UPLOAD_MB,
     MIN_SECRET_BYTES,
     QUEUE_GRACE_SECS,
     SIGNUP_WINDOW_SECS,
@@ -174,6 +175,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "needs nothing but the database.",
     )
     parser.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=os.environ.get("CHAT_MAX_UPLOAD_MB", str(MAX_UPLOAD_MB)),
+        metavar="MIB",
+        help="the largest attachment accepted, in MiB (env CHAT_MAX_UPLOAD_MB, default "
+        "%(default)g; 0.001 to 1024)",
+    )
+    parser.add_argument(
         "--queue-grace",
         type=float,
         default=QUEUE_GRACE_SECS,
@@ -222,6 +231,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 1 <= args.queue_grace <= 24 * 3600:
         parser.error("--queue-grace must be between 1 s and a day")
+    if not 0.001 <= args.max_upload_mb <= 1024:
+        parser.error("--max-upload-mb must be between 0.001 and 1024")
     try:
         args.trusted_proxy = tuple(n for v in args.trusted_proxy for n in parse_networks(v))
     except ValueError as exc:
@@ -358,6 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         login_window_secs=args.login_window,
         signups_per_address=args.signups_per_address,
         signup_window_secs=args.signup_window,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
     )
     try:
         return asyncio.run(serve(settings))

@@ -18,6 +18,10 @@ setup(
         # Several processes (--redis-url): redis-py's asyncio client, the maintained one
         # (aioredis was merged into it). Imported only when a Redis is configured.
         "redis>=5,<9",
+        # Attachments (chat/files.py): images must decode before they are stored, lose their
+        # EXIF/GPS and comments, and get a thumbnail; Pillow is the maintained decoder for
+        # PNG, JPEG, WebP and GIF (animation included) and ships wheels with those codecs.
+        "Pillow>=10.4,<13",
     ],
     extras_require={
         # The embedded default database. GPL-2.0: we start it as a separate
