@@ -263,7 +263,7 @@ class FileStore(Collections):
         oids = [oid for oid in map(_oid, file_ids) if oid is not None]
         cursor = self._files.find({"_id": {"$in": oids}}, projection={"metadata.thumbnail_id": 1})
         thumbs = [
-            d["metadata"]["thumbnail_id"]
+            ObjectId(d["metadata"]["thumbnail_id"])
             async for d in cursor
             if (d.get("metadata") or {}).get("thumbnail_id")
         ]
