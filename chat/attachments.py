@@ -89,7 +89,7 @@ class Upload:
         self._kind, self._content_type, self._format = sniff(head)
         self._name = safe_name(self._raw_name, self._kind)
         if self._format is None:  # a file: straight into GridFS
-            self._writer = self._service.store.files.open_writer(self._name, {})
+            self._writer = self._service.store.files.open_writer(self._name)
         else:
             self._spool = tempfile.TemporaryFile(prefix="chat-upload-")  # noqa: SIM115
 
@@ -172,7 +172,7 @@ class Upload:
             )
             source = out if image.rewritten else self._spool
             await self._service.in_executor(source.seek, 0)
-            self._writer = self._service.store.files.open_writer(self._name, {})
+            self._writer = self._service.store.files.open_writer(self._name)
             self.size = 0
             while data := await self._service.in_executor(source.read, CHUNK_BYTES):
                 self.size += len(data)

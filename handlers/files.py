@@ -39,9 +39,11 @@ class UploadHandler(ApiHandler):
         declared = self.request.headers.get("Content-Length")
         size = int(declared) if declared and declared.isdigit() else None
         # Refused here (too large, too many) before a byte of the body is read.
-        self.upload = self.service.begin_upload(
-            self.principal, self.get_query_argument("name", None), size
-        )
+        # The name as sent (Tornado's accessor turns control characters into spaces; the core
+        # drops them, and more).
+        raw = self.request.query_arguments.get("name")
+        name = raw[-1].decode("utf-8", "replace") if raw else None
+        self.upload = self.service.begin_upload(self.principal, name, size)
         # The server's cap on bodies is for JSON; an upload has its own.
         connection = self.request.connection
         if isinstance(connection, HTTP1Connection):
@@ -172,11 +174,8 @@ class FileHandler(JsonHandler):
         if not body or end == start:
             self.finish()
             return
-        reader = await self.service.store.files.open_reader(target.id)
-        if reader is None:
-            raise NotFound("No such file.")
         try:
-            async for chunk in self.service.store.files.read_chunks(reader, start, end - start):
+            async for chunk in self.service.store.files.read_chunks(target.id, start, end - start):
                 self.write(chunk)
                 await self.flush()  # the client's pace: one chunk in memory at a time
         except Exception:

@@ -19,9 +19,9 @@ from typing import Any
 from bson import ObjectId
 from bson.errors import InvalidId
 from gridfs import AsyncGridFSBucket
-from gridfs.asynchronous.grid_file import AsyncGridIn, AsyncGridOut
 from gridfs.errors import NoFile
 from pymongo import ASCENDING
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from chat.models import utcnow
@@ -100,30 +100,62 @@ def _oid(value: str) -> ObjectId | None:
 
 
 class FileWriter:
-    """One file being written chunk by chunk; nothing of it is visible until close(), and
-    abort() removes what was written."""
+    """One file written chunk by chunk in GridFS's format: each chunk is inserted as soon as
+    it is full, and the file's document last, so nothing is visible until close() and at most
+    one chunk waits in memory. (pymongo's own GridIn holds up to 32 MB of chunks before it
+    writes any.) abort() removes what was written."""
 
-    def __init__(self, grid_in: AsyncGridIn, in_flight: InFlight) -> None:
-        self._in = grid_in
+    def __init__(
+        self, files: AsyncCollection[dict[str, Any]], chunks: AsyncCollection[dict[str, Any]],
+        name: str, in_flight: InFlight,
+    ) -> None:  # fmt: skip
+        self._files = files
+        self._chunks = chunks
         self._in_flight = in_flight
-        self.id = str(grid_in._id)
+        self._oid = ObjectId()
+        self.id = str(self._oid)
+        self._name = name
+        self._buffer = bytearray()
+        self._count = 0  # chunks written
+        self._length = 0
 
     async def write(self, data: bytes) -> None:
         """Append bytes (a chunk goes to the database each CHUNK_BYTES)."""
+        self._buffer += data
+        self._length += len(data)
+        while len(self._buffer) >= CHUNK_BYTES:
+            chunk = bytes(self._buffer[:CHUNK_BYTES])
+            del self._buffer[:CHUNK_BYTES]
+            await self._insert(chunk)
+
+    async def _insert(self, chunk: bytes) -> None:
         with self._in_flight.operation(), db_errors():
-            await self._in.write(data)
+            await self._chunks.insert_one({"files_id": self._oid, "n": self._count, "data": chunk})
+        self._count += 1
 
     async def close(self, metadata: dict[str, Any]) -> None:
         """Write the last chunk and the file's document with this metadata: the file exists
         from now on."""
-        self._in.metadata = metadata  # sent with the document, at close
+        if self._buffer:
+            await self._insert(bytes(self._buffer))
+            self._buffer = bytearray()
+        doc = {
+            "_id": self._oid,
+            "length": self._length,
+            "chunkSize": CHUNK_BYTES,
+            "uploadDate": utcnow(),
+            "filename": self._name,
+            "metadata": metadata,
+        }
         with self._in_flight.operation(), db_errors():
-            await self._in.close()
+            await self._files.insert_one(doc)
 
     async def abort(self) -> None:
         """Delete the chunks written so far; the file never existed."""
+        self._buffer = bytearray()
         with self._in_flight.operation(), db_errors():
-            await self._in.abort()
+            await self._chunks.delete_many({"files_id": self._oid})
+            await self._files.delete_one({"_id": self._oid})
 
 
 class FileStore(Collections):
@@ -145,10 +177,9 @@ class FileStore(Collections):
             [("metadata.attached", ASCENDING), ("uploadDate", ASCENDING)]
         )
 
-    def open_writer(self, name: str, metadata: dict[str, Any]) -> FileWriter:
+    def open_writer(self, name: str) -> FileWriter:
         """A writer for a new file under a new id (nothing is sent before the first chunk)."""
-        grid_in = self.bucket.open_upload_stream_with_id(ObjectId(), name, metadata=metadata)
-        return FileWriter(grid_in, self.in_flight)
+        return FileWriter(self._files, self._chunks, name, self.in_flight)
 
     @translated
     async def put(self, data: bytes, name: str, metadata: dict[str, Any]) -> str:
@@ -184,30 +215,30 @@ class FileStore(Collections):
             async for doc in self._files.find({"_id": {"$in": oids}})
         }
 
-    async def open_reader(self, file_id: str) -> AsyncGridOut | None:
-        """A reader of the file's bytes (seek, then read chunk by chunk), or None."""
+    async def read_chunks(self, file_id: str, start: int, length: int) -> AsyncIterator[bytes]:
+        """length bytes of the file from start, one GridFS chunk read at a time: never more
+        than a chunk in memory (pymongo's GridOut reads chunks by cursor batches of up to
+        16 MB). NotFound-free: a file deleted meanwhile simply ends early."""
         oid = _oid(file_id)
         if oid is None:
-            return None
+            return
         with self.in_flight.operation(), db_errors():
-            try:
-                return await self.bucket.open_download_stream(oid)
-            except NoFile:
-                return None
-
-    async def read_chunks(
-        self, reader: AsyncGridOut, start: int, length: int
-    ) -> AsyncIterator[bytes]:
-        """length bytes from start, a chunk at a time (never the whole file in memory)."""
-        with db_errors():
-            await reader.seek(start)
+            doc = await self._files.find_one({"_id": oid}, projection={"chunkSize": 1})
+        if doc is None:
+            return
+        size = int(doc.get("chunkSize") or CHUNK_BYTES)
+        number, skip = divmod(start, size)
         left = length
         while left > 0:
             with self.in_flight.operation(), db_errors():
-                data = await reader.read(min(left, CHUNK_BYTES))
+                chunk = await self._chunks.find_one({"files_id": oid, "n": number})
+            if chunk is None:
+                return
+            data = bytes(chunk["data"])[skip : skip + left]
             if not data:
                 return
             left -= len(data)
+            number, skip = number + 1, 0
             yield data
 
     @translated
