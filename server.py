@@ -28,6 +28,7 @@ from chat.config import (
     MAX_QUEUES_PER_USER,
     MAX_SOCKET_BUFFER_BYTES,
     MAX_SOCKETS_PER_USER,
+    MAX_UPLOAD_MB,
     METRICS_ADDRESS,
     MIN_SECRET_BYTES,
     PRESENCE_GRACE_SECS,
@@ -179,6 +180,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "process needs nothing but the database.",
     )
     parser.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=os.environ.get("CHAT_MAX_UPLOAD_MB", str(MAX_UPLOAD_MB)),
+        metavar="MIB",
+        help="the largest attachment accepted, in MiB (env CHAT_MAX_UPLOAD_MB, default "
+        "%(default)g; 0.001 to 1024)",
+    )
+    parser.add_argument(
         "--queue-grace",
         type=float,
         default=QUEUE_GRACE_SECS,
@@ -275,6 +284,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--queue-grace must be between 1 s and a day")
     if not 0 <= args.presence_grace <= 3600:
         parser.error("--presence-grace must be between 0 s and an hour")
+    if not 0.001 <= args.max_upload_mb <= 1024:
+        parser.error("--max-upload-mb must be between 0.001 and 1024")
     try:
         args.trusted_proxy = tuple(n for v in args.trusted_proxy for n in parse_networks(v))
     except ValueError as exc:
@@ -474,6 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_format=args.log_format,
         metrics_port=args.metrics_port,
         metrics_address=args.metrics_address,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
     )
     try:
         return asyncio.run(serve(settings, ssl_context))

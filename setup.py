@@ -21,6 +21,10 @@ setup(
         # GET /metrics (--metrics-port): the Prometheus text format and the process collector
         # (memory, CPU, fds). Tested with 0.26; below 1, whose API may change.
         "prometheus_client>=0.20,<1",
+        # Attachments (chat/files.py): images must decode before they are stored, lose their
+        # EXIF/GPS and comments, and get a thumbnail; Pillow is the maintained decoder for
+        # PNG, JPEG, WebP and GIF (animation included) and ships wheels with those codecs.
+        "Pillow>=10.4,<13",
     ],
     extras_require={
         # The embedded default database. GPL-2.0: we start it as a separate

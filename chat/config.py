@@ -50,6 +50,11 @@ LOG_FORMATS = ("text", "json")  # --log-format: text for people, json for log co
 # Where --metrics-port listens unless --metrics-address says otherwise: the metrics name the
 # deployment's traffic, which need not be public.
 METRICS_ADDRESS = "127.0.0.1"
+MAX_UPLOAD_MB = 25  # an attachment's size at most (--max-upload-mb)
+# Uploads per user: this many at once, earned back over the window (a person sharing an
+# album of photos, not a script filling the database).
+UPLOADS_PER_USER = 60
+UPLOAD_WINDOW_SECS = 600.0
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -99,6 +104,9 @@ class Settings:
     login_window_secs: float = LOGIN_WINDOW_SECS
     signups_per_address: int = SIGNUPS_PER_ADDRESS
     signup_window_secs: float = SIGNUP_WINDOW_SECS
+    max_upload_bytes: int = MAX_UPLOAD_MB * 1024 * 1024
+    uploads_per_user: int = UPLOADS_PER_USER
+    upload_window_secs: float = UPLOAD_WINDOW_SECS
     # Origins allowed to open a WebSocket; empty means "same host as the request".
     allowed_origins: tuple[str, ...] = ()
     # Peers whose X-Forwarded-For / X-Real-IP / X-Forwarded-Proto are believed (reverse

@@ -21,7 +21,7 @@ from chat.errors import (
 )
 from chat.models import User, iso, utcnow
 from chat.sequencer import Sequencer
-from chat.store.conversations import Conversation, ListCursor, Member, Role
+from chat.store.conversations import Conversation, ListCursor, Member, Message, Role
 from chat.validation import (
     get_limit,
     get_str,
@@ -165,7 +165,7 @@ class ConversationCommands(ServiceBase):
         blocked_dm = conv.kind == "dm" and any(m != user_id for m in set(conv.member_ids) & hidden)
         return {
             **conv.shared_dict(),
-            "last_message": last.to_dict() if last else None,
+            "last_message": self.present(last, user_id) if last else None,
             "unread_count": unread,
             "read_seq": read_seq,
             "request": request,  # a DM request waiting for this user's answer
@@ -174,6 +174,14 @@ class ConversationCommands(ServiceBase):
             # conversation.read events keep them current from there.
             "reads": {uid: seq for uid, seq in reads.items() if uid in members and seq > 0},
         }
+
+    def present(self, message: Message, user_id: str) -> dict[str, Any]:
+        """The message as this user is shown it (chat/attachments.py signs its files' URLs)."""
+        return message.to_dict()
+
+    def present_for_export(self, message: Message) -> dict[str, Any]:
+        """The message as an export shows it (chat/attachments.py adds download paths)."""
+        return message.to_dict()
 
     async def read_pointers(self, conv: Conversation) -> dict[str, int]:
         """Every member's read pointer (user_id -> seq)."""
@@ -281,4 +289,4 @@ class ConversationCommands(ServiceBase):
         async for batch in self.store.conversations.iter_messages(
             part.conversation_id, part.max_seq
         ):
-            yield [m.to_dict() for m in batch]
+            yield [self.present_for_export(m) for m in batch]

@@ -75,6 +75,15 @@ class TooLarge(ChatError):
     status = 413
 
 
+class RangeNotSatisfiable(ChatError):
+    code = "range_not_satisfiable"
+    status = 416
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"The range is outside the file ({size} bytes).")
+        self.size = size
+
+
 class RateLimited(ChatError):
     code = "rate_limited"
     status = 429

@@ -13,9 +13,9 @@ from typing import Any
 
 from bson import ObjectId
 
+from chat.attachments import MAX_ATTACHMENTS, FileCommands
 from chat.batching import GroupCommit
 from chat.commands import Principal, Reply, command, retrieve_exception
-from chat.conversations import ConversationCommands
 from chat.errors import (
     Blocked,
     ChatError,
@@ -39,12 +39,12 @@ from chat.store.conversations import (
 from chat.validation import (
     check_body,
     check_client_msg_id,
+    get_id_list,
     get_int,
     get_limit,
     get_str,
     require_id,
     require_object,
-    require_str,
 )
 
 # Messages inserted by one database write at most (group commit): sends that arrive while a
@@ -102,7 +102,7 @@ class TypingThrottle:
         self._buckets = {u: b for u, b in self._buckets.items() if now - b[1] < full_after}
 
 
-class MessageCommands(ConversationCommands):
+class MessageCommands(FileCommands):
     """messages.send, messages.history, conversations.read, typing."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -126,7 +126,9 @@ class MessageCommands(ConversationCommands):
         member in seq order, then reply; a retried client_msg_id returns the stored message."""
         data = require_object(data)
         conversation_id = require_id(data, "conversation_id")
-        body = check_body(require_str(data, "body"))
+        file_ids = get_id_list(data, "attachments", max_items=MAX_ATTACHMENTS)
+        raw_body = get_str(data, "body", required=not file_ids) or ""
+        body = check_body(raw_body, allow_empty=bool(file_ids))
         key = get_str(data, "client_msg_id", required=False)
         if key is None:
             key = GENERATED_KEY_PREFIX + secrets.token_hex(12)
@@ -143,7 +145,9 @@ class MessageCommands(ConversationCommands):
             raise DatabaseUnavailable("The server is shutting down; send again shortly.")
         pending = self._sends.get((me, key))
         if pending is not None:  # the same send is still being stored: its outcome is ours
-            return self._retried(await self._outcome(pending), conv)
+            return self._retried(await self._outcome(pending), conv, me)
+        # The uploads are reserved for this message (a round trip, for messages with files only).
+        attachments = await self.claim_attachments(me, conv.id, key, file_ids)
         # No lookup of client_msg_id first: the unique (sender, client_msg_id) index makes the
         # insert of a later retry fail, and the stored message is returned then. That retry
         # costs a seq (a gap, which the contract allows) but a first send, by far the common
@@ -154,7 +158,9 @@ class MessageCommands(ConversationCommands):
         try:
             with self.sequencer.line(conv.id) as line:
                 async with line.lock:
-                    draft = Message(str(ObjectId()), conv.id, 0, me, body, key, utcnow())
+                    draft = Message(
+                        str(ObjectId()), conv.id, 0, me, body, key, utcnow(), attachments
+                    )
                     conv, slot, message = self._allocate(line, conv, draft)
                 # The storing goes on by itself: neither a timeout nor a closed connection
                 # abandons a write whose outcome is not known yet.
@@ -165,6 +171,8 @@ class MessageCommands(ConversationCommands):
                 self._storing.add(storing)
         except BaseException as exc:
             self._sends.pop((me, key), None)
+            if attachments:  # not stored: the uploads may go with another message
+                await self.release_attachments(me, key, file_ids)
             if isinstance(exc, asyncio.CancelledError):
                 outcome.cancel()
             elif not outcome.done():
@@ -185,7 +193,7 @@ class MessageCommands(ConversationCommands):
                 outcome.set_result(task.result())
 
         storing.add_done_callback(settle)
-        return self._retried(await self._outcome(outcome), conv)
+        return self._retried(await self._outcome(outcome), conv, me)
 
     async def _outcome(self, outcome: asyncio.Future[Message]) -> Message:
         """The stored and published message, or DatabaseUnavailable once the database timeout
@@ -246,9 +254,17 @@ class MessageCommands(ConversationCommands):
                 return stored
             self.metrics.message_stored(time.perf_counter() - started)
             self.activity.note(stored.conversation_id, stored.seq, stored.created_at)
-            event: Event = {"type": "message.new", "message": stored.to_dict()}
-            self.sequencer.resolve(line, slot, (member_ids, event))
+            if stored.attachments:  # each member's URLs are signed for it: one event each
+                self.sequencer.resolve(line, slot, [
+                    ((uid,), {"type": "message.new", "message": self.present(stored, uid)})
+                    for uid in member_ids
+                ])  # fmt: skip
+            else:
+                event: Event = {"type": "message.new", "message": stored.to_dict()}
+                self.sequencer.resolve(line, slot, (member_ids, event))
             await self.sequencer.published(slot)
+            if stored.attachments:
+                await self.attachments_stored(stored)
             return stored
 
     async def _reallocate(
@@ -282,14 +298,13 @@ class MessageCommands(ConversationCommands):
         await self._read_writes.close()
         await self.activity.close()
 
-    @staticmethod
-    def _retried(message: Message, conv: Conversation) -> Reply:
+    def _retried(self, message: Message, conv: Conversation, user_id: str) -> Reply:
         if message.conversation_id != conv.id:
             raise Conflict(
                 "client_msg_id was already used for a message in another conversation.",
                 field="client_msg_id",
             )
-        return {"message": message.to_dict()}
+        return {"message": self.present(message, user_id)}
 
     def _allocate(
         self, line: Line, conv: Conversation, draft: Message
@@ -332,7 +347,8 @@ class MessageCommands(ConversationCommands):
             messages, has_more = await store.page_after(conv.id, after, end, limit)
         else:
             messages, has_more = await store.page_before(conv.id, end, 0, limit)
-        return {"messages": [m.to_dict() for m in messages], "has_more": has_more}
+        me = principal.user_id
+        return {"messages": [self.present(m, me) for m in messages], "has_more": has_more}
 
     @command("conversations.read")
     async def mark_read(self, principal: Principal, data: Any) -> Reply:

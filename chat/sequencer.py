@@ -29,11 +29,16 @@ IDLE_LINES_MAX = 20_000
 IDLE_MEMBERS_MAX = 200_000
 
 
+# Who gets which event: one payload for all, or (a message whose attachments' URLs are signed
+# per reader) one per recipient.
+Delivery = tuple[Iterable[str], Event]
+
+
 @dataclasses.dataclass(eq=False)
 class Slot:
     seq: int  # 0 for a group event, which has no seq but keeps its place in the line
     done: bool = False
-    delivery: tuple[Iterable[str], Event] | None = None
+    delivery: Delivery | list[Delivery] | None = None
     out: bool = False  # it has left the line: its event, if any, is published
     waiter: asyncio.Future[None] | None = None  # made by whoever awaits its publication
 
@@ -114,14 +119,17 @@ class Sequencer:
         line.slots.append(slot)
         return slot
 
-    def resolve(self, line: Line, slot: Slot, delivery: tuple[Iterable[str], Event] | None) -> None:
+    def resolve(self, line: Line, slot: Slot, delivery: Delivery | list[Delivery] | None) -> None:
         """The slot's outcome (None: nothing to publish); publishes what is now at the head."""
         slot.done = True
         slot.delivery = delivery
         while line.slots and line.slots[0].done:
             head = line.slots.popleft()
             head.out = True
-            if head.delivery is not None:
+            if isinstance(head.delivery, list):
+                for user_ids, event in head.delivery:
+                    self._publish(user_ids, event)
+            elif head.delivery is not None:
                 self._publish(*head.delivery)
             if head.waiter is not None and not head.waiter.done():
                 head.waiter.set_result(None)

@@ -51,6 +51,7 @@ class ChatService(
             TokenCodec(settings.secret, settings.token_ttl_secs),
         )
         service.init_realtime()
+        service.init_files()
         return service
 
     async def start_bus(self) -> None:
@@ -103,5 +104,6 @@ class ChatService(
     async def close(self) -> None:
         """Stop background work; the store is closed by its owner."""
         await self.close_sends()
+        await self.close_files()
         await self.close_realtime()
         await self.bus.close()

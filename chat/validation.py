@@ -252,10 +252,11 @@ def check_password(value: str) -> str:
     return value
 
 
-def check_body(value: str) -> str:
-    """1-4000 characters after trimming; the trimmed text is what is stored."""
+def check_body(value: str, *, allow_empty: bool = False) -> str:
+    """1-4000 characters after trimming (0-4000 when allow_empty: a message with
+    attachments); the trimmed text is what is stored."""
     value = value.strip()
-    if not value:
+    if not value and not allow_empty:
         raise ValidationFailed("Message must not be empty.", field="body")
     if len(value) > BODY_MAX_CHARS:
         raise ValidationFailed(

@@ -13,6 +13,7 @@ from handlers.api import CommandHandler, HealthHandler
 from handlers.base import ApiNotFoundHandler, EventEncoder
 from handlers.events import LongPollHandler
 from handlers.export import AllExportHandler, ConversationExportHandler
+from handlers.files import FileHandler, UploadHandler
 from handlers.headers import ResponseHeaders
 from handlers.logs import access_logger, install_log_redaction
 from handlers.pages import IndexHandler, StaticHandler
@@ -75,6 +76,9 @@ def make_app(
     routes += [
         (r"/api/conversations/([^/]+)/export", ConversationExportHandler, deps),
         (r"/api/export", AllExportHandler, deps),
+        (r"/api/uploads", UploadHandler, deps),
+        (r"/api/files/([^/]+)", FileHandler, deps),
+        (r"/api/files/([^/]+)/(thumbnail)", FileHandler, deps),
         (r"/api/.*", ApiNotFoundHandler, deps),
         (r"/", IndexHandler),
     ]
@@ -90,6 +94,7 @@ def make_app(
         transforms=[ResponseHeaders, tornado.web.GZipContentEncoding],
         log_function=access_logger(service.settings.access_log),
         chat_sockets=sockets,
+        chat_background=set(),  # tasks a handler leaves running (an aborted upload's clean-up)
         # One pinger for every socket, in place of Tornado's task and timer per socket.
         chat_heartbeat=Heartbeat(sockets, service.settings.heartbeat_secs),
         # One encoding of each event for every socket and long-poll that delivers it.

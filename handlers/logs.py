@@ -23,7 +23,7 @@ access_log = logging.getLogger("tornado.access")
 
 # Query arguments whose values are secrets: a session token, a queue id (with the epoch from
 # the same hello it resumes someone's queue). Their values are logged as REDACTED.
-SECRET_QUERY_ARGS = frozenset({"token", "queue_id"})
+SECRET_QUERY_ARGS = frozenset({"token", "queue_id", "sig"})
 REDACTED = "***"
 # A query argument anywhere in a log message (Tornado's own error lines quote the URI, and
 # the request's repr).

@@ -11,6 +11,7 @@ from chat.store.accounts import SessionStore, UserStore, normalize_friend_code
 from chat.store.activity import ActivityStore
 from chat.store.base import BULK_TIMEOUT_SECS, InFlight, db_errors
 from chat.store.conversations import ConversationStore
+from chat.store.files import FileStore
 from chat.store.privacy import PrivacyStore
 from chat.store.social import SocialStore
 
@@ -43,6 +44,7 @@ class Store:
         self.conversations = ConversationStore(self.db, self.in_flight)
         self.activity = ActivityStore(self.db, self.in_flight)
         self.privacy = PrivacyStore(self.db, self.in_flight)
+        self.files = FileStore(self.db, self.in_flight)
 
     async def ping(self) -> None:
         """Succeed if the database answers; DatabaseUnavailable otherwise."""
@@ -59,6 +61,7 @@ class Store:
             await self.conversations.ensure_indexes()
             await self.privacy.ensure_indexes()
             await self.activity.ensure_indexes()
+            await self.files.ensure_indexes()
 
     async def drop_database(self) -> None:
         """Remove all data of this database (tests)."""

@@ -109,10 +109,13 @@ class Message:
     body: str
     client_msg_id: str
     created_at: datetime
+    # What the message stores of each attached file (chat/store/files.py); none for most.
+    attachments: tuple[dict[str, Any], ...] = dataclasses.field(default=(), hash=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """The contract's message shape."""
-        return {
+        """The contract's message shape (attachments without their URLs, which are signed
+        per reader: chat/attachments.py)."""
+        shown = {
             "id": self.id,
             "conversation_id": self.conversation_id,
             "seq": self.seq,
@@ -121,6 +124,9 @@ class Message:
             "client_msg_id": self.client_msg_id,
             "created_at": iso(self.created_at),
         }
+        if self.attachments:
+            shown["attachments"] = [dict(a) for a in self.attachments]
+        return shown
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,7 +206,7 @@ def conversation_from_doc(doc: dict[str, Any]) -> Conversation:
 
 
 def message_doc(message: Message) -> dict[str, Any]:
-    return {
+    doc = {
         "_id": ObjectId(message.id),
         "conversation_id": message.conversation_id,
         "seq": message.seq,
@@ -209,6 +215,9 @@ def message_doc(message: Message) -> dict[str, Any]:
         "client_msg_id": message.client_msg_id,
         "created_at": message.created_at,
     }
+    if message.attachments:  # a message without any stores what it always did
+        doc["attachments"] = list(message.attachments)
+    return doc
 
 
 def message_from_doc(doc: dict[str, Any]) -> Message:
@@ -220,6 +229,7 @@ def message_from_doc(doc: dict[str, Any]) -> Message:
         body=doc["body"],
         client_msg_id=doc["client_msg_id"],
         created_at=doc["created_at"],
+        attachments=tuple(doc.get("attachments") or ()),
     )
 
 
@@ -538,6 +548,14 @@ class ConversationStore(Collections):
                 raise DatabaseUnavailable("The message is not confirmed yet.")
             raise Conflict("The message changed; try again.")
         return message_from_doc(stored), stored["_id"] == oid
+
+    @translated
+    async def by_client_msg_id(self, sender_id: str, client_msg_id: str) -> Message | None:
+        """The sender's stored message with this key, or None (one unique index lookup)."""
+        doc = await self._messages.find_one(
+            {"sender_id": sender_id, "client_msg_id": client_msg_id}
+        )
+        return message_from_doc(doc) if doc else None
 
     async def _range(
         self, conversation_id: str, low: int, high: int, *, descending: bool, limit: int = 0
