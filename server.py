@@ -185,7 +185,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=os.environ.get("CHAT_MAX_UPLOAD_MB", str(MAX_UPLOAD_MB)),
         metavar="MIB",
         help="the largest attachment accepted, in MiB (env CHAT_MAX_UPLOAD_MB, default "
-        "%(default)g; 0.001 to 1024)",
+        f"{MAX_UPLOAD_MB}; 0.001 to 1024)",
     )
     parser.add_argument(
         "--queue-grace",

@@ -213,6 +213,8 @@ def test_help_explains_every_option() -> None:
         "--data-dir",
         "--secret",
         "--queue-grace",
+        "--presence-grace",
+        "--max-upload-mb",
         "--trusted-proxy",
         "--access-log",
         "--log-format",
