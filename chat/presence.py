@@ -200,7 +200,7 @@ class InMemoryPresence:
 
     def user_detached(self, user_id: str) -> None:
         """Start the grace after which the user is announced offline."""
-        if self._closed or user_id not in self._online or user_id in self._offline_timers:
+        if self._closed or not self._holds(user_id) or user_id in self._offline_timers:
             return
         loop = asyncio.get_running_loop()
         self._offline_timers[user_id] = loop.call_later(
@@ -211,10 +211,17 @@ class InMemoryPresence:
     on_user_attached = user_attached
     on_user_detached = user_detached
 
+    def _holds(self, user_id: str) -> bool:
+        """Whether this process counts the user online (its grace would end that)."""
+        return user_id in self._online
+
     def _grace_expired(self, user_id: str) -> None:
         self._offline_timers.pop(user_id, None)
-        if self._closed:
-            return
+        if not self._closed:
+            self._went_offline(user_id)
+
+    def _went_offline(self, user_id: str) -> None:
+        """The grace ended with no transport back: announce the user offline."""
         self._online.discard(user_id)
         now = utcnow()  # milliseconds, as stored: the event, the store and memory agree
         self._last_seen[user_id] = now

@@ -44,14 +44,7 @@ class RealtimeCommands(AccountCommands):
         # Offline transitions come in bursts (a network blip, a deploy, everyone leaving):
         # their last_seen writes are merged into bulk writes, one in flight at a time.
         self.last_seen_writes: Coalescer[str, datetime] = Coalescer(self._store_last_seen_many)
-        self.presence = InMemoryPresence(
-            self.registry,
-            audience=self.presence_audience,
-            is_blocked_between=self.is_blocked_between,
-            store_last_seen=self.last_seen_writes.write,
-            grace_secs=settings.presence_grace_secs,
-            deliver=self.publish,
-        )
+        self.presence = InMemoryPresence(self.registry, **self._presence_options())
         # What each user holds open, counted by the transports (sockets, held polls).
         self.socket_slots = UserSlots(settings.max_sockets_per_user)
         self.poll_slots = UserSlots(settings.max_polls_per_user)
@@ -64,6 +57,16 @@ class RealtimeCommands(AccountCommands):
         self.session_listeners: list[Callable[[str], None]] = []
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
 
+    def _presence_options(self) -> dict[str, Any]:
+        """What presence needs of the service, alone or shared."""
+        return {
+            "audience": self.presence_audience,
+            "is_blocked_between": self.is_blocked_between,
+            "store_last_seen": self.last_seen_writes.write,
+            "grace_secs": self.settings.presence_grace_secs,
+            "deliver": self.publish,
+        }
+
     async def share_presence(self, book: PresenceBook) -> None:
         """Several processes (the bus is shared): presence decided with the others through the
         book, in place of this process's alone (called before any queue exists)."""
@@ -71,11 +74,7 @@ class RealtimeCommands(AccountCommands):
         self.presence.close()
         presence = SharedPresence(
             self.registry,
-            audience=self.presence_audience,
-            is_blocked_between=self.is_blocked_between,
-            store_last_seen=self.last_seen_writes.write,
-            grace_secs=settings.presence_grace_secs,
-            deliver=self.publish,
+            **self._presence_options(),
             book=book,
             bus=self.bus,
             beat_secs=settings.presence_beat_secs,

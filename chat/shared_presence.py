@@ -66,22 +66,13 @@ class SharedPresence(InMemoryPresence):
         self._held.add(user_id)
         self._chain(user_id, functools.partial(self._hold, user_id))
 
-    def user_detached(self, user_id: str) -> None:
-        if self._closed or user_id not in self._held or user_id in self._offline_timers:
-            return
-        loop = asyncio.get_running_loop()
-        self._offline_timers[user_id] = loop.call_later(
-            self._grace_secs, self._grace_expired, user_id
-        )
-
     on_user_attached = user_attached
-    on_user_detached = user_detached
 
-    def _grace_expired(self, user_id: str) -> None:
-        self._offline_timers.pop(user_id, None)
-        if self._closed:
-            return
-        self._held.discard(user_id)
+    def _holds(self, user_id: str) -> bool:
+        return user_id in self._held  # online here, whatever the others hold
+
+    def _went_offline(self, user_id: str) -> None:
+        self._held.discard(user_id)  # offline only if no other process holds the user
         self._chain(user_id, functools.partial(self._release, user_id))
 
     async def _hold(self, user_id: str) -> None:
