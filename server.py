@@ -35,6 +35,8 @@ from chat.config import (
     QUEUE_GRACE_SECS,
     SIGNUP_WINDOW_SECS,
     SIGNUPS_PER_ADDRESS,
+    UPLOAD_WINDOW_SECS,
+    UPLOADS_PER_USER,
     Settings,
     parse_networks,
     redact_url,
@@ -218,6 +220,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         ("--signups-per-address", int, SIGNUPS_PER_ADDRESS, "N",
          "sign-ups per client address, earned back over --signup-window"),
         ("--signup-window", float, SIGNUP_WINDOW_SECS, "SECS", "see the option above"),
+        ("--uploads-per-user", int, UPLOADS_PER_USER, "N",
+         "attachment uploads per user, earned back over --upload-window"),
+        ("--upload-window", float, UPLOAD_WINDOW_SECS, "SECS", "see the option above"),
     )  # fmt: skip
     for name, kind, default, unit, meaning in limit_options:
         limits.add_argument(
@@ -486,6 +491,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics_port=args.metrics_port,
         metrics_address=args.metrics_address,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        uploads_per_user=args.uploads_per_user,
+        upload_window_secs=args.upload_window,
     )
     try:
         return asyncio.run(serve(settings, ssl_context))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("realtime", "messaging", "search", "compare", "soak")
+BENCHMARKS = ("realtime", "messaging", "search", "compare", "soak", "uploads")
 DEFAULT = ("realtime", "messaging", "search")
 
 

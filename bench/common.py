@@ -25,14 +25,17 @@ BENCH_SECRET = "bench-secret-" + "b" * 40
 
 
 @contextmanager
-def database_and_pid(uri: str | None = None) -> Iterator[tuple[str, int | None]]:
+def database_and_pid(
+    uri: str | None = None, *, in_memory: bool = True
+) -> Iterator[tuple[str, int | None]]:
     """(MongoDB URI, its process id when embedded): the given URI, else an embedded database
-    started for the run (whose pid lets a benchmark report the database's CPU use)."""
+    started for the run (whose pid lets a benchmark report the database's CPU use); on disk
+    when not in_memory (gigabytes of files would fill an in-memory cache)."""
     if uri:
         yield uri, None
         return
     with tempfile.TemporaryDirectory(prefix="chat-bench-db-") as tmp:
-        db: EmbeddedDatabase = plan_embedded(Path(tmp), in_memory=True)
+        db: EmbeddedDatabase = plan_embedded(Path(tmp), in_memory=in_memory)
         db.start()
         try:
             yield db.uri, db.pid
@@ -41,9 +44,9 @@ def database_and_pid(uri: str | None = None) -> Iterator[tuple[str, int | None]]
 
 
 @contextmanager
-def database(uri: str | None = None) -> Iterator[str]:
+def database(uri: str | None = None, *, in_memory: bool = True) -> Iterator[str]:
     """A MongoDB URI: the given one, else an embedded database started for the run."""
-    with database_and_pid(uri) as (found, _):
+    with database_and_pid(uri, in_memory=in_memory) as (found, _):
         yield found
 
 

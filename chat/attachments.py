@@ -16,7 +16,7 @@ import math
 import tempfile
 import time
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import IO, Any
 
 from chat.commands import Principal
@@ -36,7 +36,9 @@ URL_ROUND_SECS = 3600  # ...and its expiry is rounded up to this, so that the UR
 #                        stays the same across renders for a while (the browser's cache hits)
 UPLOADS_AT_ONCE_PER_USER = 4  # concurrent uploads of one user
 IMAGE_WORKERS = 2  # threads decoding images: a burst of uploads cannot take every core
-SPOOL_BUFFER_BYTES = CHUNK_BYTES  # an image's bytes go to its temporary file this many at once
+SPOOL_BUFFER_BYTES = CHUNK_BYTES  # the body goes to GridFS or a temporary file this many at once
+# A process's first sweep looks this far back for chunks an unfinished upload left behind.
+HEADLESS_LOOKBACK = timedelta(days=7)
 ORPHAN_SWEEP_SECS = 3600.0  # how often uploads never attached are looked for
 
 
@@ -94,18 +96,26 @@ class Upload:
             self._spool = tempfile.TemporaryFile(prefix="chat-upload-")  # noqa: SIM115
 
     async def _take(self, data: bytes) -> None:
-        if self._writer is not None:
-            self._hash.update(data)
-            await self._writer.write(data)
-            return
         self._buffer += data
         if len(self._buffer) >= SPOOL_BUFFER_BYTES:
-            await self._flush_spool()
+            await self._flush()
 
-    async def _flush_spool(self) -> None:
-        if self._spool is not None and self._buffer:
-            data, self._buffer = bytes(self._buffer), bytearray()
+    async def _flush(self) -> None:
+        """What is buffered goes to GridFS (a file) or to the temporary file (an image)."""
+        if not self._buffer:
+            return
+        data, self._buffer = bytes(self._buffer), bytearray()
+        if self._writer is not None:
+            await self._store_block(data)
+        elif self._spool is not None:
             await self._service.in_executor(self._spool.write, data)
+
+    async def _store_block(self, data: bytes) -> None:
+        """Hash a block off the loop while it is written: hashing 25 MiB on the loop costs
+        other users' messages their latency (bench.uploads)."""
+        assert self._writer is not None
+        hashing = asyncio.get_running_loop().run_in_executor(None, self._hash.update, data)
+        await asyncio.gather(hashing, self._writer.write(data))
 
     async def finish(self) -> dict[str, Any]:
         """Store what arrived: the upload as the contract shows it (201's body)."""
@@ -128,6 +138,7 @@ class Upload:
             self._head = bytearray()
             self._start(head)
             await self._take(head)
+        await self._flush()
         image: CleanImage | None = None
         if self._spool is not None:
             image = await self._clean_and_store()
@@ -164,7 +175,7 @@ class Upload:
         """Decode and clean the spooled image off the loop, then stream the result (or, for a
         GIF, the original) into GridFS."""
         assert self._spool is not None and self._format is not None
-        await self._flush_spool()
+        await self._flush()
         out = tempfile.TemporaryFile(prefix="chat-clean-")  # noqa: SIM115
         try:
             image: CleanImage = await self._service.in_executor(
@@ -176,8 +187,7 @@ class Upload:
             self.size = 0
             while data := await self._service.in_executor(source.read, CHUNK_BYTES):
                 self.size += len(data)
-                self._hash.update(data)
-                await self._writer.write(data)
+                await self._store_block(data)
             return image
         finally:
             out.close()
@@ -190,6 +200,7 @@ class Upload:
 
     async def _discard(self) -> None:
         self._done = True
+        self._buffer = bytearray()
         self._close_spool()
         writer, self._writer = self._writer, None
         thumbnail, self._thumbnail_id = self._thumbnail_id, None
@@ -216,6 +227,7 @@ class FileCommands(ConversationCommands):
         self._image_pool = concurrent.futures.ThreadPoolExecutor(
             IMAGE_WORKERS, thread_name_prefix="chat-images"
         )
+        self._headless_swept: datetime | None = None  # headless chunks before it are gone
         self._orphan_sweeper = asyncio.get_running_loop().create_task(self._sweep_orphans())
 
     @property
@@ -383,7 +395,8 @@ class FileCommands(ConversationCommands):
     # -- orphans ----------------------------------------------------------------------------
 
     async def delete_orphans(self, older_than: timedelta = ORPHAN_AGE) -> int:
-        """Delete the uploads older than that never attached to a stored message; how many."""
+        """Delete the uploads older than that never attached to a stored message, and the chunks
+        of uploads the server stopped in the middle of; how many files."""
         deleted = []
         for stored in await self.store.files.unattached_before(utcnow() - older_than):
             message = None
@@ -397,7 +410,11 @@ class FileCommands(ConversationCommands):
                 deleted.append(stored.id)
         if deleted:
             await self.store.files.delete(deleted)
-        return len(deleted)
+        cutoff = utcnow() - older_than
+        since = self._headless_swept or cutoff - HEADLESS_LOOKBACK
+        headless = await self.store.files.delete_headless_chunks(since, cutoff)
+        self._headless_swept = cutoff
+        return len(deleted) + headless
 
     async def delete_message_files(self, message: Message) -> None:
         """Delete the files of a deleted message (for the message lifecycle)."""

@@ -12,7 +12,7 @@ import random
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,24 @@ async def keep_sending(
             await asyncio.sleep(0.1)
 
 
+async def kill_cycles(
+    db: EmbeddedDatabase, cycles: int, rng: random.Random, acknowledged: Callable[[], int],
+    pause: tuple[float, float] = (0.6, 1.2),
+) -> list[int]:  # fmt: skip
+    """SIGKILL the database `cycles` times, a random pause apart, restarting it on the same
+    files each time; how many operations were acknowledged between one kill and the next."""
+    counts = []
+    for _ in range(cycles):
+        before = acknowledged()
+        await asyncio.sleep(rng.uniform(*pause))
+        pid = db.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        counts.append(acknowledged() - before)
+        await asyncio.to_thread(db.restart)
+    return counts
+
+
 async def all_messages(member: Member, cid: str) -> dict[int, dict[str, Any]]:
     by_seq: dict[int, dict[str, Any]] = {}
     after = 0
@@ -110,16 +128,7 @@ async def test_sigkill_of_the_database_under_traffic_loses_nothing_acknowledged(
     stop = asyncio.Event()
     reading = asyncio.create_task(read_live())
     sending = [asyncio.create_task(keep_sending(s, cid, stop, acked)) for s in senders]
-    rng = random.Random(12)
-    counts = []  # messages acknowledged between one kill and the next
-    for _ in range(CYCLES):
-        before = len(acked)
-        await asyncio.sleep(rng.uniform(0.6, 1.2))
-        pid = disk_database.pid
-        assert pid is not None
-        os.kill(pid, signal.SIGKILL)
-        counts.append(len(acked) - before)
-        await asyncio.to_thread(disk_database.restart)
+    counts = await kill_cycles(disk_database, CYCLES, random.Random(12), lambda: len(acked))
     await asyncio.sleep(1.0)
     stop.set()
     await asyncio.wait_for(asyncio.gather(*sending), 60)

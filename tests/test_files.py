@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from bson import ObjectId
 from PIL import Image
 
 from tests.conftest import RunningServer
@@ -239,3 +240,22 @@ async def test_orphans_are_deleted_after_a_day_and_attached_files_kept(
     got = await download(bob, f"/api/files/{kept['id']}", auth=True)
     assert got.status == 200 and got.body == pdf()
     assert (await upload(alice, b"")).status == 400
+
+
+async def test_chunks_of_an_upload_the_server_never_finished_are_swept_after_a_day(
+    server: RunningServer,
+) -> None:
+    # What a server killed half way through an upload leaves: chunks, no file document.
+    chunks = server.store.db["uploads.chunks"]
+    old = ObjectId.from_datetime(datetime.now(UTC) - timedelta(hours=25))
+    recent = ObjectId()  # an upload under way now: not touched
+    await chunks.insert_many(
+        [{"files_id": oid, "n": n, "data": b"x" * 10} for oid in (old, recent) for n in (0, 1)]
+    )
+    alice, _, _ = await pair(server)
+    finished = await uploaded(alice, pdf(), "k.pdf")
+    assert await server.service.delete_orphans() == 1
+    assert await chunks.count_documents({"files_id": old}) == 0
+    assert await chunks.count_documents({"files_id": recent}) == 2
+    assert await server.store.files.get(finished["id"]) is not None
+    await chunks.delete_many({"files_id": recent})

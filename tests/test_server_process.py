@@ -215,6 +215,8 @@ def test_help_explains_every_option() -> None:
         "--queue-grace",
         "--presence-grace",
         "--max-upload-mb",
+        "--uploads-per-user",
+        "--upload-window",
         "--trusted-proxy",
         "--access-log",
         "--log-format",

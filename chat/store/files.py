@@ -121,10 +121,14 @@ class FileWriter:
 
     async def write(self, data: bytes) -> None:
         """Append bytes (a chunk goes to the database each CHUNK_BYTES)."""
-        self._buffer += data
         self._length += len(data)
+        if not self._buffer and len(data) == CHUNK_BYTES:  # a whole chunk: no copy
+            await self._insert(data)
+            return
+        self._buffer += data
         while len(self._buffer) >= CHUNK_BYTES:
-            chunk = bytes(self._buffer[:CHUNK_BYTES])
+            with memoryview(self._buffer) as view:
+                chunk = bytes(view[:CHUNK_BYTES])
             del self._buffer[:CHUNK_BYTES]
             await self._insert(chunk)
 
@@ -314,6 +318,22 @@ class FileStore(Collections):
             limit=ORPHANS_PER_SWEEP,
         )
         return [_file_from_doc(doc) async for doc in cursor]
+
+    @translated
+    async def delete_headless_chunks(self, since: datetime, before: datetime) -> int:
+        """Delete the chunks of uploads begun between since and before that never got their
+        file document (the server stopped half way); how many files they were. Chunk ids
+        carry the time the upload began, so a sweep reads only its window."""
+        window = {"$gte": ObjectId.from_datetime(since), "$lt": ObjectId.from_datetime(before)}
+        cursor = await self._chunks.aggregate(
+            [{"$match": {"files_id": window}}, {"$group": {"_id": "$files_id"}}]
+        )
+        ids = [doc["_id"] async for doc in cursor]
+        known = {d["_id"] async for d in self._files.find({"_id": {"$in": ids}}, {"_id": 1})}
+        headless = [oid for oid in ids if oid not in known]
+        if headless:
+            await self._chunks.delete_many({"files_id": {"$in": headless}})
+        return len(headless)
 
     @translated
     async def count(self) -> int:
