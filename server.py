@@ -139,10 +139,30 @@ def log_gc_pauses() -> None:
     GC_PAUSES.reset()
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+# The subcommands of `chat-server` (the first argument; none means serve). Later issues add
+# theirs here (for example admin), each with its own --help.
+COMMANDS = {"serve": "run the server (the default: `chat-server --port 8888` is `serve`)"}
+
+
+def split_command(argv: Sequence[str]) -> tuple[str, list[str]]:
+    """(subcommand, its arguments); SystemExit(2) naming the commands for an unknown one."""
+    args = list(argv)
+    if args and not args[0].startswith("-"):
+        if args[0] not in COMMANDS:
+            print(f"chat-server: unknown command {args[0]!r}; commands: {', '.join(COMMANDS)}",
+                  file=sys.stderr)  # fmt: skip
+            raise SystemExit(2)
+        return args[0], args[1:]
+    return "serve", args
+
+
+def parse_args(argv: Sequence[str] | None, prog: str = "chat-server") -> argparse.Namespace:
+    listed = "\n".join(f"  {name:<8} {meaning}" for name, meaning in COMMANDS.items())
     parser = argparse.ArgumentParser(
-        prog="chat-server",
+        prog=prog,
         description="Real-time chat server: REST, WebSocket and long-polling on one port.",
+        epilog=f"commands:\n{listed}\n\nchat-server COMMAND --help describes each.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help="HTTP port (default %(default)s)"
@@ -427,7 +447,9 @@ async def serve(settings: Settings, ssl_context: ssl.SSLContext | None = None) -
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `chat-server` console script."""
-    args = parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    command, rest = split_command(given)  # only serve so far
+    args = parse_args(rest, "chat-server" if rest == given else f"chat-server {command}")
     from handlers.logs import REDACT_SECRETS
 
     output = logging.StreamHandler()

@@ -119,13 +119,14 @@ def test_queue_grace_out_of_range_is_refused(tmp_path: Path) -> None:
 
 
 async def serve_on_test_db(
-    database_uri: str, tmp_path: Path, *args: str
+    database_uri: str, tmp_path: Path, *args: str, command: str | None = None
 ) -> tuple[subprocess.Popen[str], str]:
     """server.py on the shared test database, under a database name of its own, once healthy:
     (the process, its host:port)."""
     uri = urlunsplit(urlsplit(database_uri)._replace(path=f"/{unique_db_name()}"))
     port = free_port()
     process = run_server(
+        *([command] if command else []),
         "--mongo-uri", uri, "--port", str(port), "--secret", SECRET, "--data-dir", str(tmp_path),
         *args,
     )  # fmt: skip
@@ -233,6 +234,34 @@ def test_help_explains_every_option() -> None:
         "CHAT_METRICS_PORT",
     ):
         assert option in out
+
+
+def test_subcommands_are_listed_and_serve_is_the_default() -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(ROOT / "server.py"), *args],
+            capture_output=True, text=True, env=server_env(), timeout=30,
+        )  # fmt: skip
+
+    top = run("--help")
+    assert top.returncode == 0 and "commands:" in top.stdout
+    assert "serve    run the server (the default" in top.stdout
+    serve = run("serve", "--help")
+    assert serve.returncode == 0 and serve.stdout.startswith("usage: chat-server serve")
+    assert "--max-upload-mb" in serve.stdout
+    unknown = run("serv", "--port", "1")
+    assert unknown.returncode == 2 and "unknown command 'serv'; commands: serve" in unknown.stderr
+
+
+async def test_serve_subcommand_runs_the_server(database_uri: str, tmp_path: Path) -> None:
+    process, host = await serve_on_test_db(database_uri, tmp_path, command="serve")
+    try:
+        api = ApiClient(f"http://{host}")
+        assert "token" in await api.register("served")
+        api.close()
+    finally:
+        out = stop(process)
+    assert process.returncode == 0, out
 
 
 def test_embedded_default_keeps_data_across_restart_and_leaves_no_process(tmp_path: Path) -> None:
