@@ -185,7 +185,7 @@ class UserStore(Collections):
         if not times:
             return
         updates = [
-            UpdateOne({"_id": object_id(user_id, "user")}, {"$set": {"last_seen": when}})
+            UpdateOne({"_id": object_id(user_id, "user"), **LIVE}, {"$set": {"last_seen": when}})
             for user_id, when in times.items()
         ]
         await self._users.bulk_write(updates, ordered=False)
