@@ -266,6 +266,29 @@ async def test_revoke_one_session(server: RunningServer, transport: str) -> None
     assert other_id not in [s["id"] for s in listed] and len(listed) == 2
 
 
+async def test_a_session_ended_by_another_process_ends_here_with_its_reason(
+    server: RunningServer,
+) -> None:
+    # What the Redis bus hands over from another process: [session id, reason].
+    me = await Account.register(server, "alice")
+    ws = await me.connect()
+    session_id = (await me.call("rest", "account.sessions")).expect(200)["sessions"][0]["id"]
+    assert await me.status() == 200  # trusted from memory for 5 s from now
+    await server.store.sessions.revoke(session_id)  # by the other process
+    server.service.session_ended_elsewhere([session_id, "password_changed"])
+    assert (await ended_on_socket(ws))["reason"] == "password_changed"
+    assert await me.status() == 401  # at once, not 5 s later
+    # A logout's notice is the bare id, and its event has no reason (as before).
+    other = await me.login()
+    other_ws = await other.connect()
+    other_id = next(
+        s["id"] for s in (await other.call("rest", "account.sessions")).expect(200)["sessions"]
+        if s["current"]
+    )  # fmt: skip
+    server.service.session_ended_elsewhere(other_id)
+    assert await ended_on_socket(other_ws) == {"type": "session.ended"}
+
+
 # -- delete the account ----------------------------------------------------------------
 
 

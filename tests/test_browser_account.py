@@ -108,6 +108,9 @@ async def test_account_dialog_password_sessions_and_deletion(server: RunningServ
         await conversation_row(page, "Deleted user").click()
         await expect(page.locator("#chat-title")).to_have_text("Deleted user")
         await expect(bubble(page, "bye bob")).to_be_visible()
+        await expect(page.locator("#chat-subtitle")).to_have_text("account deleted")
+        await expect(page.locator("#composer-notice")).to_contain_text("This account was deleted")
+        await expect(page.locator("#composer")).to_be_hidden()
         assert alice.errors == []
         bob.close()
         api.close()
