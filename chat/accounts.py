@@ -5,12 +5,21 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from chat.batching import CachedReads
-from chat.commands import Command, Principal, Reply, ServiceBase, command, retrieve_exception
+from chat.commands import (
+    CLIENT,
+    Client,
+    Command,
+    Principal,
+    Reply,
+    ServiceBase,
+    command,
+    retrieve_exception,
+)
 from chat.errors import (
     DatabaseUnavailable,
     InvalidCredentials,
@@ -19,11 +28,15 @@ from chat.errors import (
     ValidationFailed,
 )
 from chat.limits import AttemptLimiter, Attempts
-from chat.models import User, iso
+from chat.models import User, iso, utcnow
 from chat.validation import parse_login, parse_register
 
 SESSION_CACHE_MAX = 100_000  # sessions remembered at most (least recently checked dropped)
 USER_CACHE_MAX = 100_000  # users kept for hello at most (least recently read dropped)
+# A session's last use is written at most this often: the sessions list needs the minute, and
+# a write per request (a long-poll every few seconds) would cost more than the request.
+SESSION_TOUCH_SECS = 60.0
+USER_AGENT_MAX = 256  # characters of a User-Agent kept with a session
 
 
 class SessionCache:
@@ -96,6 +109,9 @@ class AccountCommands(ServiceBase):
         self.signups_by_address: Attempts = AttemptLimiter(
             settings.signups_per_address, settings.signup_window_secs
         )
+        # session id -> when its last use was written (monotonic), least recent first.
+        self._session_touched: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self._background: set[asyncio.Task[Any]] = set()  # writes nobody waits for
 
     async def run_public(
         self, cmd: Command, principal: Principal | None, data: Any, address: str | None
@@ -127,14 +143,41 @@ class AccountCommands(ServiceBase):
                 await limiter.refund(address)
         return reply
 
-    async def authenticate(self, token: str | None) -> Principal:
-        """The principal of a valid, unrevoked, unexpired token; Unauthorized otherwise."""
+    async def authenticate(self, token: str | None, *, address: str | None = None) -> Principal:
+        """The principal of a valid, unrevoked, unexpired token; Unauthorized otherwise. A
+        use of the session from `address` (see session_used)."""
         if not token:
             raise Unauthorized("Sign in first.")
         claims = self.tokens.decode(token)  # signature and expiry, every time
         principal = Principal(claims.user_id, claims.session_id, claims.expires_at)
         await self.check_session(principal)
+        self.session_used(principal, address)
         return principal
+
+    def session_used(self, principal: Principal, address: str | None) -> None:
+        """Record the session's last use (and address, when known) in the background, at most
+        once per SESSION_TOUCH_SECS in this process; nothing to wait for."""
+        session_id = principal.session_id
+        now = time.monotonic()
+        touched = self._session_touched.get(session_id)
+        if touched is not None and now - touched < SESSION_TOUCH_SECS:
+            return
+        self._touched(session_id, now)
+        self.in_background(self.store.sessions.touch(session_id, utcnow(), address))
+
+    def _touched(self, session_id: str, now: float) -> None:
+        self._session_touched[session_id] = now
+        self._session_touched.move_to_end(session_id)
+        while len(self._session_touched) > SESSION_CACHE_MAX:
+            self._session_touched.popitem(last=False)
+
+    def in_background(self, work: Awaitable[Any]) -> None:
+        """Run work nobody waits for, holding it until done (a task only the loop knows of
+        may be collected); its failure is dropped."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(retrieve_exception)
 
     async def check_session(self, principal: Principal) -> None:
         """Unauthorized unless the session is unexpired and not revoked. Cheap: a revocation
@@ -157,9 +200,14 @@ class AccountCommands(ServiceBase):
 
     async def _start_session(self, user: User) -> Reply:
         expires_at = self.tokens.expiry()
-        session = await self.store.sessions.create(user.id, expires_at)
+        client = CLIENT.get() or Client()
+        user_agent = client.user_agent[:USER_AGENT_MAX] if client.user_agent else None
+        session = await self.store.sessions.create(
+            user.id, expires_at, address=client.address, user_agent=user_agent
+        )
         # Created here: its first connect (usually right after) need not read it back.
         self.checked_sessions.remember(session.id, user.id)
+        self._touched(session.id, time.monotonic())  # created_at is its first use
         token = self.tokens.issue(user.id, session.id, expires_at)
         return {"user": user.private(), "token": token, "expires_at": iso(expires_at)}
 
@@ -177,18 +225,30 @@ class AccountCommands(ServiceBase):
         fields = parse_login(data)
         found = await self.store.users.get_login(fields.login)
         user, password_hash = found if found else (None, None)
-        # Per account, also for a correct password once the limit is reached (else the limit
-        # would tell a guesser when it guessed right); unknown logins the same way.
+        # Unknown logins are limited like accounts.
         account = user.id if user is not None else "login:" + fields.login.casefold()
+        await self.check_password(
+            account, fields.password, password_hash, "Wrong username/email or password."
+        )
+        assert user is not None  # a hash matched: the user exists
+        return await self._start_session(user)
+
+    async def check_password(
+        self, account: str, password: str, password_hash: str | None, wrong: str
+    ) -> None:
+        """InvalidCredentials (saying `wrong`) unless the password matches the hash (None:
+        never, at the same cost). Failures count against the account's sign-in allowance,
+        whatever asks (a sign-in, a password change, an account's deletion); past it,
+        RateLimited also for the right password (else the limit would tell a guesser when it
+        guessed right)."""
         wait = await self.login_failures_by_account.take(account)
         if wait:
             raise RateLimited(
                 "Too many failed sign-ins for this account; wait.", retry_after_secs=wait
             )
-        if not await self.hasher.verify(fields.password, password_hash) or user is None:
-            raise InvalidCredentials("Wrong username/email or password.")
+        if not await self.hasher.verify(password, password_hash):
+            raise InvalidCredentials(wrong)
         await self.login_failures_by_account.refund(account)  # only failures count
-        return await self._start_session(user)
 
     @command("auth.logout")
     async def logout(self, principal: Principal, data: Any) -> Reply:
@@ -196,20 +256,32 @@ class AccountCommands(ServiceBase):
         bus (--redis-url; in another process sharing only the database, within
         settings.session_check_secs)."""
         await self.store.sessions.revoke(principal.session_id)
-        self.checked_sessions.forget(principal.session_id)  # after: see SessionCache.forget
-        await self.session_ended(principal.session_id)
-        self.bus.publish("session.ended", principal.session_id)
+        await self.end_sessions([principal.session_id])
         return {}
 
-    def session_ended_elsewhere(self, session_id: Any) -> None:
-        """Another process ended this session (a bus notice): the same here."""
-        if not isinstance(session_id, str):
-            return
-        self.checked_sessions.forget(session_id)
-        task = asyncio.get_running_loop().create_task(self.session_ended(session_id))
-        task.add_done_callback(retrieve_exception)
+    async def end_sessions(self, session_ids: Iterable[str], reason: str | None = None) -> None:
+        """Sessions revoked (or deleted) in the database: their tokens stop working at once
+        here and in every process on the bus, their queues get session.ended (with `reason`,
+        unless it is a logout) and close, and their sockets close."""
+        for session_id in session_ids:
+            self.checked_sessions.forget(session_id)  # after the write: see SessionCache.forget
+            self._session_touched.pop(session_id, None)
+            await self.session_ended(session_id, reason)
+            notice = session_id if reason is None else [session_id, reason]
+            self.bus.publish("session.ended", notice)
 
-    async def session_ended(self, session_id: str) -> None:
+    def session_ended_elsewhere(self, payload: Any) -> None:
+        """Another process ended this session (a bus notice: its id, or [id, reason]): the
+        same here."""
+        reason = None
+        if isinstance(payload, list) and len(payload) == 2 and isinstance(payload[1], str):
+            payload, reason = payload
+        if not isinstance(payload, str):
+            return
+        self.checked_sessions.forget(payload)
+        self.in_background(self.session_ended(payload, reason))
+
+    async def session_ended(self, session_id: str, reason: str | None = None) -> None:
         """Hook: tell the session's live clients it ended (the real-time layer overrides it)."""
 
     @command("me")

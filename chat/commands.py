@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
@@ -27,6 +28,18 @@ class Principal:
     session_id: str
     expires_at: datetime | None = None  # the token's expiry (None: not known to the caller)
 
+
+@dataclasses.dataclass(frozen=True)
+class Client:
+    """Where the command being run comes from: what a session it starts records of it."""
+
+    address: str | None = None
+    user_agent: str | None = None
+
+
+# Set by run() for the command under way (its awaits included), so that a sign-in deep in a
+# command can note its client without every command taking one more argument.
+CLIENT: contextvars.ContextVar[Client | None] = contextvars.ContextVar("chat_client", default=None)
 
 Reply = dict[str, Any]
 
@@ -131,18 +144,32 @@ class ServiceBase:
         return False
 
     async def run(
-        self, name: str, principal: Principal | None, data: Any, *, address: str | None = None
+        self,
+        name: str,
+        principal: Principal | None,
+        data: Any,
+        *,
+        address: str | None = None,
+        user_agent: str | None = None,
     ) -> Reply:
         """Run a command by name for a client at `address` (both transports come here);
         Unauthorized when it needs a principal and has none."""
         cmd = self.commands.get(name)
         if cmd is None:
             raise NotFound(f"Unknown command {name!r}.")
-        if cmd.public:
-            return await self.run_public(cmd, principal, data, address)
-        if principal is None:
-            raise Unauthorized("Sign in first.")
-        return await cmd.fn(principal, data)
+        token = CLIENT.set(Client(address, user_agent))
+        try:
+            if cmd.public:
+                return await self.run_public(cmd, principal, data, address)
+            if principal is None:
+                raise Unauthorized("Sign in first.")
+            self.session_used(principal, address)
+            return await cmd.fn(principal, data)
+        finally:
+            CLIENT.reset(token)
+
+    def session_used(self, principal: Principal, address: str | None) -> None:
+        """Hook: the session made a request from `address` (chat/accounts.py records it)."""
 
     async def run_public(
         self, cmd: Command, principal: Principal | None, data: Any, address: str | None

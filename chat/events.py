@@ -549,12 +549,15 @@ class QueueRegistry:
             if queue is not None:
                 queue.push(event)
 
-    def end_session(self, session_id: str) -> None:
-        """Push session.ended to every queue of the session, then close them."""
+    def end_session(self, session_id: str, reason: str | None = None) -> None:
+        """Push session.ended (with the reason, unless it is the session's own logout) to every
+        queue of the session, then close them."""
         queues = self._by_session.get(session_id)
         if not queues:
             return
         ended: Event = {"type": "session.ended"}  # one payload shared by the queues
+        if reason is not None:
+            ended["reason"] = reason
         for queue in list(queues.values()):
             # Pushed before closing, so a waiting or later reader still gets it.
             queue.push(ended)

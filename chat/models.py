@@ -71,3 +71,8 @@ class Session:
     created_at: datetime
     expires_at: datetime
     revoked: bool = False
+    # What the sessions list shows (GET /api/account/sessions): the client that signed in,
+    # and when and from where the session was last used (recorded at most once a minute).
+    last_used_at: datetime | None = None
+    address: str | None = None
+    user_agent: str | None = None

@@ -166,10 +166,10 @@ class RealtimeCommands(AccountCommands):
             "heartbeat_secs": self.settings.heartbeat_secs,
         }
 
-    async def session_ended(self, session_id: str) -> None:
+    async def session_ended(self, session_id: str, reason: str | None = None) -> None:
         """Deliver session.ended to every queue of the session and close them; tell the
         session listeners (a socket whose writes are stuck must not wait for the event)."""
-        self.registry.end_session(session_id)
+        self.registry.end_session(session_id, reason)
         for listener in self.session_listeners:
             listener(session_id)
 

@@ -113,6 +113,13 @@ class Sequencer:
         line = self._lines.get(conversation_id)
         return line.snapshot if line is not None else None
 
+    def forget(self, conversation_id: str) -> None:
+        """The conversation was changed without its line (an account's erasure renamed a
+        member): its next command reads it again."""
+        line = self._lines.get(conversation_id)
+        if line is not None:
+            line.snapshot = None
+
     def reserve(self, line: Line, seq: int) -> Slot:
         """Hold the place of seq in the line (call under the line's lock, seqs increasing)."""
         slot = Slot(seq)

@@ -6,17 +6,12 @@ import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from chat.accounts import AccountCommands
+from chat.account import SelfServiceCommands
 from chat.auth import PasswordHasher, TokenCodec
 from chat.broker import GAP, Handler
 from chat.commands import Command, Principal, Reply
 from chat.config import Settings, redact_url
-from chat.groups import GroupCommands
 from chat.limits import AttemptLimiter
-from chat.messages import MessageCommands
-from chat.privacy import PrivacyCommands
-from chat.realtime import RealtimeCommands
-from chat.social import SocialCommands
 from chat.store import Store
 
 if TYPE_CHECKING:
@@ -31,15 +26,9 @@ class BusUnavailable(Exception):
     """The configured Redis could not be reached at start-up."""
 
 
-class ChatService(
-    PrivacyCommands,
-    RealtimeCommands,
-    MessageCommands,
-    GroupCommands,
-    SocialCommands,
-    AccountCommands,
-):
-    """The core: validate, check access, store, then publish."""
+class ChatService(SelfServiceCommands):
+    """The core: validate, check access, store, then publish. Its commands come from one mixin
+    per domain; SelfServiceCommands (chat/account.py) stands on all of them."""
 
     @classmethod
     def build(cls, settings: Settings, store: Store) -> ChatService:

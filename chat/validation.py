@@ -237,18 +237,26 @@ def check_email(value: str) -> str:
     return value
 
 
-def check_password(value: str) -> str:
+def check_password(value: str, field: str = "password") -> str:
     """8-72 bytes of UTF-8; never silently truncated."""
     size = len(value.encode("utf-8"))
     if size < PASSWORD_MIN_BYTES:
         raise ValidationFailed(
-            f"Password must be at least {PASSWORD_MIN_BYTES} bytes.", field="password"
+            f"Password must be at least {PASSWORD_MIN_BYTES} bytes.", field=field
         )
     if size > PASSWORD_MAX_BYTES:
         raise ValidationFailed(
-            f"Password must be at most {PASSWORD_MAX_BYTES} bytes (bcrypt's limit).",
-            field="password",
+            f"Password must be at most {PASSWORD_MAX_BYTES} bytes (bcrypt's limit).", field=field
         )
+    return value
+
+
+def require_password(data: dict[str, Any], field: str) -> str:
+    """A password given to prove who one is: any non-empty string (the rules are for new
+    ones: an old password from before a rule must still be accepted)."""
+    value = require_str(data, field)
+    if not value:
+        raise ValidationFailed(f"{field} is required.", field=field)
     return value
 
 
@@ -321,7 +329,4 @@ def parse_login(data: Any) -> LoginInput:
     login = require_str(data, "login").strip()
     if not login:
         raise ValidationFailed("login is required.", field="login")
-    password = require_str(data, "password")
-    if not password:
-        raise ValidationFailed("password is required.", field="password")
-    return LoginInput(login=login, password=password)
+    return LoginInput(login=login, password=require_password(data, "password"))

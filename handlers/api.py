@@ -39,7 +39,11 @@ class CommandHandler(ApiHandler):
             data = {**data, **path_args}
         principal = None if self.command.public else self.principal
         reply = await self.service.run(
-            self.command.name, principal, data, address=self.request.remote_ip
+            self.command.name,
+            principal,
+            data,
+            address=self.request.remote_ip,
+            user_agent=self.request.headers.get("User-Agent"),
         )
         status = reply.status if isinstance(reply, StatusReply) else self.command.status
         self.write_json(reply, status=status)

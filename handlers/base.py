@@ -165,7 +165,7 @@ class ApiHandler(JsonHandler):
         header = self.request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         self.principal = await self.service.authenticate(
-            token.strip() if scheme.lower() == "bearer" else None
+            token.strip() if scheme.lower() == "bearer" else None, address=self.request.remote_ip
         )
         USER_ID.set(self.principal.user_id)  # this request's log lines name the user
 

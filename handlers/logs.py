@@ -22,8 +22,11 @@ from handlers.headers import request_id
 access_log = logging.getLogger("tornado.access")
 
 # Query arguments whose values are secrets: a session token, a queue id (with the epoch from
-# the same hello it resumes someone's queue). Their values are logged as REDACTED.
-SECRET_QUERY_ARGS = frozenset({"token", "queue_id", "sig"})
+# the same hello it resumes someone's queue), a password (it belongs in the body, but a
+# DELETE's fields may come as a query). Their values are logged as REDACTED.
+SECRET_QUERY_ARGS = frozenset(
+    {"token", "queue_id", "sig", "password", "current_password", "new_password"}
+)
 REDACTED = "***"
 # A query argument anywhere in a log message (Tornado's own error lines quote the URI, and
 # the request's repr).

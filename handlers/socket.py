@@ -164,11 +164,14 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         "session_timer",
         "slot_user",
         "stream",
+        "user_agent",
     )
 
     def initialize(self, service: ChatService) -> None:
         self.service = service
         self.principal: Principal | None = None
+        # Until signed in: what a session started over this socket records (the sessions list).
+        self.user_agent: str | None = None
         self.queue: EventQueue | None = None
         self.consumer: int | None = None  # the queue's token for this socket
         # The queue feeds this socket (it is the queue's EventSink): the id of the last event
@@ -234,6 +237,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
                 "epoch": self.get_query_argument("epoch", None),
                 "last_event_id": self.get_query_argument("last_event_id", "0"),
             }
+        self.user_agent = self.request.headers.get("User-Agent")
         self._forget_upgrade()
         if frame is not None:
             return self._authenticate(frame)  # Tornado reads no frame before it is done
@@ -330,7 +334,11 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
                 # since the socket authenticated.
                 await self.service.check_session(self.principal)
             data = await self.service.run(
-                kind, self.principal, frame, address=self.request.remote_ip
+                kind,
+                self.principal,
+                frame,
+                address=self.request.remote_ip,
+                user_agent=self.user_agent,
             )
         except ChatError as exc:
             self._send_error(ref, exc)
@@ -420,7 +428,9 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             raise BadRequest("This socket is already authenticated.")
         token = frame.get("token")
         try:
-            principal = await self.service.authenticate(token if isinstance(token, str) else None)
+            principal = await self.service.authenticate(
+                token if isinstance(token, str) else None, address=self.request.remote_ip
+            )
         except Unauthorized:
             self.close(CLOSE_UNAUTHORIZED, "unauthorized")
             return
@@ -433,6 +443,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         if self.auth_timer is not None:
             self.auth_timer.cancel()
             self.auth_timer = None
+        self.user_agent = None  # only a sign-in over this socket needed it
         if not self.service.socket_slots.acquire(principal.user_id):
             self.service.metrics.refused(WEBSOCKET)
             self.close(CLOSE_TOO_MANY, "too many connections for this user")

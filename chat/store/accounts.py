@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, UpdateOne
+from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -23,6 +23,14 @@ FRIEND_CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 FRIEND_CODE_LEN = 8  # 31**8 ~ 8.5e11 codes: collisions are rare and retried
 FRIEND_CODE_RETRIES = 5
 SURROGATES_START, SURROGATES_END = 0xD800, 0xDFFF
+# A deleted account's document stays (its messages name it as their sender) with this name,
+# and its unique keys replaced by ones no sign-up, sign-in or lookup can produce: the name,
+# email and friend code are free again. The keys start with the last code point, so that the
+# directory (username order) reaches tombstones last, if ever.
+DELETED_USERNAME = "Deleted user"
+TOMBSTONE_KEY_PREFIX = "\U0010ffffdeleted:"
+LIVE: dict[str, Any] = {"deleted": {"$ne": True}}  # every read of accounts skips tombstones
+MAX_SESSIONS_LISTED = 200  # newest first; a user rarely holds more than a few
 
 
 def new_friend_code() -> str:
@@ -109,27 +117,66 @@ class UserStore(Collections):
     @translated
     async def _get_by_oids(self, oids: list[ObjectId]) -> dict[ObjectId, User]:
         # At most one document per id: one batch more than that ends the cursor in one reply.
-        docs = self._users.find({"_id": {"$in": oids}}, batch_size=len(oids) + 1)
+        docs = self._users.find({"_id": {"$in": oids}, **LIVE}, batch_size=len(oids) + 1)
         return {doc["_id"]: user_from_doc(doc) async for doc in docs}
 
     @translated
     async def get_many(self, user_ids: list[str]) -> dict[str, User]:
         """Users by id; unknown ids are left out."""
         oids = [object_id(uid, "user") for uid in user_ids]
-        docs = self._users.find({"_id": {"$in": oids}})
+        docs = self._users.find({"_id": {"$in": oids}, **LIVE})
         return {str(doc["_id"]): user_from_doc(doc) async for doc in docs}
 
     @translated
     async def get_login(self, login: str) -> tuple[User, str] | None:
         """The user whose username or email matches (case-insensitively), with its hash."""
         key = "email_lower" if "@" in login else "username_lower"
-        doc = await self._users.find_one({key: login.lower()})
+        doc = await self._users.find_one({key: login.lower(), **LIVE})
         return (user_from_doc(doc), doc["password_hash"]) if doc else None
+
+    @translated
+    async def password_hash(self, user_id: str) -> str | None:
+        """The account's bcrypt hash; None when it does not exist (or was deleted)."""
+        doc = await self._users.find_one(
+            {"_id": object_id(user_id, "user"), **LIVE}, {"password_hash": 1}
+        )
+        return doc["password_hash"] if doc else None
+
+    @translated
+    async def set_password_hash(self, user_id: str, password_hash: str) -> bool:
+        """Replace the account's hash; False when it does not exist (or was deleted)."""
+        result = await self._users.update_one(
+            {"_id": object_id(user_id, "user"), **LIVE}, {"$set": {"password_hash": password_hash}}
+        )
+        return result.matched_count == 1
+
+    @translated
+    async def erase(self, user_id: str) -> bool:
+        """Turn the account into a tombstone: no password, email or friend code, shown as
+        DELETED_USERNAME, invisible to every read here; its username, email and friend code
+        can be taken again at once. True when it was live until now."""
+        key = TOMBSTONE_KEY_PREFIX + user_id
+        result = await self._users.update_one(
+            {"_id": object_id(user_id, "user"), **LIVE},
+            {
+                "$set": {
+                    "deleted": True,
+                    "deleted_at": utcnow(),
+                    "username": DELETED_USERNAME,
+                    "username_lower": key,
+                    "email": "",
+                    "email_lower": key,
+                    "friend_code": key,
+                },
+                "$unset": {"password_hash": ""},
+            },
+        )
+        return result.modified_count == 1
 
     @translated
     async def get_by_friend_code(self, code: str) -> User | None:
         """The user with this friend code (any case, dash optional), or None."""
-        doc = await self._users.find_one({"friend_code": normalize_friend_code(code)})
+        doc = await self._users.find_one({"friend_code": normalize_friend_code(code), **LIVE})
         return user_from_doc(doc) if doc else None
 
     @translated
@@ -138,7 +185,7 @@ class UserStore(Collections):
         if not times:
             return
         updates = [
-            UpdateOne({"_id": object_id(user_id, "user")}, {"$set": {"last_seen": when}})
+            UpdateOne({"_id": object_id(user_id, "user"), **LIVE}, {"$set": {"last_seen": when}})
             for user_id, when in times.items()
         ]
         await self._users.bulk_write(updates, ordered=False)
@@ -167,7 +214,7 @@ class UserStore(Collections):
         # Over-fetch by the number of excluded users so the page stays full when some of
         # them fall in the range; one more than the page tells whether another follows.
         cursor = (
-            self._users.find({"username_lower": bounds}, {"password_hash": 0})
+            self._users.find({"username_lower": bounds, **LIVE}, {"password_hash": 0})
             .sort("username_lower", ASCENDING)
             .limit(limit + 1 + len(skipped))
         )
@@ -182,6 +229,9 @@ def session_from_doc(doc: dict[str, Any]) -> Session:
         created_at=doc["created_at"],
         expires_at=doc["expires_at"],
         revoked=doc.get("revoked_at") is not None,
+        last_used_at=doc.get("last_used_at"),
+        address=doc.get("address"),
+        user_agent=doc.get("user_agent"),
     )
 
 
@@ -199,14 +249,25 @@ class SessionStore(Collections):
         await self._sessions.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
 
     @translated
-    async def create(self, user_id: str, expires_at: datetime) -> Session:
-        """A new session with an unguessable id."""
+    async def create(
+        self,
+        user_id: str,
+        expires_at: datetime,
+        *,
+        address: str | None = None,
+        user_agent: str | None = None,
+    ) -> Session:
+        """A new session with an unguessable id, noting the client that signed in."""
+        now = utcnow()
         doc = {
             "_id": secrets.token_hex(16),
             "user_id": user_id,
-            "created_at": utcnow(),
+            "created_at": now,
             "expires_at": expires_at,
             "revoked_at": None,
+            "last_used_at": now,
+            "address": address,
+            "user_agent": user_agent,
         }
         await self._sessions.insert_one(doc)
         return session_from_doc(doc)
@@ -222,9 +283,52 @@ class SessionStore(Collections):
         return {doc["_id"]: session_from_doc(doc) async for doc in docs}
 
     @translated
-    async def revoke(self, session_id: str) -> bool:
-        """Mark the session revoked; True if it was live until now."""
-        result = await self._sessions.update_one(
-            {"_id": session_id, "revoked_at": None}, {"$set": {"revoked_at": utcnow()}}
-        )
+    async def revoke(self, session_id: str, *, user_id: str | None = None) -> bool:
+        """Mark the session revoked (only if it is user_id's, when given); True if it was
+        live until now."""
+        query: dict[str, Any] = {"_id": session_id, "revoked_at": None}
+        if user_id is not None:
+            query["user_id"] = user_id
+        result = await self._sessions.update_one(query, {"$set": {"revoked_at": utcnow()}})
         return result.modified_count == 1
+
+    @translated
+    async def live_of(self, user_id: str) -> list[Session]:
+        """The user's sessions neither revoked nor expired, newest first."""
+        cursor = (
+            self._sessions.find(
+                {"user_id": user_id, "revoked_at": None, "expires_at": {"$gt": utcnow()}}
+            )
+            .sort("created_at", DESCENDING)
+            .limit(MAX_SESSIONS_LISTED)
+        )
+        return [session_from_doc(doc) async for doc in cursor]
+
+    @translated
+    async def revoke_all(self, user_id: str, *, keep: str | None = None) -> list[str]:
+        """Revoke every live session of the user but `keep`; the ids revoked."""
+        query: dict[str, Any] = {"user_id": user_id, "revoked_at": None}
+        if keep is not None:
+            query["_id"] = {"$ne": keep}
+        ids = [doc["_id"] async for doc in self._sessions.find(query, {"_id": 1})]
+        if ids:
+            await self._sessions.update_many(
+                {"_id": {"$in": ids}, "revoked_at": None}, {"$set": {"revoked_at": utcnow()}}
+            )
+        return ids
+
+    @translated
+    async def delete_all(self, user_id: str) -> list[str]:
+        """Delete every session of the user (its tokens fail from now on); the ids."""
+        ids = [doc["_id"] async for doc in self._sessions.find({"user_id": user_id}, {"_id": 1})]
+        if ids:
+            await self._sessions.delete_many({"_id": {"$in": ids}})
+        return ids
+
+    @translated
+    async def touch(self, session_id: str, when: datetime, address: str | None) -> None:
+        """Record that the session was used at `when` (from `address`, when known)."""
+        changes: dict[str, Any] = {"last_used_at": when}
+        if address is not None:
+            changes["address"] = address
+        await self._sessions.update_one({"_id": session_id}, {"$set": changes})

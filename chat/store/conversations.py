@@ -70,15 +70,19 @@ class Member:
     username: str
     role: Role
     joined_at: datetime
+    deleted: bool = False  # the account was deleted: the member stays, as "Deleted user"
 
     def to_dict(self) -> dict[str, Any]:
         """The member as the API shows it."""
-        return {
+        shown: dict[str, Any] = {
             "user_id": self.user_id,
             "username": self.username,
             "role": self.role,
             "joined_at": iso(self.joined_at),
         }
+        if self.deleted:
+            shown["deleted"] = True
+        return shown
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +180,10 @@ class Conversation:
 
 
 def member_doc(member: Member) -> dict[str, Any]:
-    return dataclasses.asdict(member)
+    doc = dataclasses.asdict(member)
+    if not member.deleted:
+        del doc["deleted"]  # a live member's document stays as it always was
+    return doc
 
 
 def former_from_doc(doc: dict[str, Any], current_name: str | None) -> FormerMember:
@@ -193,7 +200,7 @@ def conversation_from_doc(doc: dict[str, Any]) -> Conversation:
         kind=doc["kind"],
         name=doc.get("name"),
         members=tuple(
-            Member(m["user_id"], m["username"], m["role"], m["joined_at"])
+            Member(m["user_id"], m["username"], m["role"], m["joined_at"], m.get("deleted", False))
             for m in doc.get("members", [])
         ),
         former=tuple(former_from_doc(f, doc.get("name")) for f in doc.get("former", [])),
@@ -474,6 +481,29 @@ class ConversationStore(Collections):
                 conv = conversation_from_doc(doc)
                 found[conv.id] = conv
         return sorted(found.values(), key=lambda c: (c.created_at, c.id))
+
+    @translated
+    async def mark_user_deleted(self, user_id: str, username: str) -> list[str]:
+        """Show the user as `username`, marked deleted, wherever it is or was a member (its
+        messages stay, and name it by id); the ids of the conversations it is a member of."""
+        ids = [
+            str(doc["_id"])
+            async for doc in self._conversations.find({"members.user_id": user_id}, {"_id": 1})
+        ]
+        # A user is at most once in each array: the positional operator finds it. The version
+        # moves, so that a group change made from an older copy is made again from this one.
+        await self._conversations.update_many(
+            {"members.user_id": user_id},
+            {
+                "$set": {"members.$.username": username, "members.$.deleted": True},
+                "$inc": {"version": 1},
+            },
+        )
+        await self._conversations.update_many(
+            {"former.user_id": user_id},
+            {"$set": {"former.$.username": username}, "$inc": {"version": 1}},
+        )
+        return ids
 
     async def dm_partners(self, user_id: str) -> set[str]:
         """Users this user has a DM conversation with (concurrent calls share one read)."""

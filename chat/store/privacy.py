@@ -95,6 +95,11 @@ class PrivacyStore(Collections):
         policy = doc.get("dm_policy")
         return UserSettings(user_id, policy if policy in DM_POLICIES else DEFAULT_DM_POLICY)
 
+    @translated
+    async def erase_user(self, user_id: str) -> None:
+        """Delete the user's settings (an account's erasure)."""
+        await self._settings.delete_one({"_id": user_id})
+
     async def dm_state(self, pair: str) -> DmState | None:
         """The pair's DM state, or None (concurrent calls share one read)."""
         return await self._state_reads.get(pair)

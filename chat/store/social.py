@@ -264,3 +264,21 @@ class SocialStore(Collections):
                 found.setdefault(blocker, set()).add(blocked)
                 found.setdefault(blocked, set()).add(blocker)
         return found
+
+    # -- an account's erasure ---------------------------------------------------
+
+    @translated
+    async def erase_user(self, user_id: str) -> tuple[list[str], list[FriendRequest], list[Block]]:
+        """Delete every friendship, pending request and block the user is part of (either
+        side); what was deleted: the friends' ids, the requests, the blocks."""
+        friends = [f.other(user_id) for f in await self.friendships_of(user_id)]
+        requests = [
+            request_from_doc(d)
+            async for d in self._requests.find({"$or": [{"from_id": user_id}, {"to_id": user_id}]})
+        ]
+        either = {"$or": [{"blocker_id": user_id}, {"blocked_id": user_id}]}
+        blocks = [block_from_doc(d) async for d in self._blocks.find(either)]
+        await self._friendships.delete_many({"users": user_id})
+        await self._requests.delete_many({"$or": [{"from_id": user_id}, {"to_id": user_id}]})
+        await self._blocks.delete_many(either)
+        return friends, requests, blocks

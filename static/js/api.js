@@ -87,8 +87,10 @@ export class Api {
         e.field || null,
         response.headers.get('Retry-After'),
       );
-      // Only the token in use when the request left counts: a newer sign-in is not undone.
-      if (response.status === 401 && token && token === this.token && !PUBLIC_PATHS.has(path)) {
+      // Only the token in use when the request left counts: a newer sign-in is not undone. A
+      // wrong password given to prove who one is (invalid_credentials) leaves the session be.
+      const sessionRefused = response.status === 401 && e.code !== 'invalid_credentials';
+      if (sessionRefused && token && token === this.token && !PUBLIC_PATHS.has(path)) {
         this.onUnauthorized?.(err);
       }
       throw err;

@@ -6,6 +6,7 @@ import { Notifier } from './notify.js';
 import { $, confirmAction, connectionBanner, toast } from './dom.js';
 import { Realtime } from './realtime.js';
 import { Store } from './store.js';
+import { sessionEndedText, setupAccount } from './views/account.js';
 import { setupAuth } from './views/auth.js';
 import { setupChat } from './views/chat.js';
 import { setupGroups } from './views/groups.js';
@@ -48,6 +49,11 @@ const chat = setupChat({
 });
 const privacy = setupPrivacy({ api, store, actions, openConversation });
 const settings = setupSettings({ privacy });
+const account = setupAccount({ api, onDeleted: () => endSession('Your account was deleted.') });
+$('open-account').addEventListener('click', () => {
+  settings.close();
+  account.open();
+});
 const notifier = new Notifier({ store, actions, openConversation });
 
 function route() {
@@ -118,7 +124,7 @@ function startSession(user) {
         actions.connectionBack(); // what waits in the outbox goes out now
       }
     },
-    onSessionEnded: () => endSession(signingOut ? '' : 'Your session has ended. Please sign in again.'),
+    onSessionEnded: (reason) => endSession(signingOut ? '' : sessionEndedText(reason)),
   });
   actions.realtime = realtime;
   realtime.start();
@@ -141,6 +147,7 @@ function endSession(message = '') {
   api.setToken(null);
   groups.closeAll();
   settings.close();
+  account.close();
   privacy.reset();
   notifier.reset();
   chat.reset();

@@ -40,7 +40,7 @@ export class Realtime {
    * @param {(hello: object, resumed: boolean) => void} options.onHello  resumed=false: re-read state
    * @param {(event: object) => void} options.onEvent  each event once, in order
    * @param {(state: {mode: string, status: string}) => void} options.onStatus
-   * @param {() => void} options.onSessionEnded  token revoked or session.ended
+   * @param {(reason: string | null) => void} options.onSessionEnded  token revoked or session.ended (its reason)
    */
   constructor({ api, forceLongPoll = false, onHello, onEvent, onStatus, onSessionEnded }) {
     this.api = api;
@@ -128,10 +128,10 @@ export class Realtime {
     this.later(backoff(this.failures), () => this.connect());
   }
 
-  sessionEnded() {
+  sessionEnded(reason = null) {
     if (this.stopped) return;
     this.stop();
-    this.onSessionEnded?.();
+    this.onSessionEnded?.(reason);
   }
 
   // -- hello and events, shared by both transports ----------------------------------------------
@@ -151,7 +151,7 @@ export class Realtime {
     if (id <= this.lastEventId) return; // already handled: sent again after a reconnect
     this.lastEventId = id;
     if (event.type === 'session.ended') {
-      this.sessionEnded();
+      this.sessionEnded(event.reason ?? null);
       return;
     }
     try {

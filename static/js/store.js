@@ -141,7 +141,10 @@ export class Store {
     if (prev?.last_message && conv.last_message && prev.last_message.seq > conv.last_message.seq) {
       next.last_message = prev.last_message;
     }
-    for (const member of next.members || []) if (member.username) this.upsertUser({ id: member.user_id, username: member.username });
+    for (const member of next.members || []) {
+      // A deleted account stays a member of its DMs, as "Deleted user" (deleted: true).
+      if (member.username) this.upsertUser({ id: member.user_id, username: member.username, deleted: member.deleted || undefined });
+    }
     // A DM a block closes: when the block is not mine, it is the partner's (after a reload
     // nothing else says so until a send is refused).
     if (conv.kind === 'dm' && typeof conv.blocked === 'boolean' && this.me) {

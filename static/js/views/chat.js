@@ -38,10 +38,10 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
     $('chat-pane').dataset.status = status || '';
     if (partner) {
       const user = store.user(partner) || {};
-      $('chat-subtitle').textContent = blocked ? 'blocked' : presenceText(status, user.last_seen);
+      $('chat-subtitle').textContent = user.deleted ? 'account deleted' : blocked ? 'blocked' : presenceText(status, user.last_seen);
       $('chat-members').hidden = true;
       const block = $('chat-block');
-      block.hidden = false;
+      block.hidden = Boolean(user.deleted);
       block.textContent = blocked ? 'Unblock' : 'Block';
     } else {
       const count = (conv.members || []).length;
@@ -414,7 +414,8 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
 
   // -- composer -------------------------------------------------------------------------------
 
-  // In a DM a block stands in: the composer gives way to a notice saying so.
+  // In a DM a block (or the partner's deleted account) stands in: the composer gives way to a
+  // notice saying so.
   const notice = h('div', { class: 'composer-notice', id: 'composer-notice', hidden: true, attrs: { role: 'status' } });
   $('composer').before(notice);
 
@@ -422,9 +423,12 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
     const partner = store.partnerOf(store.conversations.get(current));
     const mine = partner && store.blocked.has(partner);
     const theirs = partner && !mine && store.blockedBy.has(partner);
-    $('composer').hidden = Boolean(mine || theirs);
-    notice.hidden = !(mine || theirs);
-    if (mine) {
+    const gone = partner && store.user(partner)?.deleted;
+    $('composer').hidden = Boolean(mine || theirs || gone);
+    notice.hidden = !(mine || theirs || gone);
+    if (gone) {
+      notice.replaceChildren(h('span', { text: 'This account was deleted; it cannot receive messages.' }));
+    } else if (mine) {
       const unblock = h('button', { type: 'button', class: 'btn small', text: 'Unblock' });
       unblock.addEventListener('click', async () => {
         unblock.disabled = true;
