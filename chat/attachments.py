@@ -40,6 +40,8 @@ SPOOL_BUFFER_BYTES = CHUNK_BYTES  # the body goes to GridFS or a temporary file 
 # A process's first sweep looks this far back for chunks an unfinished upload left behind.
 HEADLESS_LOOKBACK = timedelta(days=7)
 ORPHAN_SWEEP_SECS = 3600.0  # how often uploads never attached are looked for
+# A file claimed this recently by a send whose message is not stored yet is left to that send.
+CLAIM_SETTLE = timedelta(minutes=10)
 
 
 def _b64(data: bytes) -> str:
@@ -397,7 +399,8 @@ class FileCommands(ConversationCommands):
     async def delete_orphans(self, older_than: timedelta = ORPHAN_AGE) -> int:
         """Delete the uploads older than that never attached to a stored message, and the chunks
         of uploads the server stopped in the middle of; how many files."""
-        deleted = []
+        found = []
+        settling = utcnow() - CLAIM_SETTLE
         for stored in await self.store.files.unattached_before(utcnow() - older_than):
             message = None
             if stored.claim is not None:
@@ -406,8 +409,9 @@ class FileCommands(ConversationCommands):
                 )
             if message is not None and message.conversation_id == stored.conversation_id:
                 await self.store.files.confirm([stored.id], message.id, message.seq)
-            else:
-                deleted.append(stored.id)
+            elif stored.claimed_at is None or stored.claimed_at < settling:
+                found.append(stored)
+        deleted = await self.store.files.take_for_sweep(found)  # a send may have claimed some
         if deleted:
             await self.store.files.delete(deleted)
         cutoff = utcnow() - older_than

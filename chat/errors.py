@@ -70,6 +70,11 @@ class Conflict(ChatError):
     status = 409
 
 
+class LengthRequired(ChatError):
+    code = "length_required"
+    status = 411
+
+
 class TooLarge(ChatError):
     code = "too_large"
     status = 413

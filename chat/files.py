@@ -44,6 +44,13 @@ _FILE_MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"ID3", "audio/mpeg"),
     (b"\x1a\x45\xdf\xa3", "video/webm"),
 )
+# Major brands of ISO base media files that are not MP4 video (the rest are: isom, mp41, ...).
+# Such photos are files here: Pillow cannot check them, so they are never shown inline.
+_FTYP_BRANDS = {
+    b"heic": "image/heic", b"heix": "image/heic", b"mif1": "image/heif", b"msf1": "image/heif",
+    b"avif": "image/avif", b"avis": "image/avif", b"qt  ": "video/quicktime",
+    b"3gp4": "video/3gpp", b"3gp5": "video/3gpp", b"3g2a": "video/3gpp2", b"M4A ": "audio/mp4",
+}  # fmt: skip
 OCTET_STREAM = "application/octet-stream"
 IMAGE_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
 
@@ -61,8 +68,8 @@ def sniff(head: bytes) -> tuple[Kind, str, str | None]:
     for magic, content_type in _FILE_MAGIC:
         if head.startswith(magic):
             return "file", content_type, None
-    if head[4:8] == b"ftyp":
-        return "file", "video/mp4", None
+    if head[4:8] == b"ftyp":  # ISO base media: the major brand says which
+        return "file", _FTYP_BRANDS.get(head[8:12], "video/mp4"), None
     return "file", OCTET_STREAM, None
 
 
@@ -167,11 +174,71 @@ def _thumbnail(frame: Image.Image) -> tuple[bytes, int, int]:
     return out.getvalue(), thumb.width, thumb.height
 
 
+# The application extensions a GIF keeps: the loop count (Netscape's, and its older twin).
+GIF_KEPT_APPLICATIONS = (b"NETSCAPE2.0", b"ANIMEXTS1.0")
+
+
+def strip_gif_metadata(src: BinaryIO, dst: BinaryIO) -> bool:
+    """Copy a (decoded, so well-formed) GIF block by block into dst without its comment
+    extensions and application extensions (XMP, ICC, editors' data) other than the loop
+    count; frames, palettes and timing pass byte for byte. Whether anything was left out
+    (when not, dst holds a copy the caller need not store)."""
+    header = src.read(13)  # signature, version, logical screen descriptor
+    dst.write(header)
+    dropped = False
+    if header[10] & 0x80:  # a global colour table
+        dst.write(src.read(3 << ((header[10] & 0x07) + 1)))
+    while introducer := src.read(1):
+        if introducer == b"\x3b":  # trailer
+            dst.write(introducer)
+            break
+        if introducer == b"\x2c":  # an image: descriptor, local colour table, LZW data
+            descriptor = src.read(9)
+            if len(descriptor) < 9:
+                raise BadFile("The image is truncated or damaged and could not be decoded.")
+            dst.write(introducer + descriptor)
+            if descriptor[8] & 0x80:
+                dst.write(src.read(3 << ((descriptor[8] & 0x07) + 1)))
+            dst.write(src.read(1))  # LZW minimum code size
+            _copy_sub_blocks(src, dst)
+            continue
+        if introducer != b"\x21":  # not a block: what follows is not part of the image
+            dst.write(b"\x3b")
+            return True
+        label = src.read(1)  # an extension: its sub-blocks, the first one read here
+        size = src.read(1)
+        data = src.read(size[0]) if size else b""
+        keep = (
+            label in (b"\xf9", b"\x01")
+            or (  # graphic control, plain text
+                label == b"\xff" and data[:11] in GIF_KEPT_APPLICATIONS
+            )
+        )
+        out = dst if keep else None
+        if out is not None:
+            out.write(introducer + label + size + data)
+        dropped = dropped or not keep
+        if size not in (b"", b"\x00"):
+            _copy_sub_blocks(src, out)
+    return dropped
+
+
+def _copy_sub_blocks(src: BinaryIO, dst: BinaryIO | None) -> None:
+    """Sub-blocks up to and including the empty one that ends them (dst None: skip them)."""
+    while size := src.read(1):
+        data = src.read(size[0])
+        if dst is not None:
+            dst.write(size + data)
+        if size == b"\x00":
+            return
+
+
 def clean_image(src: BinaryIO, fmt: str, dst: BinaryIO) -> CleanImage:
     """Decode the whole image (BadFile when it is truncated, undecodable or too large), write
-    the version to store into dst (JPEG, PNG and WebP without EXIF, XMP or comments; a JPEG
-    turned upright by its orientation; a GIF as it came, so its animation is untouched), and
-    make a thumbnail of its first frame. Synchronous: run it in an executor."""
+        the version to store into dst (JPEG, PNG and WebP without EXIF, XMP or comments; a JPEG
+        turned upright by its orientation; a GIF block for block, its comments and application data
+    other than the loop count left out, so its animation is untouched), and
+        make a thumbnail of its first frame. Synchronous: run it in an executor."""
     image = _open(src, fmt)
     try:
         frames = getattr(image, "n_frames", 1)
@@ -186,8 +253,10 @@ def clean_image(src: BinaryIO, fmt: str, dst: BinaryIO) -> CleanImage:
             raise BadFile("The image is truncated or damaged and could not be decoded.") from exc
         if fmt == "GIF":
             thumb, tw, th = _thumbnail(image.convert("RGBA"))
+            src.seek(0)
+            rewritten = strip_gif_metadata(src, dst)
             return CleanImage(
-                "image/gif", image.width, image.height, frames, thumb, tw, th, rewritten=False
+                "image/gif", image.width, image.height, frames, thumb, tw, th, rewritten=rewritten
             )
         icc = image.info.get("icc_profile")  # colours, not metadata about the person
         orientation = image.getexif().get(EXIF_ORIENTATION, 1) if fmt == "JPEG" else 1

@@ -13,7 +13,7 @@ import tornado.web
 from tornado.http1connection import HTTP1Connection
 
 from chat.attachments import Upload
-from chat.errors import ChatError, NotFound, RangeNotSatisfiable
+from chat.errors import ChatError, LengthRequired, NotFound, RangeNotSatisfiable
 from chat.files import content_disposition
 from chat.store.files import StoredFile
 from handlers.base import ApiHandler, JsonHandler
@@ -38,6 +38,10 @@ class UploadHandler(ApiHandler):
             raise tornado.web.HTTPError(405, "Method not allowed here.")
         declared = self.request.headers.get("Content-Length")
         size = int(declared) if declared and declared.isdigit() else None
+        if size is None:  # chunked: its size known only once read, past the limit maybe
+            raise LengthRequired(
+                "An upload needs a Content-Length header: send the file itself as the body."
+            )
         # Refused here (too large, too many) before a byte of the body is read.
         # The name as sent (Tornado's accessor turns control characters into spaces; the core
         # drops them, and more).
@@ -152,7 +156,9 @@ class FileHandler(JsonHandler):
         self.set_header("Accept-Ranges", "bytes")
         self.set_header("Content-Security-Policy", "sandbox")
         self.set_header("Cross-Origin-Resource-Policy", "same-origin")
-        self.set_header("Content-Disposition", content_disposition(upload.name, inline=inline))
+        # A thumbnail is WebP whatever the original was: its name says so.
+        name = target.name if variant == "thumbnail" else upload.name
+        self.set_header("Content-Disposition", content_disposition(name, inline=inline))
         if etag in _etags(self.request.headers.get("If-None-Match")):
             self.set_status(304)
             self.finish()

@@ -97,8 +97,38 @@ async def test_animated_gif_keeps_every_frame(server: RunningServer) -> None:
     got = await download(bob, att["url"])
     assert got.body == original  # a GIF is stored as it came
     assert Image.open(io.BytesIO(got.body)).n_frames == 7
-    thumb = Image.open(io.BytesIO((await download(bob, att["thumbnail_url"])).body))
+    thumb_got = await download(bob, att["thumbnail_url"])
+    assert thumb_got.headers["Content-Disposition"].endswith("dance.gif.thumbnail.webp")
+    thumb = Image.open(io.BytesIO(thumb_got.body))
     assert thumb.format == "WEBP" and getattr(thumb, "n_frames", 1) == 1
+
+
+async def test_a_gif_loses_its_comments_and_xmp_and_keeps_frames_timing_and_loop(
+    server: RunningServer,
+) -> None:
+    frames = [Image.new("RGB", (60, 40), (i * 60, 90, 200 - i * 50)) for i in range(4)]
+    out = io.BytesIO()
+    frames[0].save(out, "GIF", save_all=True, append_images=frames[1:], duration=120, loop=0,
+                   comment=b"shot at 12 Home Street")  # fmt: skip
+    plain = out.getvalue()
+    assert b"12 Home Street" in plain
+    xmp = b"\x21\xff\x0bXMP DataXMP" + b"\x10<x:xmpmeta GPS/>" + b"\x00"
+    at = plain.index(b"\x21\xf9\x04")  # before the first frame's graphic control
+    original = plain[:at] + xmp + plain[at:]
+    alice, bob, cid = await pair(server)
+    up = await uploaded(alice, original, "where.gif")
+    await send(alice, cid, "", attachments=[up["id"]])
+    att = (await bob.event("message.new"))["message"]["attachments"][0]
+    got = (await download(bob, att["url"])).body
+    assert b"Home Street" not in got and b"xmpmeta" not in got
+    assert up["size"] == len(got) < len(original) and up["sha256"] == sha256(got)
+    before, after = Image.open(io.BytesIO(original)), Image.open(io.BytesIO(got))
+    assert after.n_frames == before.n_frames == 4 and after.info["loop"] == 0
+    for n in range(4):
+        before.seek(n)
+        after.seek(n)
+        assert after.info["duration"] == 120
+        assert after.convert("RGB").tobytes() == before.convert("RGB").tobytes()
 
 
 @pytest.mark.parametrize(
@@ -259,3 +289,18 @@ async def test_chunks_of_an_upload_the_server_never_finished_are_swept_after_a_d
     assert await chunks.count_documents({"files_id": recent}) == 2
     assert await server.store.files.get(finished["id"]) is not None
     await chunks.delete_many({"files_id": recent})
+
+
+async def test_the_sweep_leaves_a_file_to_the_send_that_just_claimed_it(
+    server: RunningServer,
+) -> None:
+    alice, bob, cid = await pair(server)
+    up = await uploaded(alice, pdf(), "late.pdf")
+    # A send under way: the file is claimed for its key, the message not stored yet.
+    files = server.store.files
+    assert await files.claim([up["id"]], alice.id, "late-key", cid) == 1
+    assert await server.service.delete_orphans(older_than=timedelta(0)) == 0
+    message = await send(alice, cid, "", attachments=[up["id"]], client_msg_id="late-key")
+    assert [a["id"] for a in message["attachments"]] == [up["id"]]
+    got = await download(bob, f"/api/files/{up['id']}", auth=True)
+    assert got.status == 200 and got.body == pdf()

@@ -31,6 +31,7 @@ BUCKET = "uploads"
 CHUNK_BYTES = 1024 * 1024  # GridFS chunk: one insert per MiB (the default 255 KiB is 4 per MiB)
 ORPHANS_PER_SWEEP = 1000  # files deleted by one sweep at most (the next one goes on)
 ORPHAN_AGE = timedelta(hours=24)  # an upload never attached within this is deleted
+SWEPT = "\x00swept"  # the claim of a file the sweep is deleting (no client_msg_id is this)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +50,7 @@ class StoredFile:
     height: int | None = None
     thumbnail_id: str | None = None
     claim: str | None = None  # the client_msg_id of the message it was claimed for
+    claimed_at: datetime | None = None
     conversation_id: str | None = None
     attached: bool = False  # its message is stored
     message_id: str | None = None
@@ -85,6 +87,7 @@ def _file_from_doc(doc: dict[str, Any]) -> StoredFile:
         height=meta.get("height"),
         thumbnail_id=str(meta["thumbnail_id"]) if meta.get("thumbnail_id") else None,
         claim=meta.get("claim"),
+        claimed_at=meta.get("claimed_at"),
         conversation_id=meta.get("conversation_id"),
         attached=bool(meta.get("attached")),
         message_id=meta.get("message_id"),
@@ -262,8 +265,9 @@ class FileStore(Collections):
                     {"metadata.claim": key, "metadata.conversation_id": conversation_id},
                 ],
             },
-            {"$set": {"metadata.claim": key, "metadata.conversation_id": conversation_id}},
-        )
+            {"$set": {"metadata.claim": key, "metadata.conversation_id": conversation_id,
+                      "metadata.claimed_at": utcnow()}},
+        )  # fmt: skip
         if result.matched_count == len(oids):
             return len(oids)
         return await self._files.count_documents(
@@ -318,6 +322,21 @@ class FileStore(Collections):
             limit=ORPHANS_PER_SWEEP,
         )
         return [_file_from_doc(doc) async for doc in cursor]
+
+    @translated
+    async def take_for_sweep(self, found: Sequence[StoredFile]) -> list[str]:
+        """Of the orphans the sweep found, the ones still as it found them (not claimed or
+        attached since), marked so that no send can claim them any more: the ids to delete."""
+        taken = []
+        for stored in found:
+            result = await self._files.update_one(
+                {"_id": ObjectId(stored.id), "metadata.claim": stored.claim,
+                 "metadata.attached": {"$ne": True}},
+                {"$set": {"metadata.claim": SWEPT, "metadata.conversation_id": None}},
+            )  # fmt: skip
+            if result.modified_count:
+                taken.append(stored.id)
+        return taken
 
     @translated
     async def delete_headless_chunks(self, since: datetime, before: datetime) -> int:
