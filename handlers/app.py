@@ -84,7 +84,7 @@ def make_app(
         (r"/api/files/([^/]+)", FileHandler, deps),
         (r"/api/files/([^/]+)/(thumbnail)", FileHandler, deps),
         (r"/api/.*", ApiNotFoundHandler, deps),
-        (r"/", IndexHandler),
+        (r"/", IndexHandler, {"max_upload_bytes": service.settings.max_upload_bytes}),
     ]
     return tornado.web.Application(
         routes,

@@ -45,6 +45,10 @@ class StaticHandler(tornado.web.StaticFileHandler):
 class IndexHandler(tornado.web.RequestHandler):
     """GET /: the single-page client."""
 
+    def initialize(self, max_upload_bytes: int) -> None:
+        # Stated in the page so the client can refuse a file too large before uploading it.
+        self.max_upload_bytes = max_upload_bytes
+
     def get(self) -> None:
         import_map = self.import_map()
         digest = base64.b64encode(hashlib.sha256(import_map.encode()).digest()).decode()
@@ -56,7 +60,7 @@ class IndexHandler(tornado.web.RequestHandler):
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Referrer-Policy", "no-referrer")
         self.set_header("Cache-Control", "no-cache")  # the page names the current static versions
-        self.render("index.html", import_map=import_map)
+        self.render("index.html", import_map=import_map, max_upload_bytes=self.max_upload_bytes)
 
     def import_map(self) -> str:
         """Maps every module's plain URL to its versioned one.

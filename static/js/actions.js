@@ -3,6 +3,7 @@
 
 import { ApiError, path } from './api.js';
 import { toast } from './dom.js';
+import { uploadFile } from './files.js';
 import { OutboxActions } from './outbox.js';
 import { noteGroupEvent } from './system.js';
 
@@ -483,6 +484,11 @@ export class Actions extends OutboxActions {
       this.readSent.delete(conversationId);
       if (![401, 403, 404].includes(err.status)) toast(`Could not mark as read: ${err.message}`, 'error');
     }
+  }
+
+  /** Upload one file for a message to come: the server's upload object (files.js). */
+  upload(file, options) {
+    return uploadFile(this.api, file, options);
   }
 
   /** Tell the others we are typing, at most every few seconds. */

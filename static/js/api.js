@@ -78,25 +78,68 @@ export class Api {
     } catch {
       data = null;
     }
-    if (!response.ok) {
-      const e = (data && data.error) || {};
-      const err = new ApiError(
-        response.status,
-        e.code || `http_${response.status}`,
-        e.message || `The request failed (${response.status}).`,
-        e.field || null,
-        response.headers.get('Retry-After'),
-      );
-      // Only the token in use when the request left counts: a newer sign-in is not undone. A
-      // wrong password given to prove who one is (invalid_credentials) leaves the session be.
-      const sessionRefused = response.status === 401 && e.code !== 'invalid_credentials';
-      if (sessionRefused && token && token === this.token && !PUBLIC_PATHS.has(path)) {
-        this.onUnauthorized?.(err);
-      }
-      throw err;
-    }
+    if (!response.ok) throw this.failure(response.status, data, response.headers.get('Retry-After'), token, path);
     if (data === null) throw new ApiError(response.status, 'bad_response', 'The server sent an unreadable answer.');
     return data;
+  }
+
+  /** The ApiError of an answer that is not 2xx; a 401 to a signed-in request signs out. */
+  failure(status, data, retryAfter, token, path) {
+    const e = (data && data.error) || {};
+    const err = new ApiError(
+      status,
+      e.code || `http_${status}`,
+      e.message || `The request failed (${status}).`,
+      e.field || null,
+      retryAfter,
+    );
+    // Only the token in use when the request left counts: a newer sign-in is not undone. A
+    // wrong password given to prove who one is (invalid_credentials) leaves the session be.
+    const sessionRefused = status === 401 && e.code !== 'invalid_credentials';
+    if (sessionRefused && token && token === this.token && !PUBLIC_PATHS.has(path)) {
+      this.onUnauthorized?.(err);
+    }
+    return err;
+  }
+
+  /**
+   * POST a file as the raw body (XMLHttpRequest: fetch has no upload progress).
+   * `onProgress(sent, total)` as it goes; `signal` aborts it (rejects with an AbortError).
+   * Resolves with the parsed JSON, rejects with ApiError like request().
+   */
+  upload(path, query, blob, { onProgress, signal } = {}) {
+    const url = `${path}?${new URLSearchParams(query)}`;
+    const token = this.token;
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open('POST', url);
+      xhr.setRequestHeader('Accept', 'application/json');
+      xhr.setRequestHeader('Content-Type', 'application/octet-stream'); // the server sniffs the bytes
+      if (token) xhr.setRequestHeader('Authorization', `Bearer ${token}`);
+      xhr.upload.addEventListener('progress', (event) => onProgress?.(event.loaded, event.total || blob.size));
+      const aborted = () => reject(new DOMException('The upload was cancelled.', 'AbortError'));
+      const onAbort = () => xhr.abort();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      xhr.addEventListener('abort', aborted);
+      xhr.addEventListener('error', () => reject(new ApiError(0, 'network', 'Cannot reach the server. Check your connection.')));
+      xhr.addEventListener('load', () => {
+        signal?.removeEventListener('abort', onAbort);
+        let data = null;
+        try {
+          data = xhr.responseText ? JSON.parse(xhr.responseText) : {};
+        } catch {
+          data = null;
+        }
+        if (xhr.status < 200 || xhr.status >= 300) reject(this.failure(xhr.status, data, xhr.getResponseHeader('Retry-After'), token, path));
+        else if (data === null) reject(new ApiError(xhr.status, 'bad_response', 'The server sent an unreadable answer.'));
+        else resolve(data);
+      });
+      if (signal?.aborted) {
+        aborted();
+        return;
+      }
+      xhr.send(blob);
+    });
   }
 
   get(path, query, options = {}) {

@@ -3,6 +3,8 @@
 // beep; both can be turned off (Settings, kept in localStorage). The page title carries the
 // total unread count: "(3) Chat".
 
+import { previewText } from './files.js';
+
 const PREFS_KEY = 'chat.notify';
 const DEFAULT_PREFS = { desktop: true, sound: true };
 const BEEP_SECS = 0.18;
@@ -98,7 +100,7 @@ export class Notifier {
     }
     if (!title) return;
     this.notified.add(m.id);
-    this.announce(title, m.body || '', conv.id);
+    this.announce(title, previewText(m), conv.id);
   }
 
   announce(title, body, conversationId) {

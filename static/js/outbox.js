@@ -1,7 +1,7 @@
 // Sending messages: what the user wrote waits in an outbox (kept in localStorage per user,
-// across a reload) and goes out one at a time, in order, with its client_msg_id, until the
-// server has stored it. The base of Actions (actions.js), whose store, api and realtime it
-// uses; acceptMessage and noteBlockedIn are Actions' own.
+// across a reload) and goes out one at a time, in order, with its client_msg_id (and the ids
+// of its uploaded files), until the server has stored it. The base of Actions (actions.js),
+// whose store, api and realtime it uses; acceptMessage and noteBlockedIn are Actions' own.
 
 import { ApiError, path } from './api.js';
 import { toast } from './dom.js';
@@ -32,12 +32,13 @@ export class OutboxActions {
    * Show at once as pending and put it in the outbox; the outbox sends it (in order, after
    * what is already waiting) and the server's copy replaces it (same client_msg_id).
    */
-  sendMessage(conversationId, body) {
+  sendMessage(conversationId, body, attachments = []) {
     const timeline = this.store.timeline(conversationId);
     const clientMsgId = newClientMsgId();
     timeline.pending.set(clientMsgId, {
       client_msg_id: clientMsgId,
       body,
+      attachments, // the uploads (files.js): their ids go with the message
       state: 'sending',
       created_at: new Date().toISOString(),
       order: this.nextOrder(),
@@ -90,6 +91,7 @@ export class OutboxActions {
       conversation_id: conversationId,
       client_msg_id: p.client_msg_id,
       body: p.body,
+      attachments: p.attachments?.length ? p.attachments : undefined,
       created_at: p.created_at,
       order: p.order,
       failed: p.state === 'failed' ? p.error || 'Not sent' : null,
@@ -120,6 +122,7 @@ export class OutboxActions {
       timeline.pending.set(e.client_msg_id, {
         client_msg_id: e.client_msg_id,
         body: e.body,
+        attachments: Array.isArray(e.attachments) ? e.attachments.filter((a) => a && typeof a.id === 'string') : [],
         created_at: e.created_at || new Date().toISOString(),
         order: Number(e.order) || this.nextOrder(),
         state: e.failed ? 'failed' : 'queued',
@@ -214,10 +217,9 @@ export class OutboxActions {
     const session = this.session;
     try {
       // Every attempt sends the same client_msg_id: the server returns the stored copy, never a second.
-      const reply = await this.api.post(path`/api/conversations/${conversationId}/messages`, {
-        body: pending.body,
-        client_msg_id: clientMsgId,
-      });
+      const payload = { body: pending.body, client_msg_id: clientMsgId };
+      if (pending.attachments?.length) payload.attachments = pending.attachments.map((a) => a.id);
+      const reply = await this.api.post(path`/api/conversations/${conversationId}/messages`, payload);
       if (session === this.session) this.acceptMessage(reply.message); // not into the next user's state
       return 'sent';
     } catch (err) {

@@ -1,11 +1,14 @@
-// The open conversation: history with scroll-back, pending sends, receipts, typing, the composer.
+// The open conversation: history with scroll-back, pending sends, receipts, typing, the composer
+// (its attachments and the image viewer: views/files.js).
 
 import { $, avatar, confirmAction, h, hueOf, setFieldError } from '../dom.js';
 import { dayKey, dayLabel, fullTime, parseTime, presenceText, timeOfDay } from '../format.js';
+import { renderAttachments } from '../files.js';
 import { renderMarkup } from '../markup.js';
 import { rememberGroups, systemLines } from '../system.js';
 import { checkBody } from '../validation.js';
 import { setupEmojiPicker } from './emoji.js';
+import { setupComposerFiles, setupViewer } from './files.js';
 
 const LOAD_OLDER_WITHIN_PX = 150; // start loading older messages this close to the top
 const AT_BOTTOM_PX = 48; // closer than this to the bottom counts as "following" new messages
@@ -23,6 +26,8 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
   let seenSeq = null; // the newest message of the others seen at the bottom (for the pill)
   let placedAt = 0; // scrollTop when `following` was last decided
   const emojiPicker = setupEmojiPicker({ input }); // its button goes before the message box
+  const files = setupComposerFiles({ actions, input, current: () => current, onReady: (id) => id === current && send({ auto: true }) });
+  const viewer = setupViewer(list);
 
   // -- header ---------------------------------------------------------------------------------
 
@@ -177,7 +182,8 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
   function signature(item) {
     if (item.kind !== 'msg') return `${item.kind}|${item.label}`;
     const { m } = item;
-    return JSON.stringify([m.id, m.body, item.state, item.delivery, item.label, item.showSender, item.groupStart, store.nameOf(item.sender)]);
+    const fileIds = (m.attachments || []).map((a) => a.id);
+    return JSON.stringify([m.id, m.body, fileIds, item.state, item.delivery, item.label, item.showSender, item.groupStart, store.nameOf(item.sender)]);
   }
 
   function renderItem(item, conv) {
@@ -221,8 +227,9 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
         dataset: { state, delivery: item.delivery, seq: m.seq ?? '', sender: m.sender_id ?? store.me?.id ?? '' },
       },
       item.showSender ? h('span', { class: 'sender', text: store.nameOf(m.sender_id), style: { '--hue': hueOf(store.nameOf(m.sender_id)) } }) : null,
+      m.attachments?.length ? renderAttachments(m.attachments) : null,
       // Message text is text: renderMarkup builds links and formatting as nodes, never HTML.
-      h('div', { class: 'bubble' }, renderMarkup(m.body)),
+      m.body ? h('div', { class: 'bubble' }, renderMarkup(m.body)) : null,
       meta,
     );
   }
@@ -448,11 +455,20 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
     input.style.height = `${Math.min(input.scrollHeight + 2, COMPOSER_MAX_PX)}px`;
   }
 
-  function send() {
-    const problem = checkBody(input.value);
+  /** Send what the composer holds; with files still uploading, once they are done (`auto`). */
+  function send({ auto = false } = {}) {
+    if (files.busy(current)) {
+      files.sendWhenReady(current);
+      return;
+    }
+    const uploads = files.uploads(current);
+    // Files cancelled while the send waited, and nothing typed: nothing to send, no error.
+    if (auto && !uploads.length && !input.value.trim()) return;
+    const problem = uploads.length && !input.value.trim() ? '' : checkBody(input.value);
     setFieldError(input, problem);
     if (problem) return;
-    actions.sendMessage(current, input.value.trim());
+    actions.sendMessage(current, input.value.trim(), uploads);
+    files.clear(current);
     input.value = '';
     drafts.delete(current);
     fitComposer();
@@ -488,6 +504,7 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
       $('chat-pane').hidden = false;
       if (changed) {
         emojiPicker.close();
+        viewer.close();
         if (current !== null) drafts.set(current, input.value);
         list.replaceChildren();
         following = true;
@@ -505,11 +522,13 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
       renderComposer();
       renderMessages();
       renderTyping();
+      files.render();
       await actions.showConversation(conversationId);
       if (current === conversationId) renderMessages();
     },
     hide() {
       emojiPicker.close();
+      viewer.close();
       if (current !== null) drafts.set(current, input.value);
       current = null;
       unread = null;
@@ -524,6 +543,7 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
     /** Sign-out: nothing typed by this user may stay for the next one. */
     reset() {
       this.hide();
+      files.reset();
       drafts.clear();
       input.value = '';
     },

@@ -3,6 +3,7 @@
 
 import { path } from '../api.js';
 import { $, avatar, h, renderKeyed, toast, withBusy } from '../dom.js';
+import { previewText } from '../files.js';
 import { parseTime, shortWhen } from '../format.js';
 
 export function setupPrivacy({ api, store, actions, openConversation }) {
@@ -13,7 +14,7 @@ export function setupPrivacy({ api, store, actions, openConversation }) {
   }
 
   function previewOf(conv) {
-    return conv.last_message ? conv.last_message.body.replace(/\s+/g, ' ') : 'No messages yet';
+    return conv.last_message ? previewText(conv.last_message) : 'No messages yet';
   }
 
   function renderList() {

@@ -1,6 +1,7 @@
 // The sidebar: who I am, the live transport, conversations, people, friend requests.
 
 import { $, avatar, confirmAction, dot, h, renderKeyed, setFieldError, setupTabs, toast, withBusy } from '../dom.js';
+import { previewText } from '../files.js';
 import { parseTime, presenceText, shortWhen } from '../format.js';
 import { checkFriendCode, normalizeFriendCode } from '../validation.js';
 
@@ -59,7 +60,7 @@ export function setupSidebar({ store, actions, openConversation }) {
     const m = conv.last_message;
     if (!m) return conv.kind === 'group' ? 'Group created' : 'No messages yet';
     const who = m.sender_id === store.me?.id ? 'You' : conv.kind === 'group' ? store.nameOf(m.sender_id) : '';
-    const text = m.body.replace(/\s+/g, ' ');
+    const text = previewText(m);
     return who ? `${who}: ${text}` : text;
   }
 
