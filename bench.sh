@@ -5,6 +5,7 @@
 #   ./bench.sh compare         this server beside bare Tornado and python-socketio
 #   ./bench.sh soak            the soak test (exits 1 on any loss, duplicate or reordering)
 #   ./bench.sh uploads         attachments: MiB/s beside raw GridFS, chat latency while uploading
+#   ./bench.sh metrics         what the Prometheus counters cost per message
 #   ./bench.sh search -- --users 20000   options for the named benchmarks
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("realtime", "messaging", "search", "compare", "soak", "uploads")
+BENCHMARKS = ("realtime", "messaging", "search", "compare", "soak", "uploads", "metrics")
 DEFAULT = ("realtime", "messaging", "search")
 
 

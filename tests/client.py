@@ -12,6 +12,26 @@ from typing import Any
 import tornado.httpclient
 import tornado.websocket
 
+# Every token and queue id the tests' clients saw, for the suite-wide scan of the logs
+# (tests/conftest.py): none of them may appear in any log line of the run.
+SECRETS: set[str] = set()
+SECRET_KEYS = ("token", "queue_id")
+
+
+def note_secrets(value: Any, depth: int = 0) -> None:
+    """Remember the tokens and queue ids in a reply or frame (a few levels deep)."""
+    if depth > 3:
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in SECRET_KEYS and isinstance(item, str) and len(item) >= 16:
+                SECRETS.add(item)
+            elif isinstance(item, dict | list):
+                note_secrets(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value[:50]:
+            note_secrets(item, depth + 1)
+
 
 @dataclasses.dataclass
 class Response:
@@ -75,6 +95,9 @@ class ApiClient:
             parsed: Any = json.loads(text) if text else None
         except json.JSONDecodeError:
             parsed = text
+        if bearer:
+            SECRETS.add(bearer)
+        note_secrets(parsed)
         return Response(response.code, parsed, dict(response.headers))
 
     async def get(self, path: str, **kwargs: Any) -> Response:
@@ -141,6 +164,8 @@ class WsClient:
         if raw is None:
             return None
         frame: dict[str, Any] = json.loads(raw)
+        if frame.get("type") == "hello":
+            note_secrets(frame)
         return frame
 
     async def next_frame(self, kind: str | None = None, timeout: float = 5.0) -> dict[str, Any]:
@@ -174,6 +199,7 @@ class WsClient:
             self.frames.append(frame)
 
     async def auth(self, token: str, **resume: Any) -> dict[str, Any]:
+        SECRETS.add(token)
         """Send the auth frame and return the hello."""
         await self.send({"type": "auth", "token": token, **resume})
         return await self.next_frame("hello")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
+import re
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -23,13 +25,57 @@ from chat.store import Store
 from handlers.app import make_app
 from server import tls_context
 from tests.certs import Certificates
-from tests.client import OPEN_CLIENTS, ApiClient
+from tests.client import OPEN_CLIENTS, SECRETS, ApiClient
 
 TEST_SECRET = "test-secret-" + "x" * 40
 TEST_BCRYPT_ROUNDS = 4  # the minimum: tests register hundreds of users; production uses 12
 # Every test user signs up from 127.0.0.1: the per-address sign-up limit (tested on its own in
 # test_signin_limits) would otherwise stop a test that builds a crowd.
 TEST_SIGNUPS_PER_ADDRESS = 100_000
+TEST_PASSWORDS = ("correct horse",)  # tests/client.py's default, which most users sign up with
+
+
+class LogLines(logging.Handler):
+    """Every log line (INFO and up) of the run: the in-process servers and the tests."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(f"{record.name}: {record.getMessage()}")
+        except Exception:
+            self.lines.append(f"{record.name}: {record.msg!r} {record.args!r}")
+
+
+_SECRET_SHAPES = re.compile(r"[\w-]+\.[\w-]+\.[\w-]+|[\w-]{16,}")  # JWTs; urlsafe tokens
+
+
+def leaked_lines(lines: list[str], secrets: set[str], passwords: tuple[str, ...]) -> list[str]:
+    """The lines that show a token or queue id the clients saw, or a test password."""
+    return [
+        line
+        for line in lines
+        if any(p in line for p in passwords)
+        or any(m in secrets for m in _SECRET_SHAPES.findall(line))
+    ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log_line() -> Iterator[None]:
+    """The whole run's server log lines are kept; at the end, none may show a token, a queue
+    id or a password (issue 20). The failure is reported as an error of the last test."""
+    handler = LogLines()
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    yield
+    root.removeHandler(handler)
+    root.setLevel(level)
+    leaked = leaked_lines(handler.lines, SECRETS, TEST_PASSWORDS)
+    assert not leaked, f"{len(leaked)} log lines show a secret, e.g. {leaked[:3]}"
 
 
 @pytest.fixture(autouse=True)

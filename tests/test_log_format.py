@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.client import ApiClient
+from tests.client import SECRETS, ApiClient, WsClient
+from tests.conftest import TEST_PASSWORDS, RunningServer, leaked_lines
 from tests.exchange import chat_exchange
 from tests.test_logs import logged_server
 
@@ -98,3 +99,21 @@ async def test_a_trusted_proxy_names_the_request_id(database_uri: str, tmp_path:
     ]
     assert "0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c" in ids
     assert plain.headers["X-Request-Id"] in ids
+
+
+async def test_the_suite_wide_scan_catches_a_token_a_queue_id_and_a_password(
+    server: RunningServer,
+) -> None:
+    # conftest.no_secret_in_any_log_line fails the run on such lines; here is what it finds.
+    api = ApiClient(server.base_url)
+    token = (await api.register("leaky"))["token"]
+    ws = await WsClient.connect(server.ws_url)
+    queue_id = (await ws.auth(token))["queue_id"]
+    assert {token, queue_id} <= SECRETS
+    lines = [
+        f"tornado.access: 200 GET /ws?token={token} (127.0.0.1)",
+        f"chat.events: queue {queue_id} resumed",
+        "handlers.base: body {'password': 'correct horse'}",
+        "tornado.access: 200 GET /api/events?queue_id=*** (127.0.0.1)",
+    ]
+    assert leaked_lines(lines, SECRETS, TEST_PASSWORDS) == lines[:3]
