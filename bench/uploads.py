@@ -9,11 +9,12 @@ Against one server process and one database (embedded, on disk, unless --mongo-u
   time, POST /api/uploads -> MiB/s; the peer is pymongo's AsyncGridFSBucket
   `upload_from_stream` of the same bytes with the same chunk size, in this process, on the
   same database, measured in the same run;
-- download: GET /api/files/{id} of each upload with the uploader's token -> MiB/s; the peer
-  is `open_download_stream(...).read()`;
+- download: GET /api/files/{id} of each upload with the uploader's token, the bytes counted
+  as they arrive -> MiB/s; the peer is `open_download_stream(...).read()`;
 - latency: a sender posts a message every --interval-ms to a group and the other member
   notes when message.new arrives over its WebSocket, for --seconds without uploads, then for
-  as long again while --uploaders clients each upload --mib MiB files back to back;
+  as long again while --uploaders clients each upload --mib MiB files back to back (from a
+  process of their own: pushing the bytes would slow this process's probe otherwise);
   p50 and p99 of both, and their ratio.
 
 The goals (issue 16): upload and download >= 0.8x the raw bucket; p99 with uploads within 2x
@@ -25,11 +26,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import tempfile
 import time
 import uuid
 from collections.abc import Sequence
+from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 
 import tornado.escape
@@ -64,17 +68,25 @@ async def post_upload(base_url: str, account: Account, data: bytes, name: str) -
 
 
 async def get_file(base_url: str, account: Account, file_id: str) -> int:
-    """One download through the product's endpoint; the bytes received."""
+    """One download through the product's endpoint; the bytes received (counted as they
+    come, as a browser writes them to disk, not gathered into one body)."""
+    received = 0
+
+    def take(data: bytes) -> None:
+        nonlocal received
+        received += len(data)
+
     client = tornado.httpclient.AsyncHTTPClient(force_instance=True)
     try:
-        response = await client.fetch(
+        await client.fetch(
             f"{base_url}/api/files/{file_id}",
             headers={"Authorization": f"Bearer {account.token}"},
             request_timeout=300,
+            streaming_callback=take,
         )
     finally:
         client.close()
-    return len(response.body)
+    return received
 
 
 async def bench_server_transfer(
@@ -148,15 +160,25 @@ async def measure_latency(
     return [x * 1000 for x in got], sent - len(got)
 
 
-async def upload_loop(
-    server: ServerProcess, account: Account, data: bytes, stop: asyncio.Event
-) -> int:
-    """Upload the same bytes back to back until stop; how many uploads finished."""
-    done = 0
-    while not stop.is_set():
-        await post_upload(server.base_url, account, data, f"load-{done}.bin")
-        done += 1
-    return done
+def upload_worker(
+    base_url: str, tokens: list[str], mib: int, stop: EventType, done: Synchronized[int]
+) -> None:
+    """In a process of its own (so that pushing the bytes does not slow the latency probe's
+    loop): each token uploads mib MiB back to back until stop; done counts the uploads."""
+    data = os.urandom(mib * MIB)
+
+    async def one(account: Account) -> None:
+        n = 0
+        while not stop.is_set():
+            await post_upload(base_url, account, data, f"load-{n}.bin")
+            n += 1
+            with done.get_lock():
+                done.value += 1
+
+    async def every() -> None:
+        await asyncio.gather(*(one(Account("", t)) for t in tokens))
+
+    asyncio.run(every())
 
 
 async def run(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -190,14 +212,20 @@ async def run(args: argparse.Namespace) -> list[tuple[str, str]]:
             quiet, quiet_lost = await measure_latency(
                 http, sender, conversation_id, deliveries, args.seconds, interval
             )
-            stop = asyncio.Event()
-            data = payloads[0]
-            loaders = [asyncio.create_task(upload_loop(server, u, data, stop)) for u in uploaders]
+            spawn = multiprocessing.get_context("spawn")
+            stop, done = spawn.Event(), spawn.Value("i", 0)
+            worker = spawn.Process(
+                target=upload_worker,
+                args=(server.base_url, [u.token for u in uploaders], args.mib, stop, done),
+            )
+            worker.start()
+            await asyncio.sleep(1.0)  # the worker started and its uploads are under way
             busy, busy_lost = await measure_latency(
                 http, sender, conversation_id, deliveries, args.seconds, interval
             )
             stop.set()
-            uploads_done = sum(await asyncio.gather(*loaders))
+            await asyncio.to_thread(worker.join, 300)
+            uploads_done = done.value
             reader.cancel()
             q99, b99 = percentile(quiet, 99), percentile(busy, 99)
             rows += [
