@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from chat.auth import PasswordHasher, TokenCodec
-from chat.broker import Bus, LocalBus
+from chat.broker import Bus, LocalBus, SharedQueues
 from chat.config import Settings
 from chat.errors import NotFound, Unauthorized
 from chat.events import Event, QueueRegistry
@@ -79,6 +79,8 @@ class ServiceBase:
 
     registry: QueueRegistry  # every client's event queue: publish here after storing
     presence: Presence
+    # The queues when they are in Redis (then also the registry); None in one process.
+    shared_queues: SharedQueues | None = None
 
     def __init__(
         self, settings: Settings, store: Store, hasher: PasswordHasher, tokens: TokenCodec
@@ -101,8 +103,8 @@ class ServiceBase:
     def publish(self, user_ids: Iterable[str], event: Event) -> None:
         """Push the event to every open queue of these users (after it is stored), here and,
         through the bus, in the other processes."""
-        if not self.bus.shared:
-            self.registry.publish(user_ids, event)
+        if not self.bus.shared or self.shared_queues is not None:
+            self.registry.publish(user_ids, event)  # with shared queues, to Redis
             return
         if not isinstance(user_ids, (list, tuple, set, frozenset)):
             user_ids = list(user_ids)  # read twice
@@ -164,7 +166,12 @@ class ServiceBase:
             if principal is None:
                 raise Unauthorized("Sign in first.")
             self.session_used(principal, address)
-            return await cmd.fn(principal, data)
+            reply = await cmd.fn(principal, data)
+            if self.shared_queues is not None:
+                # The reply then means the command's events are in their queues: a process
+                # killed right after answering loses none of them.
+                await self.shared_queues.settled()
+            return reply
         finally:
             CLIENT.reset(token)
 

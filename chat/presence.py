@@ -360,7 +360,9 @@ class InMemoryPresence:
         except Exception:
             logger.exception("publishing presence failed for user %s", user_id)
 
-    async def _publish(self, event: Event) -> None:
+    async def _publish(self, event: Event, *, to_audience: bool = True) -> None:
+        """Deliver to the audience's queues (unless another process did) and to the queues
+        here that subscribed to the user."""
         user_id: str = event["user_id"]
         registry = self._registry
         try:
@@ -370,7 +372,8 @@ class InMemoryPresence:
             logger.exception("computing the presence audience failed for user %s", user_id)
             audience = frozenset()
         # The audience callback already excludes blocked pairs.
-        registry.publish(audience, event)
+        if to_audience:
+            registry.publish(audience, event)
 
         # Snapshot: subscriptions can change while the block checks are awaited.
         by_subscriber: dict[str, list[str]] = {}

@@ -78,9 +78,27 @@ class RealtimeCommands(AccountCommands):
             book=book,
             bus=self.bus,
             beat_secs=settings.presence_beat_secs,
+            queues_shared=self.shared_queues is not None,
         )
         await presence.start()
         self.presence = presence
+
+    async def share_queues(self, url: str, origin: str) -> None:
+        """Several processes: the event queues in Redis (chat/broker/redis_queues.py) in place
+        of this process's registry (called before any queue exists, before share_presence)."""
+        from chat.broker.redis_queues import RedisQueueRegistry  # only with Redis
+
+        settings = self.settings
+        registry = RedisQueueRegistry(
+            url,
+            origin,
+            max_events=settings.queue_max_events,
+            grace_secs=settings.queue_grace_secs,
+        )
+        await registry.start()
+        self.registry = registry
+        self.shared_queues = registry
+        self.metrics.queue_count = registry.__len__
 
     def presence_elsewhere(self, payload: Any) -> None:
         """Another process announced a presence transition (the bus)."""
@@ -117,28 +135,38 @@ class RealtimeCommands(AccountCommands):
             self._sweeper = None
         self.presence.close()
         await self.last_seen_writes.close()
+        if self.shared_queues is not None:
+            await self.shared_queues.close()
 
     async def _store_last_seen_many(self, times: dict[str, datetime]) -> None:
         await self.store.users.set_last_seen_many(times)
         for user_id, when in times.items():  # the one field of a user that changes
             self.known_users.update(user_id, functools.partial(dataclasses.replace, last_seen=when))
 
-    def open_queue(
+    async def open_queue(
         self, principal: Principal, queue_id: Any, epoch: Any, last_event_id: Any
     ) -> tuple[EventQueue, bool, int]:
         """Resume the client's queue if it can serve every event after the cursor, else a new
-        one; returns (queue, resumed, cursor). A resumed cursor acknowledges up to itself."""
+        one; returns (queue, resumed, cursor). A resumed cursor acknowledges up to itself.
+        With the queues in Redis, a ChatError (503) when Redis cannot be reached."""
         cursor = last_event_id
         if isinstance(cursor, str):  # from a WebSocket URL
             cursor = int_from_text(cursor)
         if isinstance(cursor, bool) or not isinstance(cursor, int) or cursor < 0:
             cursor = 0
+        queue_id = queue_id if isinstance(queue_id, str) and queue_id else None
+        epoch = epoch if isinstance(epoch, str) and epoch else None  # "" (an empty arg) = none
+        if self.shared_queues is not None:
+            return await self.shared_queues.open(
+                principal.user_id,
+                principal.session_id,
+                queue_id,
+                epoch,
+                cursor,
+                self.settings.max_queues_per_user,
+            )
         queue = self.registry.find_resumable(
-            principal.user_id,
-            principal.session_id,
-            queue_id if isinstance(queue_id, str) and queue_id else None,
-            epoch if isinstance(epoch, str) and epoch else None,  # "" (an empty query arg) = none
-            cursor,
+            principal.user_id, principal.session_id, queue_id, epoch, cursor
         )
         if queue is None:
             live, frees_in = self.registry.live_count(principal.user_id)

@@ -58,6 +58,9 @@ class ChatService(SelfServiceCommands):
                 await asyncio.wait_for(bus.start(self.bus_handlers()), BUS_CONNECT_SECS)
                 self.bus = bus
                 self.share_limits(bus.redis)
+                await asyncio.wait_for(
+                    self.share_queues(self.settings.redis_url, bus.origin), BUS_CONNECT_SECS
+                )
                 book = bus.presence_book(self.settings.presence_alive_secs)
                 await asyncio.wait_for(self.share_presence(book), BUS_CONNECT_SECS)
             except (TimeoutError, ConnectionError, RedisError, OSError) as exc:

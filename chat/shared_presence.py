@@ -33,15 +33,24 @@ TOPIC = "presence"
 class SharedPresence(InMemoryPresence):
     """InMemoryPresence whose transitions are decided by the shared book."""
 
-    __slots__ = ("_beat_secs", "_beater", "_book", "_bus", "_held", "_versions")
+    __slots__ = ("_beat_secs", "_beater", "_book", "_bus", "_held", "_queues_shared", "_versions")
 
     def __init__(
-        self, *args: Any, book: PresenceBook, bus: Bus, beat_secs: float, **kwargs: Any
+        self,
+        *args: Any,
+        book: PresenceBook,
+        bus: Bus,
+        beat_secs: float,
+        queues_shared: bool = False,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self._book = book
         self._bus = bus
         self._beat_secs = beat_secs
+        # Queues in Redis: the announcing process's publish reached every queue of the
+        # audience already; the others only serve the presence subscriptions they hold.
+        self._queues_shared = queues_shared
         self._held: set[str] = set()  # users this process holds in the book
         self._versions: dict[str, int] = {}  # the last transition known of each user
         self._beater: asyncio.Task[None] | None = None
@@ -133,7 +142,8 @@ class SharedPresence(InMemoryPresence):
 
     async def _publish_here(self, user_id: str, status: Status, last_seen: datetime | None) -> None:
         try:
-            await self._publish(presence_event(user_id, status, last_seen))
+            event = presence_event(user_id, status, last_seen)
+            await self._publish(event, to_audience=not self._queues_shared)
         except Exception:
             log.exception("publishing presence failed for user %s", user_id)
 

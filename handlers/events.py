@@ -30,7 +30,7 @@ class LongPollHandler(ApiHandler):
         last_event_id = get_int(args, "last_event_id", default=0)
         timeout = get_int(args, "timeout", default=DEFAULT_POLL_SECS, maximum=MAX_POLL_SECS)
         assert last_event_id is not None and timeout is not None
-        queue, resumed, cursor = self.service.open_queue(
+        queue, resumed, cursor = await self.service.open_queue(
             self.principal, args.get("queue_id"), args.get("epoch"), last_event_id
         )
         if not resumed:

@@ -31,7 +31,7 @@ CLOSE_UNAUTHORIZED = 4401  # no, bad or revoked token; auth timeout; session end
 CLOSE_REPLACED = 4409  # another connection (or long-polling) took this queue over
 CLOSE_QUEUE_LOST = 4410  # the queue was dropped (overflow): reconnect, hello says resumed false
 CLOSE_POLICY = 1008  # kept flooding after being told to slow down
-CLOSE_TRY_AGAIN = 1013  # the database could not be reached while signing the socket in
+CLOSE_TRY_AGAIN = 1013  # the database (or the queues' Redis) could not be reached at sign-in
 CLOSE_INTERNAL = 1011  # an unexpected failure writing events
 CLOSE_GOING_AWAY = 1001  # the server is shutting down: reconnect and resume
 CLOSE_SLOW_CONSUMER = 4413  # more than max_socket_buffer_bytes sent and not taken by the client
@@ -452,13 +452,19 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         self.principal = principal
         USER_ID.set(principal.user_id)
         try:
-            queue, resumed, cursor = self.service.open_queue(
+            queue, resumed, cursor = await self.service.open_queue(
                 principal, frame.get("queue_id"), frame.get("epoch"), frame.get("last_event_id")
             )
         except RateLimited:
             self.service.metrics.refused(WEBSOCKET)
             self.close(CLOSE_TOO_MANY, "too many event queues for this user")
             return
+        except ChatError as exc:
+            # The queues are in a Redis that cannot be reached now (queues_unavailable).
+            self.close(CLOSE_TRY_AGAIN, exc.code)
+            return
+        if self._gone():
+            return  # left while the queue was opened (in Redis): nothing to attach
         if principal.expires_at is not None:
             left = (principal.expires_at - datetime.now(UTC)).total_seconds()
             self.session_timer = asyncio.get_running_loop().call_later(

@@ -6,21 +6,25 @@ notice it would send is already acted on here. With --redis-url the processes sh
 at once, in the order it was published. Topics:
 
 - "events": [user ids, event]: an event published here, for the queues of those users held by
-  the other processes (every message, receipt, typing, group and friend event);
+  the other processes (every message, receipt, typing, group and friend event). Not used when
+  the queues themselves are in Redis (chat/broker/redis_queues.py, with --redis-url): events
+  are appended to them there, and a process learns of them through the queues' own channel;
 - "presence": a user's presence changed (chat/shared_presence.py);
 - "session.ended", "blocks.changed": what a process would otherwise learn only when its caches
   expire (settings.session_check_secs for a session);
 - "bus.gap" (GAP): this process may have missed notices (see chat/broker/redis.py).
 
-Event queues themselves stay in the process that made them: a client resumes on the process
-that holds its queue, and elsewhere it starts a new one (resumed: false) and reads the state
-again (../shared/PROTOCOL.md section 12 asks for queues in Redis; not built yet).
+With --redis-url the event queues are in Redis too (SharedQueues, chat/broker/redis_queues.py):
+a client resumes or polls on any process (../shared/PROTOCOL.md section 12).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from chat.events import EventQueue
 
 Handler = Callable[[Any], None]
 
@@ -82,3 +86,25 @@ class PresenceBook(Protocol):
     async def reap(self) -> list[tuple[str, int]]:
         """Release the users of processes that stopped beating: (user, version) of each that
         no process holds any more, for this process to announce offline."""
+
+
+class SharedQueues(Protocol):
+    """Event queues every process shares (Redis): opened anywhere, fed by every publisher."""
+
+    async def open(
+        self,
+        user_id: str,
+        session_id: str,
+        queue_id: str | None,
+        epoch: str | None,
+        cursor: int,
+        max_live: int,
+    ) -> tuple[EventQueue, bool, int]:
+        """(queue, resumed, cursor): the client's queue resumed, else a new one; RateLimited
+        past max_live queues of the user; a ChatError (503) when the queues are unreachable."""
+
+    async def settled(self) -> None:
+        """Return once the events published so far are stored (bounded)."""
+
+    async def close(self) -> None:
+        """Store what is waiting, then stop."""

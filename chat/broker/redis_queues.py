@@ -1,0 +1,663 @@
+"""Event queues kept in Redis, so that a client resumes or polls on any process (--redis-url).
+
+Redis holds each queue (see ../../docs/protocol.md, "Several processes"):
+
+- ``chat:q:<id>`` a hash: user, session, epoch, last (the last event id), acked, att (how many
+  times a transport attached), closed (after session.ended); its TTL is the grace, refreshed
+  while a transport is attached;
+- ``chat:q:<id>:e`` a stream of the unacknowledged events, entry id ``<event id>-0``, so the
+  ids clients acknowledge are the stream's own; acks trim it (XTRIM MINID);
+- ``chat:uq:<user>`` and ``chat:sq:<session>`` sets of queue ids (fan-out, logout).
+
+Each Lua script below runs atomically: a publish appends the event to every queue of its users
+and, in the same step, PUBLISHes a nudge with the event and the id it got in each queue on the
+channel ``chat:queues``. Every process listens there and pushes the event into its local copy
+(a :class:`MirrorQueue`, an :class:`~chat.events.EventQueue` whose ids are the Redis ones) of
+the queues whose transports it holds, so the transports (handlers/socket.py, handlers/events.py)
+read a queue exactly as without Redis. A nudge that does not follow the local copy's last id
+(a subscription lost and back) is a gap: the copy reads the stream from Redis first.
+
+Everything a process publishes goes to Redis from one task, in order (like the bus). When Redis
+cannot take some events, the queues they were meant for are dropped as soon as Redis answers
+again, before any later event: their clients start new queues (resumed: false) and read the
+state again, as after an overflow. Nothing is ever skipped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+from collections.abc import Iterable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from chat.errors import ChatError, RateLimited
+from chat.events import (
+    EPOCH_BYTES,
+    QUEUE_ID_BYTES,
+    Event,
+    EventQueue,
+    QueueRegistry,
+)
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "chat:queues"
+TIMEOUT_SECS = 5.0  # a Redis that does not answer within this is unreachable
+RECONNECT_SECS = 1.0
+MAX_REFRESH_SECS = 5.0  # how often the TTLs of attached queues are renewed (at most)
+SETTLE_SECS = 2.0  # how long a command's reply waits for its events to be in Redis
+MAX_DEBT = 10_000  # targets of lost events remembered; beyond, every queue is dropped
+RATE_RETRY_SECS = 5.0
+CLOSE = -1  # in a buffer of nudges: the queue closes here
+
+_LIB = """
+local P = 'chat:q:'
+local function lose(q)
+  local m = P .. q
+  local us = redis.call('HMGET', m, 'user', 'session')
+  redis.call('DEL', m, m .. ':e')
+  if us[1] then redis.call('SREM', 'chat:uq:' .. us[1], q) end
+  if us[2] then redis.call('SREM', 'chat:sq:' .. us[2], q) end
+end
+local function targets(mode, first)
+  local out, seen = {}, {}
+  for i = first, #ARGV do
+    local list
+    if mode == 'u' then list = redis.call('SMEMBERS', 'chat:uq:' .. ARGV[i])
+    elseif mode == 's' then list = redis.call('SMEMBERS', 'chat:sq:' .. ARGV[i])
+    else list = {ARGV[i]} end
+    for _, q in ipairs(list) do
+      if not seen[q] then seen[q] = true; out[#out + 1] = q end
+    end
+  end
+  return out
+end
+"""
+
+# ARGV: user, session, queue_id, epoch, cursor, max_live, ttl_ms, new_id, new_epoch, origin
+OPEN = (
+    _LIB
+    + """
+local user, session, qid, want = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local cursor, ttl = tonumber(ARGV[5]), tonumber(ARGV[7])
+local ep = redis.call('GET', 'chat:q-epoch')
+if not ep then ep = ARGV[9]; redis.call('SET', 'chat:q-epoch', ep) end
+if qid ~= '' then
+  local m = P .. qid
+  local f = redis.call('HMGET', m, 'user', 'session', 'epoch', 'last', 'acked', 'closed')
+  if f[1] == user and f[2] == session and f[3] == ep and (want == '' or want == ep)
+      and not f[6] then
+    local last, acked = tonumber(f[4]), tonumber(f[5])
+    if acked <= cursor and cursor <= last then
+      if cursor > acked then
+        redis.call('HSET', m, 'acked', cursor)
+        redis.call('XTRIM', m .. ':e', 'MINID', cursor + 1)
+      end
+      local att = redis.call('HINCRBY', m, 'att', 1)
+      redis.call('PEXPIRE', m, ttl)
+      redis.call('PEXPIRE', m .. ':e', ttl)
+      redis.call('PUBLISH', 'chat:queues', 'a\\n' .. ARGV[10] .. '\\n' .. qid .. '\\n' .. att)
+      return {1, ep, last, att, redis.call('XRANGE', m .. ':e', cursor + 1, '+')}
+    end
+  end
+end
+local live = 0
+for _, q in ipairs(redis.call('SMEMBERS', 'chat:uq:' .. user)) do
+  if redis.call('EXISTS', P .. q) == 1 then live = live + 1
+  else redis.call('SREM', 'chat:uq:' .. user, q) end
+end
+if live >= tonumber(ARGV[6]) then return {2, ep} end
+local m = P .. ARGV[8]
+redis.call('HSET', m, 'user', user, 'session', session, 'epoch', ep, 'last', 0, 'acked', 0,
+  'att', 1)
+redis.call('PEXPIRE', m, ttl)
+for _, set in ipairs({'chat:uq:' .. user, 'chat:sq:' .. session}) do
+  redis.call('SADD', set, ARGV[8])
+  redis.call('PEXPIRE', set, ttl)
+end
+return {0, ep, 0, 1, {}}
+"""
+)
+
+# ARGV: mode (u: users, q: queues, s: sessions, whose queues close after it), max, event, ids...
+PUSH = (
+    _LIB
+    + """
+local mode, max, ev = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local done, closed = {}, {}
+for _, q in ipairs(targets(mode, 4)) do
+  local m = P .. q
+  local f = redis.call('HMGET', m, 'user', 'closed')
+  if f[1] and not f[2] then
+    local s = m .. ':e'
+    if redis.call('XLEN', s) >= max then
+      lose(q)
+      closed[#closed + 1] = q
+    else
+      local n = redis.call('HINCRBY', m, 'last', 1)
+      redis.call('XADD', s, n .. '-0', 'e', ev)
+      redis.call('PEXPIRE', s, redis.call('PTTL', m))
+      done[#done + 1] = q .. '=' .. n
+      if mode == 's' then
+        redis.call('HSET', m, 'closed', 1)
+        closed[#closed + 1] = q
+      end
+    end
+  end
+end
+if #done > 0 or #closed > 0 then
+  redis.call('PUBLISH', 'chat:queues',
+    'e\\n' .. table.concat(done, ',') .. '\\n' .. table.concat(closed, ',') .. '\\n' .. ev)
+end
+return #done
+"""
+)
+
+# ARGV: mode (u, q, s as for PUSH, or * for every queue), ids...: drop those queues.
+LOSE = (
+    _LIB
+    + """
+if ARGV[1] == '*' then
+  redis.call('DEL', 'chat:q-epoch')
+  redis.call('PUBLISH', 'chat:queues', 'x')
+  return 0
+end
+local lost = targets(ARGV[1], 2)
+for _, q in ipairs(lost) do lose(q) end
+if #lost > 0 then
+  redis.call('PUBLISH', 'chat:queues', 'e\\n\\n' .. table.concat(lost, ',') .. '\\n{}')
+end
+return #lost
+"""
+)
+
+# ARGV: pairs of queue id and acked id.
+ACK = """
+for i = 1, #ARGV, 2 do
+  local m, n = 'chat:q:' .. ARGV[i], tonumber(ARGV[i + 1])
+  local f = redis.call('HMGET', m, 'last', 'acked')
+  if f[1] and n > tonumber(f[2]) and n <= tonumber(f[1]) then
+    redis.call('HSET', m, 'acked', n)
+    redis.call('XTRIM', m .. ':e', 'MINID', n + 1)
+  end
+end
+return 0
+"""
+
+# ARGV: ttl_ms, queue ids: renew the TTL of those queues and of their sets.
+REFRESH = """
+local ttl = tonumber(ARGV[1])
+for i = 2, #ARGV do
+  local m = 'chat:q:' .. ARGV[i]
+  local us = redis.call('HMGET', m, 'user', 'session')
+  if us[1] then
+    redis.call('PEXPIRE', m, ttl)
+    redis.call('PEXPIRE', m .. ':e', ttl)
+    redis.call('PEXPIRE', 'chat:uq:' .. us[1], ttl)
+    redis.call('PEXPIRE', 'chat:sq:' .. us[2], ttl)
+  end
+end
+return 0
+"""
+
+# ARGV: queue id, epoch, after: {exists, closed, entries after `after`}.
+READ = """
+local m = 'chat:q:' .. ARGV[1]
+local f = redis.call('HMGET', m, 'epoch', 'closed')
+if f[1] ~= ARGV[2] then return {0, 0, {}} end
+return {1, f[2] and 1 or 0, redis.call('XRANGE', m .. ':e', tonumber(ARGV[3]) + 1, '+')}
+"""
+
+
+class QueuesUnavailable(ChatError):
+    """Redis, which holds the event queues, cannot be reached: try again later."""
+
+    code = "queues_unavailable"
+    status = 503
+
+
+def _entries(raw: Any) -> list[tuple[int, Event]]:
+    """XRANGE's reply as (event id, event)."""
+    out = []
+    for entry_id, fields in raw:
+        text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        values = dict(zip(fields[::2], fields[1::2], strict=True))
+        out.append((int(text.split("-", 1)[0]), json.loads(values[b"e"])))
+    return out
+
+
+class MirrorQueue(EventQueue):
+    """This process's copy of a queue held in Redis: the transports read it as any queue; its
+    acknowledgements also trim the queue in Redis."""
+
+    __slots__ = ("attachments", "shared")
+
+    def __init__(self, *args: Any, shared: RedisQueueRegistry, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.shared = shared
+        self.attachments = 0  # Redis's attach count when this copy was made (takeovers)
+
+    def load(self, acked: int, last: int, items: list[tuple[int, Event]]) -> None:
+        """Start from Redis's state: everything after `acked` up to `last` is in items."""
+        self._acked = acked
+        self._last_id = last
+        self._events = [item for item in items if item[0] > acked]
+
+    def ack(self, last_event_id: int) -> None:
+        before = self._acked
+        super().ack(last_event_id)
+        if self._acked > before:
+            self.shared.ack_later(self.queue_id, self._acked)
+
+
+class RedisQueueRegistry(QueueRegistry):
+    """The registry of a process whose queues live in Redis: its queues are the local copies
+    of those its transports use; publishing goes to Redis."""
+
+    def __init__(self, url: str, origin: str, *, max_events: int, grace_secs: float) -> None:
+        super().__init__(max_events=max_events, grace_secs=grace_secs)
+        self.origin = origin
+        self._redis = aioredis.from_url(
+            url, socket_timeout=TIMEOUT_SECS, socket_connect_timeout=TIMEOUT_SECS
+        )
+        self._subscriber = aioredis.from_url(
+            url, socket_connect_timeout=TIMEOUT_SECS, health_check_interval=15
+        )
+        self._scripts = {
+            name: self._redis.register_script(text)
+            for name, text in (
+                ("open", OPEN),
+                ("push", PUSH),
+                ("lose", LOSE),
+                ("ack", ACK),
+                ("refresh", REFRESH),
+                ("read", READ),
+            )
+        }
+        self._refresh_secs = max(0.05, min(MAX_REFRESH_SECS, grace_secs / 3))
+        self._ttl_ms = int((grace_secs + 2 * self._refresh_secs) * 1000)
+        # What publish() queued, sent in order by one task.
+        self._outbox: list[tuple[str, list[Any]]] = []
+        self._acks: dict[str, int] = {}
+        self._refreshes: set[str] = set()
+        self._pending = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._failing = False
+        # Targets of events Redis did not take: dropped before anything else is sent.
+        self._debt: dict[str, set[str]] = {"u": set(), "q": set(), "s": set()}
+        # Nudges heard while a queue's copy is being read from Redis, by queue id.
+        self._buffers: dict[str, list[tuple[int, Event]]] = {}
+        self._opening: dict[str, asyncio.Lock] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._subscribed = asyncio.Event()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen for nudges and start sending; returns once subscribed."""
+        loop = asyncio.get_running_loop()
+        for work in (self._listen_forever(), self._send_forever(), self._refresh_forever()):
+            self._tasks.append(loop.create_task(work))
+        await self._subscribed.wait()
+
+    async def close(self) -> None:
+        """Send what is waiting (a logout's session.ended), then stop."""
+        with contextlib.suppress(TimeoutError):
+            if not self._failing:
+                await asyncio.wait_for(self._idle.wait(), TIMEOUT_SECS)
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._redis.aclose()
+        await self._subscriber.aclose()
+
+    # -- opening ----------------------------------------------------------------------------
+
+    async def open(
+        self,
+        user_id: str,
+        session_id: str,
+        queue_id: str | None,
+        epoch: str | None,
+        cursor: int,
+        max_live: int,
+    ) -> tuple[EventQueue, bool, int]:
+        """Resume the queue from Redis (on whichever process it was), or create one there;
+        (queue, resumed, cursor) as RealtimeCommands.open_queue returns them."""
+        new_id = secrets.token_urlsafe(QUEUE_ID_BYTES)
+        key = queue_id or new_id
+        lock = self._opening.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                return await self._open(
+                    user_id, session_id, queue_id, epoch, cursor, max_live, new_id
+                )
+        finally:
+            if not lock.locked() and self._opening.get(key) is lock:
+                del self._opening[key]
+
+    async def _open(
+        self,
+        user_id: str,
+        session_id: str,
+        queue_id: str | None,
+        epoch: str | None,
+        cursor: int,
+        max_live: int,
+        new_id: str,
+    ) -> tuple[EventQueue, bool, int]:
+        buffers: dict[str, list[tuple[int, Event]]] = {new_id: []}
+        if queue_id:
+            buffers[queue_id] = []
+        self._buffers.update(buffers)
+        try:
+            args: list[str | int] = [user_id, session_id, queue_id or "", epoch or ""]
+            args += [
+                cursor,
+                max_live,
+                self._ttl_ms,
+                new_id,
+                secrets.token_urlsafe(EPOCH_BYTES),
+                self.origin,
+            ]
+            try:
+                reply = await self._scripts["open"](args=args)
+            except (RedisError, OSError) as exc:
+                log.warning("event queues: Redis is unreachable (%s)", exc)
+                raise QueuesUnavailable(
+                    "The event queues cannot be reached now; try again shortly."
+                ) from exc
+            status, self.epoch = int(reply[0]), reply[1].decode()
+            if status == 2:
+                raise RateLimited(
+                    "Too many event queues open; close some tabs or resume one.",
+                    retry_after_secs=RATE_RETRY_SECS,
+                )
+            resumed = status == 1
+            chosen = queue_id if resumed and queue_id else new_id
+            mirror = self._mirror(chosen, user_id, session_id)
+            mirror.attachments = int(reply[3])
+            mirror.load(cursor if resumed else 0, int(reply[2]), _entries(reply[4]))
+            self._replay(mirror, buffers[chosen])
+            return mirror, resumed, cursor if resumed else 0
+        finally:
+            for qid, buffer in buffers.items():
+                if self._buffers.get(qid) is buffer:
+                    del self._buffers[qid]
+
+    def _mirror(self, queue_id: str, user_id: str, session_id: str) -> MirrorQueue:
+        """A new local copy, in place of an older one (whose transport is taken over)."""
+        old = self._queues.get(queue_id)
+        if old is not None:
+            self._drop(old)
+        mirror = MirrorQueue(
+            queue_id,
+            user_id,
+            session_id,
+            max_events=self._max_events,
+            clock=self._clock,
+            on_close=self._queue_closed,
+            shared=self,
+        )
+        self._queues[queue_id] = mirror
+        self._by_user.setdefault(user_id, {})[queue_id] = mirror
+        self._by_session.setdefault(session_id, {})[queue_id] = mirror
+        return mirror
+
+    def _drop(self, queue: EventQueue) -> None:
+        """Forget a local copy; a transport still on it is superseded (it ends, replaced)."""
+        if queue.attached:
+            token = super().attach(queue)
+            super().detach(queue, token)
+        self._remove(queue)
+
+    # -- publishing -------------------------------------------------------------------------
+
+    def publish(self, user_ids: Iterable[str], event: Event) -> None:
+        self._queue("u", list(dict.fromkeys(user_ids)), event)
+
+    def publish_to_queues(self, queue_ids: Iterable[str], event: Event) -> None:
+        self._queue("q", list(dict.fromkeys(queue_ids)), event)
+
+    def end_session(self, session_id: str, reason: str | None = None) -> None:
+        ended: Event = {"type": "session.ended"}
+        if reason is not None:
+            ended["reason"] = reason
+        # Idempotent in Redis (a closed queue takes no more events): every process that hears
+        # of the logout may send it.
+        self._queue("s", [session_id], ended)
+
+    def close_all(self) -> int:
+        # Events do not travel on the bus in this mode: a bus gap loses none of them.
+        return 0
+
+    def _queue(self, mode: str, ids: list[str], event: Event) -> None:
+        if not ids:
+            return
+        self._outbox.append((mode, [json.dumps(event, separators=(",", ":")), *ids]))
+        self._wake_sender()
+
+    def ack_later(self, queue_id: str, acked: int) -> None:
+        """Trim the queue in Redis up to acked (merged with later acks; best effort: a
+        resume's cursor acknowledges too)."""
+        if acked > self._acks.get(queue_id, 0):
+            self._acks[queue_id] = acked
+            self._wake_sender()
+
+    def _wake_sender(self) -> None:
+        self._idle.clear()
+        self._pending.set()
+
+    async def settled(self) -> None:
+        """Return once what was published so far is in Redis (bounded; at once while Redis
+        is unreachable): a command's reply then means its events are in every queue."""
+        if self._idle.is_set() or self._failing:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._idle.wait()), SETTLE_SECS)
+
+    async def _send_forever(self) -> None:
+        while True:
+            await self._pending.wait()
+            self._pending.clear()
+            batch, self._outbox = self._outbox, []
+            acks, self._acks = self._acks, {}
+            refreshes, self._refreshes = self._refreshes, set()
+            try:
+                await self._send(batch, acks, refreshes)
+                if self._failing:
+                    log.warning("event queues: Redis takes events again")
+                self._failing = False
+            except (RedisError, OSError) as exc:
+                if not self._failing:
+                    log.warning(
+                        "event queues: Redis unreachable (%s): %d not stored", exc, len(batch)
+                    )
+                self._failing = True
+                for mode, args in batch:
+                    self._debt[mode].update(args[1:])
+                await asyncio.sleep(RECONNECT_SECS)
+                self._pending.set()
+            if not self._outbox and not self._acks and not self._refreshes:
+                self._idle.set()
+
+    async def _send(
+        self, batch: list[tuple[str, list[Any]]], acks: dict[str, int], refreshes: set[str]
+    ) -> None:
+        debt = self._debt
+        if any(debt.values()):
+            if sum(len(ids) for ids in debt.values()) > MAX_DEBT:
+                await self._scripts["lose"](args=["*"])
+            else:
+                for mode, ids in debt.items():
+                    if ids:
+                        await self._scripts["lose"](args=[mode, *ids])
+            log.warning("event queues: the queues that missed events were dropped")
+            self._debt = {"u": set(), "q": set(), "s": set()}
+        if not batch and not acks and not refreshes:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for mode, args in batch:
+                await self._scripts["push"](args=[mode, self._max_events, *args], client=pipe)
+            if acks:
+                flat = [x for pair in acks.items() for x in pair]
+                await self._scripts["ack"](args=flat, client=pipe)
+            if refreshes:
+                await self._scripts["refresh"](args=[self._ttl_ms, *refreshes], client=pipe)
+            await pipe.execute()
+
+    # -- expiry -----------------------------------------------------------------------------
+
+    def detach(self, queue: EventQueue, token: int) -> None:
+        super().detach(queue, token)
+        if not queue.attached:
+            self._refreshes.add(queue.queue_id)  # its grace starts now
+            self._wake_sender()
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh_secs)
+            held = [q.queue_id for q in self._queues.values() if q.attached]
+            if held:
+                self._refreshes.update(held)
+                self._wake_sender()
+
+    # -- nudges -----------------------------------------------------------------------------
+
+    async def _listen_forever(self) -> None:
+        lost = False
+        while True:
+            try:
+                async with self._subscriber.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(CHANNEL)
+                    self._subscribed.set()
+                    if lost:
+                        log.warning("event queues: subscribed again; reading what was missed")
+                        lost = False
+                        for queue in list(self._queues.values()):
+                            if isinstance(queue, MirrorQueue) and not queue.closed:
+                                self._catch_up(queue)
+                    async for message in pubsub.listen():
+                        self._on_nudge(message.get("data"))
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("event queues: subscription lost (%s); retrying", exc)
+                lost = True
+                self._subscribed.set()
+                await asyncio.sleep(RECONNECT_SECS)
+
+    def _on_nudge(self, data: Any) -> None:
+        try:
+            text = data.decode() if isinstance(data, bytes) else str(data)
+            kind, _, rest = text.partition("\n")
+            if kind == "e":
+                done, closed, body = rest.split("\n", 2)
+                self._on_events(done, closed, body)
+            elif kind == "a":
+                origin, queue_id, attachments = rest.split("\n")
+                self._on_attached(origin, queue_id, int(attachments))
+            elif kind == "x":
+                for queue in list(self._queues.values()):
+                    queue.close()
+        except Exception:
+            log.exception("event queues: a nudge could not be handled")
+
+    def _on_events(self, done: str, closed: str, body: str) -> None:
+        event: Event | None = None
+        for pair in done.split(",") if done else ():
+            queue_id, _, number = pair.partition("=")
+            buffer = self._buffers.get(queue_id)
+            queue = self._queues.get(queue_id)
+            if buffer is None and not isinstance(queue, MirrorQueue):
+                continue
+            if event is None:
+                event = json.loads(body)  # shared by every copy, as without Redis
+            assert event is not None
+            if buffer is not None:
+                buffer.append((int(number), event))
+            elif isinstance(queue, MirrorQueue):
+                self._deliver(queue, int(number), event)
+        for queue_id in closed.split(",") if closed else ():
+            buffer = self._buffers.get(queue_id)
+            queue = self._queues.get(queue_id)
+            if buffer is not None:
+                buffer.append((CLOSE, {}))  # after what is being read
+            elif queue is not None:
+                queue.close()
+
+    def _deliver(self, queue: MirrorQueue, number: int, event: Event) -> None:
+        if number == CLOSE:
+            queue.close()
+            return
+        if queue.closed or number <= queue.last_event_id:
+            return
+        if number == queue.last_event_id + 1:
+            queue.push(event)
+            return
+        self._buffers[queue.queue_id] = [(number, event)]
+        self._catch_up(queue, started=True)
+
+    def _replay(self, queue: MirrorQueue, buffer: list[tuple[int, Event]]) -> None:
+        for number, event in buffer:
+            if number > queue.last_event_id + 1 and not queue.closed:
+                self._buffers[queue.queue_id] = [item for item in buffer if item[0] >= number]
+                self._catch_up(queue, started=True)
+                return
+            self._deliver(queue, number, event)
+
+    def _catch_up(self, queue: MirrorQueue, *, started: bool = False) -> None:
+        """Read what the copy misses from Redis, nudges meanwhile buffered."""
+        if not started:
+            self._buffers.setdefault(queue.queue_id, [])
+        task = asyncio.get_running_loop().create_task(self._read(queue))
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
+
+    async def _read(self, queue: MirrorQueue) -> None:
+        queue_id = queue.queue_id
+        buffer = self._buffers.get(queue_id, [])
+        try:
+            while True:
+                try:
+                    exists, closed, raw = await self._scripts["read"](
+                        args=[queue_id, self.epoch, queue.last_event_id]
+                    )
+                    break
+                except (RedisError, OSError):
+                    await asyncio.sleep(RECONNECT_SECS)
+            if self._buffers.get(queue_id) is buffer:
+                del self._buffers[queue_id]
+            if self._queues.get(queue_id) is not queue:
+                return  # replaced meanwhile
+            if not exists:
+                queue.close()  # expired, dropped or lost in Redis: its client starts anew
+                return
+            for number, event in _entries(raw):
+                if number == queue.last_event_id + 1:
+                    queue.push(event)
+                elif number > queue.last_event_id:
+                    queue.close()  # trimmed by acks made elsewhere: a stale copy
+                    return
+            self._replay(queue, buffer)
+            if closed:
+                queue.close()
+        except Exception:
+            log.exception("event queues: reading %s failed", queue_id)
+            queue.close()
+
+    def _on_attached(self, origin: str, queue_id: str, attachments: int) -> None:
+        """A transport attached to the queue elsewhere: the one here (if any) is replaced."""
+        if origin == self.origin:
+            return
+        queue = self._queues.get(queue_id)
+        if isinstance(queue, MirrorQueue) and queue.attachments < attachments:
+            self._drop(queue)
