@@ -6,33 +6,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import signal
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import tornado.httpclient
 
 from tests.client import ApiClient, WsClient
-from tests.test_processes import RedisServer, redis_server, redis_url, start_processes
-from tests.test_server_process import stop
+from tests.test_processes import RedisServer, redis_server, redis_url
+from tests.test_processes_delivery import processes
 
-__all__ = ["redis_server", "redis_url"]  # the fixtures of test_processes, shared
-
-
-@pytest.fixture
-async def processes(
-    database_uri: str, tmp_path: Path, redis_url: str
-) -> AsyncIterator[list[tuple[Any, str]]]:
-    started = await start_processes(database_uri, tmp_path, 3, "--redis-url", redis_url)
-    try:
-        yield started
-    finally:
-        for process, _ in started:
-            if process.poll() is None:
-                out = stop(process)
-                assert process.returncode == 0, out
-                assert " ERROR " not in out and "Traceback" not in out, out
+__all__ = ["processes", "redis_server", "redis_url"]  # the fixtures, shared
 
 
 class Reader:

@@ -58,25 +58,26 @@ CLOSE = -1  # in a buffer of nudges: the queue closes here
 
 _LIB = """
 local P = 'chat:q:'
-local function lose(q)
+local function lose(q, set)
   local m = P .. q
   local us = redis.call('HMGET', m, 'user', 'session')
   redis.call('DEL', m, m .. ':e')
   if us[1] then redis.call('SREM', 'chat:uq:' .. us[1], q) end
   if us[2] then redis.call('SREM', 'chat:sq:' .. us[2], q) end
+  if set then redis.call('SREM', set, q) end  -- the set it was found in (expired: no fields)
 end
 local function targets(mode, first)
-  local out, seen = {}, {}
+  local out, from = {}, {}
   for i = first, #ARGV do
-    local list
-    if mode == 'u' then list = redis.call('SMEMBERS', 'chat:uq:' .. ARGV[i])
-    elseif mode == 's' then list = redis.call('SMEMBERS', 'chat:sq:' .. ARGV[i])
-    else list = {ARGV[i]} end
+    local list, set = {ARGV[i]}, nil
+    if mode == 'u' then set = 'chat:uq:' .. ARGV[i]
+    elseif mode == 's' then set = 'chat:sq:' .. ARGV[i] end
+    if set then list = redis.call('SMEMBERS', set) end
     for _, q in ipairs(list) do
-      if not seen[q] then seen[q] = true; out[#out + 1] = q end
+      if not from[q] then from[q] = set or true; out[#out + 1] = q end
     end
   end
-  return out
+  return out, from
 end
 """
 
@@ -109,8 +110,8 @@ if qid ~= '' then
 end
 local live = 0
 for _, q in ipairs(redis.call('SMEMBERS', 'chat:uq:' .. user)) do
-  if redis.call('EXISTS', P .. q) == 1 then live = live + 1
-  else redis.call('SREM', 'chat:uq:' .. user, q) end
+  if redis.call('HGET', P .. q, 'epoch') == ep then live = live + 1
+  else lose(q, 'chat:uq:' .. user) end
 end
 if live >= tonumber(ARGV[6]) then return {2, ep} end
 local m = P .. ARGV[8]
@@ -130,11 +131,16 @@ PUSH = (
     _LIB
     + """
 local mode, max, ev = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local ep = redis.call('GET', 'chat:q-epoch')
 local done, closed = {}, {}
-for _, q in ipairs(targets(mode, 4)) do
+local list, from = targets(mode, 4)
+for _, q in ipairs(list) do
   local m = P .. q
-  local f = redis.call('HMGET', m, 'user', 'closed')
-  if f[1] and not f[2] then
+  local f = redis.call('HMGET', m, 'epoch', 'closed')
+  if f[1] ~= ep then
+    -- expired, or of an epoch past: nobody can resume it any more
+    lose(q, from[q] ~= true and from[q] or nil)
+  elseif not f[2] then
     local s = m .. ':e'
     if redis.call('XLEN', s) >= max then
       lose(q)
@@ -190,12 +196,15 @@ end
 return 0
 """
 
-# ARGV: ttl_ms, queue ids: renew the TTL of those queues and of their sets.
+# ARGV: ttl_ms, queue ids: renew the TTL of those queues and of their sets; the ids of those
+# that are gone (Redis flushed, or restarted empty).
 REFRESH = """
 local ttl = tonumber(ARGV[1])
+local gone = {}
 for i = 2, #ARGV do
   local m = 'chat:q:' .. ARGV[i]
   local us = redis.call('HMGET', m, 'user', 'session')
+  if not us[1] then gone[#gone + 1] = ARGV[i] end
   if us[1] then
     redis.call('PEXPIRE', m, ttl)
     redis.call('PEXPIRE', m .. ':e', ttl)
@@ -203,7 +212,7 @@ for i = 2, #ARGV do
     redis.call('PEXPIRE', 'chat:sq:' .. us[2], ttl)
   end
 end
-return 0
+return gone
 """
 
 # ARGV: queue id, epoch, after: {exists, closed, entries after `after`}.
@@ -312,7 +321,7 @@ class RedisQueueRegistry(QueueRegistry):
         with contextlib.suppress(TimeoutError):
             if not self._failing:
                 await asyncio.wait_for(self._idle.wait(), TIMEOUT_SECS)
-        for task in self._tasks:
+        for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -334,26 +343,19 @@ class RedisQueueRegistry(QueueRegistry):
         (queue, resumed, cursor) as RealtimeCommands.open_queue returns them."""
         new_id = secrets.token_urlsafe(QUEUE_ID_BYTES)
         key = queue_id or new_id
+        # One open of a queue at a time here: each fills its own buffer of nudges.
         lock = self._opening.setdefault(key, asyncio.Lock())
         try:
             async with lock:
-                return await self._open(
+                return await self._open_locked(
                     user_id, session_id, queue_id, epoch, cursor, max_live, new_id
                 )
         finally:
             if not lock.locked() and self._opening.get(key) is lock:
                 del self._opening[key]
 
-    async def _open(
-        self,
-        user_id: str,
-        session_id: str,
-        queue_id: str | None,
-        epoch: str | None,
-        cursor: int,
-        max_live: int,
-        new_id: str,
-    ) -> tuple[EventQueue, bool, int]:
+    async def _open_locked(self, *request: Any) -> tuple[EventQueue, bool, int]:
+        user_id, session_id, queue_id, epoch, cursor, max_live, new_id = request
         buffers: dict[str, list[tuple[int, Event]]] = {new_id: []}
         if queue_id:
             buffers[queue_id] = []
@@ -512,7 +514,12 @@ class RedisQueueRegistry(QueueRegistry):
                 await self._scripts["ack"](args=flat, client=pipe)
             if refreshes:
                 await self._scripts["refresh"](args=[self._ttl_ms, *refreshes], client=pipe)
-            await pipe.execute()
+            results = await pipe.execute()
+        for queue_id in results[-1] if refreshes else ():
+            # Its events can no longer reach it: its client starts anew (resumed: false).
+            queue = self._queues.get(queue_id.decode())
+            if queue is not None:
+                queue.close()
 
     # -- expiry -----------------------------------------------------------------------------
 
