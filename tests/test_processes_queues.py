@@ -102,9 +102,9 @@ async def test_one_client_moves_between_processes_and_transports_and_gets_every_
 
     ws = await reader.connect(hosts[0])
     sender = asyncio.create_task(send())
-    await reader.read(ws, 1.5)  # WebSocket on A
-    ws.close()
+    await reader.read(ws, 1.5)  # WebSocket on A, left open
     await reader.poll_for(hosts[1], 1.5)  # long-polling on B
+    assert await ws.wait_closed() == 4409  # B took the queue over: A's socket is told
     ws = await reader.connect(hosts[2])  # WebSocket on C
     await reader.read(ws, 1.5)
     done.set()

@@ -110,8 +110,9 @@ if qid ~= '' then
 end
 local live = 0
 for _, q in ipairs(redis.call('SMEMBERS', 'chat:uq:' .. user)) do
-  if redis.call('HGET', P .. q, 'epoch') == ep then live = live + 1
-  else lose(q, 'chat:uq:' .. user) end
+  local g = redis.call('HMGET', P .. q, 'epoch', 'closed')
+  if g[1] ~= ep then lose(q, 'chat:uq:' .. user)
+  elseif not g[2] then live = live + 1 end  -- a logged-out queue only drains
 end
 if live >= tonumber(ARGV[6]) then return {2, ep} end
 local m = P .. ARGV[8]
