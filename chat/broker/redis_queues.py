@@ -55,6 +55,7 @@ SETTLE_SECS = 2.0  # how long a command's reply waits for its events to be in Re
 MAX_DEBT = 10_000  # targets of lost events remembered; beyond, every queue is dropped
 RATE_RETRY_SECS = 5.0
 CLOSE = -1  # in a buffer of nudges: the queue closes here
+Buffer = list[tuple[int, Event]]  # nudges (event id, event) kept while a copy is read
 
 _LIB = """
 local P = 'chat:q:'
@@ -302,8 +303,9 @@ class RedisQueueRegistry(QueueRegistry):
         self._failing = False
         # Targets of events Redis did not take: dropped before anything else is sent.
         self._debt: dict[str, set[str]] = {"u": set(), "q": set(), "s": set()}
-        # Nudges heard while a queue's copy is being read from Redis, by queue id.
-        self._buffers: dict[str, list[tuple[int, Event]]] = {}
+        # Nudges heard while a queue's copy is being read from Redis (an open, a catch-up), by
+        # queue id: one buffer per reader, each given every nudge, so none misses one.
+        self._buffers: dict[str, list[Buffer]] = {}
         self._opening: dict[str, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribed = asyncio.Event()
@@ -357,10 +359,7 @@ class RedisQueueRegistry(QueueRegistry):
 
     async def _open_locked(self, *request: Any) -> tuple[EventQueue, bool, int]:
         user_id, session_id, queue_id, epoch, cursor, max_live, new_id = request
-        buffers: dict[str, list[tuple[int, Event]]] = {new_id: []}
-        if queue_id:
-            buffers[queue_id] = []
-        self._buffers.update(buffers)
+        buffers = {qid: self._hold(qid) for qid in {new_id, queue_id} if qid}
         try:
             args: list[str | int] = [user_id, session_id, queue_id or "", epoch or ""]
             args += [
@@ -389,12 +388,15 @@ class RedisQueueRegistry(QueueRegistry):
             mirror = self._mirror(chosen, user_id, session_id)
             mirror.attachments = int(reply[3])
             mirror.load(cursor if resumed else 0, int(reply[2]), _entries(reply[4]))
-            self._replay(mirror, buffers[chosen])
             return mirror, resumed, cursor if resumed else 0
         finally:
+            # What was heard meanwhile goes to the copy now registered: the new one, or (a
+            # resume refused, a stale request) the one the client's current transport reads.
             for qid, buffer in buffers.items():
-                if self._buffers.get(qid) is buffer:
-                    del self._buffers[qid]
+                self._release(qid, buffer)
+                queue = self._queues.get(qid)
+                if isinstance(queue, MirrorQueue):
+                    self._replay(queue, buffer)
 
     def _mirror(self, queue_id: str, user_id: str, session_id: str) -> MirrorQueue:
         """A new local copy, in place of an older one (whose transport is taken over)."""
@@ -552,7 +554,7 @@ class RedisQueueRegistry(QueueRegistry):
                         lost = False
                         for queue in list(self._queues.values()):
                             if isinstance(queue, MirrorQueue) and not queue.closed:
-                                self._catch_up(queue)
+                                self._catch_up(queue, [])
                     async for message in pubsub.listen():
                         self._on_nudge(message.get("data"))
             except asyncio.CancelledError:
@@ -583,24 +585,41 @@ class RedisQueueRegistry(QueueRegistry):
         event: Event | None = None
         for pair in done.split(",") if done else ():
             queue_id, _, number = pair.partition("=")
-            buffer = self._buffers.get(queue_id)
+            buffers = self._buffers.get(queue_id)
             queue = self._queues.get(queue_id)
-            if buffer is None and not isinstance(queue, MirrorQueue):
+            if not buffers and not isinstance(queue, MirrorQueue):
                 continue
             if event is None:
                 event = json.loads(body)  # shared by every copy, as without Redis
             assert event is not None
-            if buffer is not None:
-                buffer.append((int(number), event))
+            if buffers:
+                for buffer in buffers:
+                    buffer.append((int(number), event))
             elif isinstance(queue, MirrorQueue):
                 self._deliver(queue, int(number), event)
         for queue_id in closed.split(",") if closed else ():
-            buffer = self._buffers.get(queue_id)
+            buffers = self._buffers.get(queue_id)
             queue = self._queues.get(queue_id)
-            if buffer is not None:
-                buffer.append((CLOSE, {}))  # after what is being read
+            if buffers:
+                for buffer in buffers:
+                    buffer.append((CLOSE, {}))  # after what is being read
             elif queue is not None:
                 queue.close()
+
+    def _hold(self, queue_id: str) -> Buffer:
+        """Keep the queue's nudges in a new buffer (not delivered) until released."""
+        buffer: Buffer = []
+        self._buffers.setdefault(queue_id, []).append(buffer)
+        return buffer
+
+    def _release(self, queue_id: str, buffer: Buffer) -> None:
+        buffers = self._buffers.get(queue_id, [])
+        for i, held in enumerate(buffers):
+            if held is buffer:
+                del buffers[i]
+                break
+        if not buffers:
+            self._buffers.pop(queue_id, None)
 
     def _deliver(self, queue: MirrorQueue, number: int, event: Event) -> None:
         if number == CLOSE:
@@ -611,28 +630,26 @@ class RedisQueueRegistry(QueueRegistry):
         if number == queue.last_event_id + 1:
             queue.push(event)
             return
-        self._buffers[queue.queue_id] = [(number, event)]
-        self._catch_up(queue, started=True)
+        self._catch_up(queue, [(number, event)])
 
-    def _replay(self, queue: MirrorQueue, buffer: list[tuple[int, Event]]) -> None:
-        for number, event in buffer:
+    def _replay(self, queue: MirrorQueue, buffer: Buffer) -> None:
+        """Deliver what was buffered; at a gap, read the stream again from there."""
+        for i, (number, event) in enumerate(buffer):
             if number > queue.last_event_id + 1 and not queue.closed:
-                self._buffers[queue.queue_id] = [item for item in buffer if item[0] >= number]
-                self._catch_up(queue, started=True)
+                self._catch_up(queue, buffer[i:])
                 return
             self._deliver(queue, number, event)
 
-    def _catch_up(self, queue: MirrorQueue, *, started: bool = False) -> None:
-        """Read what the copy misses from Redis, nudges meanwhile buffered."""
-        if not started:
-            self._buffers.setdefault(queue.queue_id, [])
-        task = asyncio.get_running_loop().create_task(self._read(queue))
+    def _catch_up(self, queue: MirrorQueue, pending: Buffer) -> None:
+        """Read what the copy misses from Redis, nudges (after pending) meanwhile buffered."""
+        buffer = self._hold(queue.queue_id)
+        buffer.extend(pending)
+        task = asyncio.get_running_loop().create_task(self._read(queue, buffer))
         self._tasks.append(task)
         task.add_done_callback(self._tasks.remove)
 
-    async def _read(self, queue: MirrorQueue) -> None:
+    async def _read(self, queue: MirrorQueue, buffer: Buffer) -> None:
         queue_id = queue.queue_id
-        buffer = self._buffers.get(queue_id, [])
         try:
             while True:
                 try:
@@ -642,8 +659,12 @@ class RedisQueueRegistry(QueueRegistry):
                     break
                 except (RedisError, OSError):
                     await asyncio.sleep(RECONNECT_SECS)
-            if self._buffers.get(queue_id) is buffer:
-                del self._buffers[queue_id]
+        except BaseException:
+            self._release(queue_id, buffer)
+            raise
+        # From here on synchronous: no nudge falls between the release and the replay.
+        self._release(queue_id, buffer)
+        try:
             if self._queues.get(queue_id) is not queue:
                 return  # replaced meanwhile
             if not exists:
