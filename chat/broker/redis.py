@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -34,6 +35,40 @@ CHANNEL = "chat:bus"
 RECONNECT_SECS = 1.0  # after the subscription's connection failed, before trying again
 SEND_TIMEOUT_SECS = 5.0
 HEALTH_SECS = 15.0  # how often redis-py checks the subscription's idle connection
+
+
+async def subscribe_forever(
+    client: aioredis.Redis,
+    channel: str,
+    *,
+    name: str,
+    subscribed: asyncio.Event,
+    on_back: Callable[[], None],
+    on_message: Callable[[Any], None],
+) -> None:
+    """Listen on the channel for ever: on_message(data) for each message. After the
+    subscription was lost and is back, on_back() first: what was sent meanwhile never came.
+    subscribed is set at the first subscription (or failure: a start must not wait for ever
+    on a Redis away)."""
+    lost = False
+    while True:
+        try:
+            async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                await pubsub.subscribe(channel)
+                subscribed.set()
+                if lost:
+                    log.warning("%s: subscribed again; notices may have been missed", name)
+                    lost = False
+                    on_back()
+                async for message in pubsub.listen():
+                    on_message(message.get("data"))
+        except asyncio.CancelledError:
+            raise
+        except (RedisError, OSError) as exc:
+            log.warning("%s: subscription lost (%s); retrying", name, exc)
+            lost = True
+            subscribed.set()
+            await asyncio.sleep(RECONNECT_SECS)
 
 
 class RedisBus:
@@ -87,25 +122,14 @@ class RedisBus:
         await self._subscribed.wait()  # notices sent from now on reach this process
 
     async def _listen_forever(self) -> None:
-        lost = False
-        while True:
-            try:
-                async with self._subscriber.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(CHANNEL)
-                    self._subscribed.set()
-                    if lost:  # what was sent while we were away never reached us
-                        log.warning("redis bus: subscribed again; notices may have been missed")
-                        lost = False
-                        self._handle(GAP, None)
-                    async for message in pubsub.listen():
-                        self._dispatch(message.get("data"))
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError) as exc:
-                log.warning("redis bus: subscription lost (%s); retrying", exc)
-                lost = True
-                self._subscribed.set()  # start() must not wait for ever on a Redis away
-                await asyncio.sleep(RECONNECT_SECS)
+        await subscribe_forever(
+            self._subscriber,
+            CHANNEL,
+            name="redis bus",
+            subscribed=self._subscribed,
+            on_back=functools.partial(self._handle, GAP, None),
+            on_message=self._dispatch,
+        )
 
     def _dispatch(self, data: Any) -> None:
         try:

@@ -36,6 +36,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from chat.broker.redis import RECONNECT_SECS, subscribe_forever
 from chat.errors import ChatError, RateLimited
 from chat.events import (
     EPOCH_BYTES,
@@ -49,7 +50,6 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "chat:queues"
 TIMEOUT_SECS = 5.0  # a Redis that does not answer within this is unreachable
-RECONNECT_SECS = 1.0
 MAX_REFRESH_SECS = 5.0  # how often the TTLs of attached queues are renewed (at most)
 SETTLE_SECS = 2.0  # how long a command's reply waits for its events to be in Redis
 MAX_DEBT = 10_000  # targets of lost events remembered; beyond, every queue is dropped
@@ -543,27 +543,20 @@ class RedisQueueRegistry(QueueRegistry):
     # -- nudges -----------------------------------------------------------------------------
 
     async def _listen_forever(self) -> None:
-        lost = False
-        while True:
-            try:
-                async with self._subscriber.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(CHANNEL)
-                    self._subscribed.set()
-                    if lost:
-                        log.warning("event queues: subscribed again; reading what was missed")
-                        lost = False
-                        for queue in list(self._queues.values()):
-                            if isinstance(queue, MirrorQueue) and not queue.closed:
-                                self._catch_up(queue, [])
-                    async for message in pubsub.listen():
-                        self._on_nudge(message.get("data"))
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError) as exc:
-                log.warning("event queues: subscription lost (%s); retrying", exc)
-                lost = True
-                self._subscribed.set()
-                await asyncio.sleep(RECONNECT_SECS)
+        await subscribe_forever(
+            self._subscriber,
+            CHANNEL,
+            name="event queues",
+            subscribed=self._subscribed,
+            on_back=self._read_all,
+            on_message=self._on_nudge,
+        )
+
+    def _read_all(self) -> None:
+        """Nudges may have been missed: every copy reads what it lacks from Redis."""
+        for queue in list(self._queues.values()):
+            if isinstance(queue, MirrorQueue) and not queue.closed:
+                self._catch_up(queue, [])
 
     def _on_nudge(self, data: Any) -> None:
         try:
