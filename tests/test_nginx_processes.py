@@ -1,10 +1,13 @@
 """deploy/nginx-processes.conf with Debian's nginx (ports, addresses and certificate paths
 replaced) in front of two server processes on one database and one Redis, round robin, no
-stickiness: nginx's own log (the sample's $upstream_addr) shows which process took each request."""
+stickiness: nginx's own log (the sample's $upstream_addr) shows which process took each request.
+WebSockets and the browser work so today; long-polling and presence.subscribe need the queues
+shared (expected failures), or the sample's ip_hash line, tested too."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import re
 from collections import Counter
@@ -29,7 +32,7 @@ from tests.browser_helpers import (
 from tests.certs import Certificates, make_certificates
 from tests.client import ApiClient, WsClient
 from tests.conftest import RunningServer
-from tests.test_nginx import nginx
+from tests.test_nginx import nginx, rendered
 from tests.test_processes import redis_server, redis_url, start_processes
 from tests.test_server_process import stop
 
@@ -37,6 +40,13 @@ __all__ = ["redis_server", "redis_url"]  # the fixtures of test_processes, share
 
 SITE = Path(__file__).resolve().parent.parent / "deploy" / "nginx-processes.conf"
 MESSAGES = 6  # per sender
+# What fails today, behind a balancer without stickiness: strict, so that the day queues are
+# shared (issue 15) these tests pass and the marker must go.
+PER_PROCESS_QUEUES = pytest.mark.xfail(
+    strict=True,
+    reason="event queues are per process: a queue named to the other process is unknown "
+    "there (a poll gets a new queue, presence.subscribe a 404) (issue 15, shared queues)",
+)
 
 
 @dataclasses.dataclass
@@ -85,27 +95,19 @@ class Front:
 def site_config(hosts: list[str], https_port: int, http_port: int, prefix: Path,
                 certs: Certificates) -> str:  # fmt: skip
     """The sample on this test's loopback ports, with its certificate and log."""
-    text = SITE.read_text()
     servers = "".join(f"    server {host} max_fails=1 fail_timeout=5s;\n" for host in hosts)
-    replacements = {
+    return rendered(SITE, https_port, http_port, certs, {
         "    server 127.0.0.1:8001 max_fails=1 fail_timeout=5s;\n": servers,
         "    server 127.0.0.1:8002 max_fails=1 fail_timeout=5s;\n": "",
-        "listen 443 ssl;": f"listen 127.0.0.1:{https_port} ssl;",
-        "listen [::]:443 ssl;": "",
-        "listen 80;": f"listen 127.0.0.1:{http_port};",
-        "listen [::]:80;": "",
-        "/etc/letsencrypt/live/chat.example.com/fullchain.pem": str(certs.cert_file),
-        "/etc/letsencrypt/live/chat.example.com/privkey.pem": str(certs.key_file),
         "/var/log/nginx/chat.access.log": str(prefix / "chat.access.log"),
-    }
-    for old, new in replacements.items():
-        assert old in text, f"deploy/nginx-processes.conf no longer has {old!r}: update this test"
-        text = text.replace(old, new)
-    return text
+    })  # fmt: skip
 
 
-@pytest.fixture
-async def front(database_uri: str, tmp_path: Path, redis_url: str) -> AsyncIterator[Front]:
+@contextlib.asynccontextmanager
+async def running_front(
+    database_uri: str, tmp_path: Path, redis_url: str, *, sticky: bool = False
+) -> AsyncIterator[Front]:
+    """Two processes and nginx with the sample; sticky: its `ip_hash;` line uncommented."""
     started = await start_processes(
         database_uri, tmp_path, 2, "--redis-url", redis_url, "--trusted-proxy", "127.0.0.1"
     )
@@ -114,6 +116,9 @@ async def front(database_uri: str, tmp_path: Path, redis_url: str) -> AsyncItera
         certs = make_certificates(tmp_path / "tls")
         https_port, prefix = free_port(), tmp_path / "nginx"
         site = site_config(hosts, https_port, free_port(), prefix, certs)
+        if sticky:
+            assert "    # ip_hash;" in site, "the sample no longer offers ip_hash: update this test"
+            site = site.replace("    # ip_hash;", "    ip_hash;")
         with nginx(prefix, site, https_port):
             yield Front(https_port, hosts, certs, prefix / "chat.access.log")
     finally:
@@ -121,6 +126,12 @@ async def front(database_uri: str, tmp_path: Path, redis_url: str) -> AsyncItera
         for (process, _), out in zip(started, outs, strict=True):
             assert process.returncode == 0, out
             assert " ERROR " not in out and "Traceback" not in out, out
+
+
+@pytest.fixture
+async def front(database_uri: str, tmp_path: Path, redis_url: str) -> AsyncIterator[Front]:
+    async with running_front(database_uri, tmp_path, redis_url) as running:
+        yield running
 
 
 async def dm_between(front: Front) -> tuple[dict[str, Any], dict[str, Any], str]:
@@ -170,14 +181,12 @@ async def test_websockets_and_rest_round_robin_over_two_processes_deliver_each_e
     assert len(await front.served_soon("/ws", 2)) == 2, front.served("/ws")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="event queues are per process: a poll that lands on the other process gets a new "
-    "queue (resumed: false) instead of its events (issue 15, shared queues)",
-)
-async def test_a_long_polling_client_round_robin_over_two_processes_gets_each_event_once(
-    front: Front,
-) -> None:
+Sent = list[tuple[int, str]]  # (seq, body) of each message
+
+
+async def poll_through(front: Front) -> tuple[int, Sent, Sent]:
+    """Bob sends over his socket while Alice long-polls one queue through nginx: how many
+    new queues her polls got (hellos), the messages they carried, and those sent."""
     alice, bob, cid = await dm_between(front)
     bob_ws = await front.ws()
     await bob_ws.auth(bob["token"])
@@ -205,9 +214,42 @@ async def test_a_long_polling_client_round_robin_over_two_processes_gets_each_ev
                 got.append((event["message"]["seq"], event["message"]["body"]))
             cursor = item["id"]
         queue_id = poll.body["queue_id"]
+    return hellos, got, sent
+
+
+@PER_PROCESS_QUEUES
+async def test_a_long_polling_client_round_robin_over_two_processes_gets_each_event_once(
+    front: Front,
+) -> None:
+    hellos, got, sent = await poll_through(front)
     assert len(front.served("/api/events")) == 2, front.served("/api/events")
     assert hellos == 0, f"{hellos} new queues: the polls' queue was not found on the other process"
     assert got == sent
+
+
+async def test_with_the_samples_ip_hash_a_long_polling_client_gets_each_event_once(
+    database_uri: str, tmp_path: Path, redis_url: str
+) -> None:
+    # The interim for long-polling clients (docs/deploy.md): one address, one process. Here
+    # every client is 127.0.0.1, so all of them are on one process.
+    async with running_front(database_uri, tmp_path, redis_url, sticky=True) as front:
+        hellos, got, sent = await poll_through(front)
+        assert hellos == 0 and got == sent, (hellos, got, sent)
+        assert len(front.served("/api/")) == 1, front.served("/api/")
+
+
+@PER_PROCESS_QUEUES
+async def test_presence_subscribe_over_rest_reaches_the_queue_of_a_socket_on_either_process(
+    front: Front,
+) -> None:
+    alice, bob, _ = await dm_between(front)
+    ws = await front.ws()
+    queue_id = (await ws.auth(alice["token"]))["queue_id"]
+    api = front.api(alice["token"])
+    body = {"queue_id": queue_id, "user_ids": [bob["user"]["id"]]}
+    statuses = [(await api.post("/api/presence/subscribe", body)).status for _ in range(4)]
+    assert len(front.served("/api/presence/subscribe")) == 2  # both processes were asked
+    assert statuses == [200] * 4, statuses  # what the browser client does for the directory
 
 
 async def test_two_people_in_chromium_through_nginx_chat_live(front: Front) -> None:
