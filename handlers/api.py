@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import tornado.web
 
+from chat import shapes
 from chat.commands import StatusReply
 from chat.errors import ValidationFailed
+from chat.openapi import JSON, Operation
 from chat.service import ChatService
 from handlers.base import ApiHandler, JsonHandler
 
@@ -60,8 +62,25 @@ class CommandHandler(ApiHandler):
         await self._run(**path_args)
 
 
+HEALTH = shapes.obj(
+    {
+        "status": {"type": "string", "enum": ["ok", "unavailable"]},
+        "db": {"type": "string", "enum": ["ok", "unavailable"]},
+    }
+)
+
+
 class HealthHandler(JsonHandler):
     """GET /healthz: 200 when the database answers, 503 when it does not."""
+
+    operations: ClassVar[dict[str, Operation]] = {
+        "get": Operation(
+            "Whether the server and its database answer (no token)",
+            ok={200: {JSON: HEALTH}, 503: {JSON: HEALTH}},
+            public=True,
+            tag="operations",
+        )
+    }
 
     async def get(self) -> None:
         healthy = await self.service.database_healthy()
