@@ -11,7 +11,7 @@ from chat.commands import StatusReply
 from chat.errors import ValidationFailed
 from chat.openapi import JSON, Operation
 from chat.service import ChatService
-from handlers.base import ApiHandler, JsonHandler
+from handlers.base import METHODS, ApiHandler, JsonHandler
 
 
 class CommandHandler(ApiHandler):
@@ -20,6 +20,10 @@ class CommandHandler(ApiHandler):
     def initialize(self, service: ChatService, **methods: str) -> None:
         super().initialize(service)
         self.methods = {method.upper(): name for method, name in methods.items()}
+
+    def allowed_methods(self) -> list[str]:
+        """The methods mapped to commands on this path (not every one the class has)."""
+        return [m for m in METHODS if m in self.methods]
 
     async def prepare(self) -> None:
         name = self.methods.get(self.request.method or "")

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 MAX_JSON_BODY_BYTES = 1024 * 1024  # the contract's request body limit
 
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")  # what a 405's Allow may name
 # Codes for failures that do not come from a ChatError (Tornado's own HTTPErrors).
 STATUS_CODES = {
     400: "bad_request",
@@ -115,6 +116,13 @@ class JsonHandler(tornado.web.RequestHandler):
         """The query string as a flat dict (last value wins)."""
         return {name: self.get_query_argument(name) for name in self.request.query_arguments}
 
+    def allowed_methods(self) -> list[str]:
+        """The methods this path answers (a 405's Allow): those the handler implements."""
+        base = tornado.web.RequestHandler
+        return [
+            m for m in METHODS if getattr(type(self), m.lower()) is not getattr(base, m.lower())
+        ]
+
     def write_json(self, value: Any, status: int = 200) -> None:
         self.set_status(status)
         self.finish(json_dumps(value))
@@ -138,6 +146,8 @@ class JsonHandler(tornado.web.RequestHandler):
                 )
             code = STATUS_CODES.get(status_code, "internal_error")
             body = {"error": {"code": code, "message": message}}
+        if status_code == 405:  # RFC 9110: a 405 says what would have been allowed
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
         self.service.metrics.error(body["error"]["code"], self.transport)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json_dumps(body))

@@ -148,7 +148,27 @@ async def test_the_docs_page_is_rendered_from_the_document(server: RunningServer
     doc = await fetch_document(server)
     for path, item in doc["paths"].items():
         for method in item:
-            assert re.search(
-                rf"{method.upper()}</span> <code>{re.escape(path)}</code>", page
-            ), (method, path)
-    assert "<h3 id=\"schema-Message\"><code>Message</code></h3>" in page
+            assert re.search(rf"{method.upper()}</span> <code>{re.escape(path)}</code>", page), (
+                method,
+                path,
+            )
+    assert '<h3 id="schema-Message"><code>Message</code></h3>' in page
+
+
+async def test_a_405_names_the_allowed_methods(server: RunningServer) -> None:
+    """RFC 9110: a 405 carries Allow (found by schemathesis: TRACE on every path)."""
+    alice = await server.client().register("alice")
+    client = server.client(alice["token"])
+    cases = {
+        ("TRACE", "/api/me"): "GET",
+        ("PUT", "/api/friends/requests"): "GET, POST",
+        ("POST", "/api/blocks/6740a1b2c3d4e5f6a7b8c9d0"): "PUT, DELETE",
+        ("DELETE", "/api/export"): "GET",
+        ("PATCH", "/api/files/6740a1b2c3d4e5f6a7b8c9d0"): "GET, HEAD",
+        ("TRACE", "/healthz"): "GET",
+    }
+    for (method, path), allowed in cases.items():
+        response = await client.request(method, path)
+        assert response.status == 405, (method, path, response.body)
+        assert response.error_code == "method_not_allowed"
+        assert response.headers.get("Allow") == allowed, (method, path)
