@@ -139,6 +139,7 @@ class MessageCommands(FileCommands):
                 "attachments": id_list(MAX_ATTACHMENTS),
             },
             ("conversation_id",),
+            {"anyOf": [{"required": ["body"]}, {"required": ["attachments"]}]},
         ),
         gives=shapes.reply(message=shapes.ref("Message")),
         errors=(403, 404, 409),

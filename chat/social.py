@@ -317,7 +317,10 @@ class SocialCommands(ServiceBase):
         "friends.request",
         status=201,
         also=(200,),
-        takes=Fields({"user_id": ID, "friend_code": NONEMPTY_TEXT}),
+        takes=Fields(
+            {"user_id": ID, "friend_code": NONEMPTY_TEXT},
+            rule={"oneOf": [{"required": ["user_id"]}, {"required": ["friend_code"]}]},
+        ),
         gives=shapes.obj(
             {"request": shapes.ref("FriendRequestRef")},
             {"user": shapes.ref("UserWithPresence")},

@@ -355,7 +355,9 @@ EMAIL: Schema = {
 }
 PASSWORD: Schema = {
     "type": "string",
-    # bytes of UTF-8, which JSON Schema cannot count: at least 2 characters, at most 72
+    # JSON Schema counts characters, not bytes: the bounds take every password the check
+    # takes (8 bytes are at least 2 characters of UTF-8, 72 bytes at most 72 characters);
+    # the check refuses the rest of what they let through (400, field password)
     "minLength": PASSWORD_MIN_BYTES // 4,
     "maxLength": PASSWORD_MAX_BYTES,
     "description": f"{PASSWORD_MIN_BYTES}-{PASSWORD_MAX_BYTES} bytes of UTF-8 (bcrypt's limit).",
@@ -407,11 +409,12 @@ class Fields:
 
     properties: dict[str, Schema] = dataclasses.field(default_factory=dict)
     required: tuple[str, ...] = ()
+    rule: Schema = dataclasses.field(default_factory=dict)  # e.g. anyOf: which must be given
 
     def schema(self, leave_out: frozenset[str] = frozenset()) -> Schema:
         """The JSON Schema of the object, without the fields in leave_out (the path's)."""
         props = {k: v for k, v in self.properties.items() if k not in leave_out}
-        shown: Schema = {"type": "object", "properties": props}
+        shown: Schema = {"type": "object", "properties": props, **self.rule}
         required = [k for k in self.required if k not in leave_out]
         if required:
             shown["required"] = required
