@@ -34,6 +34,7 @@ SHORT_EXAMPLES = 8  # per operation and phase: the whole short run stays well un
 SHORT_TIME_SECS = 45
 LONG_EXAMPLES = int(os.environ.get("CHAT_FUZZ_EXAMPLES", "200"))
 LONG_TIME_SECS = int(os.environ.get("CHAT_FUZZ_SECS", "600"))
+SEED = os.environ.get("CHAT_FUZZ_SEED", "20")  # the same cases every run unless told
 
 
 async def fuzz_server(make_server: ServerFactory, tmp_path: Path) -> tuple[RunningServer, str]:
@@ -77,7 +78,7 @@ async def run_schemathesis(
         "--workers",
         "1",
         "--seed",
-        "20",
+        SEED,
         "--no-color",
         "--generation-database",
         "none",
