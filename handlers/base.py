@@ -104,11 +104,11 @@ class JsonHandler(tornado.web.RequestHandler):
 
     def json_body(self) -> Any:
         """The parsed request body ({} when empty); 413 when too big; 400 when it is not JSON
-        or breaks the contract's limits on JSON (see decode_json)."""
+        (white space alone is not) or breaks the contract's limits on JSON (see decode_json)."""
         body = self.request.body
         if len(body) > MAX_JSON_BODY_BYTES:
             raise TooLarge("The request body is larger than 1 MiB.")
-        if not body.strip():
+        if not body:
             return {}
         return decode_json(body, "request body")
 

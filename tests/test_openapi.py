@@ -172,3 +172,15 @@ async def test_a_405_names_the_allowed_methods(server: RunningServer) -> None:
         assert response.status == 405, (method, path, response.body)
         assert response.error_code == "method_not_allowed"
         assert response.headers.get("Allow") == allowed, (method, path)
+
+
+async def test_a_body_of_white_space_is_not_json(server: RunningServer) -> None:
+    """Found by schemathesis: "\\r" as a body was taken for no body (and the command ran); an
+    empty body still is none."""
+    alice = await server.client().register("alice")
+    client = server.client(alice["token"])
+    for raw in (b"\r", b" ", b"\n\t"):
+        response = await client.request("PATCH", "/api/me/settings", raw_body=raw)
+        assert response.status == 400 and response.error_code == "bad_request", raw
+    empty = await client.request("PATCH", "/api/me/settings", raw_body=b"")
+    assert empty.status == 200 and empty.body == {"settings": {"dm_policy": "everyone"}}
