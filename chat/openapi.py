@@ -18,7 +18,7 @@ BODY_METHODS = ("post", "put", "patch")  # the others take their fields from the
 JSON = "application/json"
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 ERROR_REF = shapes.ref("Error")
-# What every command may answer besides its own errors: bad input, no session, no database.
+# What each status means, for the responses' descriptions.
 STATUS_TEXT = {
     200: "OK",
     201: "Created",
@@ -35,8 +35,6 @@ STATUS_TEXT = {
     429: "Rate limited: wait Retry-After seconds",
     503: "The database did not answer in time",
 }
-# Codes Tornado's own errors get (handlers/base.py) that no ChatError subclass carries.
-EXTRA_CODES = {405: ["method_not_allowed"]}
 _NAMED_GROUP = re.compile(r"\(\?P<(\w+)>([^()]*)\)")
 _LITERAL = re.compile(r"[\w.-]+")
 
@@ -97,8 +95,6 @@ def error_codes() -> dict[int, list[str]]:
         klass = todo.pop()
         todo += klass.__subclasses__()
         found.setdefault(klass.status, set()).add(klass.code)
-    for status, codes in EXTRA_CODES.items():
-        found.setdefault(status, set()).update(codes)
     return {status: sorted(codes) for status, codes in sorted(found.items())}
 
 
