@@ -251,9 +251,13 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
     const { m, state, mine } = item;
     if (m.deleted) return [tombstoneBubble()];
     const editing = item.key === editingKey;
-    const stored = state === 'sent' && mine && m.id;
+    const stored = state === 'sent' && m.id;
+    // A group's owner and admins may delete anyone's message (not edit it).
+    const role = conv.members?.find((member) => member.user_id === store.me?.id)?.role;
+    const moderates = conv.kind === 'group' && (role === 'owner' || role === 'admin');
+    const menu = stored && !editing && (mine || moderates);
     return [
-      stored && !editing ? messageMenu({ m, onEdit: () => startEditing(item.key), onDelete: () => deleteMessage(conv.id, m), onClose: () => queueMicrotask(renderMessages) }) : null,
+      menu ? messageMenu({ canEdit: mine, onEdit: () => startEditing(item.key), onDelete: () => deleteMessage(conv.id, m), onClose: () => queueMicrotask(renderMessages) }) : null,
       m.attachments?.length ? renderAttachments(m.attachments) : null,
       editing
         ? messageEditor({ m, onSave: (body) => saveEdit(conv.id, m, body), onCancel: () => stopEditing(item.key) })

@@ -19,11 +19,12 @@ export function editedMarker(m) {
 }
 
 /**
- * The menu of a stored message of mine: a button (shown on hover and focus, reachable by Tab
- * from the message) that opens Edit and Delete; arrow keys move in it, Escape closes it.
+ * The menu of a stored message: mine (Edit, Delete), or anyone's in a group I own or
+ * administer (Delete). A button (shown on hover and focus, reachable by Tab
+ * from the message) opens it; arrow keys move in it, Escape closes it.
  * `onClose` runs once it closed (the chat view redraws what it held back meanwhile).
  */
-export function messageMenu({ m, onEdit, onDelete, onClose }) {
+export function messageMenu({ canEdit = true, onEdit, onDelete, onClose }) {
   const button = h('button', {
     type: 'button',
     class: 'msg-menu-button',
@@ -44,9 +45,8 @@ export function messageMenu({ m, onEdit, onDelete, onClose }) {
         },
       },
     });
-  const hasText = Boolean(m.body) || Boolean(m.attachments?.length);
   const menu = h('div', { class: 'msg-menu', hidden: true, attrs: { role: 'menu', 'aria-label': 'Message actions' } },
-    hasText ? item('Edit', onEdit) : null,
+    canEdit ? item('Edit', onEdit) : null,
     item('Delete', onDelete),
   );
   const items = () => [...menu.querySelectorAll('[role="menuitem"]')];
