@@ -4,6 +4,7 @@ files in GridFS), and history, the conversation list and exports showing the cur
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -193,3 +194,61 @@ async def test_list_and_exports_show_edits_and_tombstones(server: RunningServer)
     assert lines == [edited, tomb]
     text = json.dumps(one.body) + everything.body
     assert "regrettable" not in text and "first draft" not in text
+
+
+async def test_a_long_polling_member_gets_the_changes_in_order_with_the_messages(
+    server: RunningServer,
+) -> None:
+    alice = await join(server, "alice", "ws", online=False)
+    bob = await join(server, "bob", "rest", online=False)
+    cid = (await open_dm(alice, bob))["id"]
+    first = (await bob.api.get("/api/events")).body  # a long-polling queue, its hello
+    queue_id, last = first["queue_id"], first["events"][-1]["id"]
+    one = await send(alice, cid, "one")
+    await edit(alice, cid, one["id"], "one, edited")
+    two = await send(alice, cid, "two")
+    await delete(alice, cid, one["id"])
+    got: list[dict[str, Any]] = []
+    while len(got) < 4:
+        page = await bob.api.get(f"/api/events?queue_id={queue_id}&last_event_id={last}&timeout=5")
+        assert page.status == 200 and page.body["queue_id"] == queue_id
+        for item in page.body["events"]:
+            last = item["id"]
+            if item["event"]["type"].startswith("message."):
+                got.append(item["event"])
+    assert [(e["type"], e["message"]["seq"]) for e in got] == [
+        ("message.new", one["seq"]),
+        ("message.updated", one["seq"]),
+        ("message.new", two["seq"]),
+        ("message.deleted", one["seq"]),
+    ]
+    assert got[1]["message"]["body"] == "one, edited" and got[3]["message"]["deleted"] is True
+
+
+async def test_racing_changes_and_sends_leave_every_member_with_the_stored_state(
+    server: RunningServer,
+) -> None:
+    alice = await join(server, "alice", "rest")
+    bob = await join(server, "bob", "rest")
+    cid = (await open_dm(alice, bob))["id"]
+    sent = [await send(alice, cid, f"m{i}") for i in range(4)]
+    # Edits, deletions and new sends of one conversation, all at once.
+    calls = [edit(alice, cid, m["id"], f"{m['body']} edited") for m in sent]
+    calls += [delete(alice, cid, m["id"]) for m in sent[::2]]
+    calls += [alice.call("messages.send", conversation_id=cid, body=f"n{i}") for i in range(6)]
+    results = await asyncio.gather(*calls)
+    assert all(r.status in (200, 201, 409) for r in results), [r.data for r in results]
+    changes = sum(r.status == 200 for r in results)
+    stored = {m["id"]: m for m in (await history(bob, cid))["messages"]}
+    for member in (alice, bob):
+        got = await message_events(member, len(sent) + 6 + changes)
+        assert [e["id"] for e in got] == sorted({e["id"] for e in got})
+        latest: dict[str, dict[str, Any]] = {}
+        for e in got:
+            if e["type"] == "message.new":
+                assert e["message"]["id"] not in latest  # new comes first, once
+            else:
+                assert e["message"]["id"] in latest
+            latest[e["message"]["id"]] = e["message"]
+        assert latest == stored
+    assert all(stored[m["id"]].get("deleted") for m in sent[::2])
