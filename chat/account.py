@@ -10,6 +10,7 @@ from chat.accounts import AccountCommands
 from chat.commands import Principal, Reply, command
 from chat.errors import Forbidden, NotFound, Unauthorized
 from chat.groups import GroupCommands
+from chat.lifecycle import LifecycleCommands
 from chat.messages import MessageCommands
 from chat.models import Session, iso
 from chat.privacy import PrivacyCommands
@@ -64,6 +65,7 @@ def session_view(session: Session, current_id: str) -> Reply:
 class SelfServiceCommands(
     PrivacyCommands,
     RealtimeCommands,
+    LifecycleCommands,
     MessageCommands,
     GroupCommands,
     SocialCommands,
