@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from chat import shapes
 from chat.attachments import FileCommands
 from chat.commands import Principal, Reply, command
 from chat.errors import Blocked, Conflict, DatabaseUnavailable, Forbidden, NotFound
@@ -24,7 +25,7 @@ from chat.events import Event
 from chat.models import utcnow
 from chat.sequencer import Line
 from chat.store.conversations import Conversation, Message
-from chat.validation import check_body, get_str, require_id, require_object
+from chat.validation import BODY, ID, Fields, check_body, get_str, require_id, require_object
 
 GROUP_MODERATORS = ("owner", "admin")  # group roles that may delete anyone's message
 
@@ -34,7 +35,15 @@ log = logging.getLogger(__name__)
 class LifecycleCommands(FileCommands):
     """messages.edit, messages.delete."""
 
-    @command("messages.edit")
+    @command(
+        "messages.edit",
+        takes=Fields(
+            {"conversation_id": ID, "message_id": ID, "body": BODY},
+            ("conversation_id", "message_id", "body"),
+        ),
+        gives=shapes.reply(message=shapes.ref("Message")),
+        errors=(403, 404, 409),
+    )
     async def edit_message(self, principal: Principal, data: Any) -> Reply:
         """Replace the body of the caller's own message (body rules as for sending), keeping
         its seq; sets edited_at; message.updated goes to every member."""
@@ -59,7 +68,12 @@ class LifecycleCommands(FileCommands):
                 self._announce(line, conv, "message.updated", edited)
         return {"message": self.present(edited, me)}
 
-    @command("messages.delete")
+    @command(
+        "messages.delete",
+        takes=Fields({"conversation_id": ID, "message_id": ID}, ("conversation_id", "message_id")),
+        gives=shapes.reply(message=shapes.ref("Message")),
+        errors=(403, 404),
+    )
     async def delete_message(self, principal: Principal, data: Any) -> Reply:
         """Make the message a tombstone at its seq: its body, attachments and reactions are
         erased from the database and its files deleted; message.deleted goes to every member.

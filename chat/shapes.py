@@ -98,7 +98,13 @@ COMPONENTS: dict[str, Schema] = {
             "client_msg_id": {"type": "string"},
             "created_at": TIME,
         },
-        {"attachments": list_of(ref("Attachment"))},
+        {
+            "attachments": list_of(ref("Attachment")),
+            "edited_at": TIME,
+            "deleted": {"type": "boolean"},
+            "deleted_at": TIME,
+            "deleted_by": ID,
+        },
     ),
     "Member": obj(
         {
