@@ -39,6 +39,10 @@ setup(
             "playwright>=1.45",
             # The TLS tests make their own CA and server certificate.
             "cryptography>=42,<47",
+            # tests/test_openapi*.py: GET /api/openapi.json is valid OpenAPI 3.1, and a
+            # schema-driven fuzzer finds no 5xx and no answer the document does not describe.
+            "openapi-spec-validator==0.9.0",
+            "schemathesis==4.32.5",
         ],
         # The comparison benchmarks (bench/compare.py, bench/soak.py): the peer server a user
         # would otherwise pick, and a sampling profiler that attaches to the server process.

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from chat import shapes
 from chat.accounts import AccountCommands
 from chat.commands import Principal, Reply, command
 from chat.errors import Forbidden, NotFound, Unauthorized
 from chat.groups import GroupCommands
+from chat.lifecycle import LifecycleCommands
 from chat.messages import MessageCommands
 from chat.models import Session, iso
 from chat.privacy import PrivacyCommands
@@ -16,12 +18,35 @@ from chat.realtime import RealtimeCommands
 from chat.social import SocialCommands, user_ref
 from chat.store.accounts import DELETED_USERNAME
 from chat.store.conversations import Conversation
-from chat.validation import check_id, check_password, require_object, require_password, require_str
+from chat.validation import (
+    ID,
+    NONEMPTY_TEXT,
+    PASSWORD,
+    Fields,
+    check_id,
+    check_password,
+    require_object,
+    require_password,
+    require_str,
+)
 
 # Why a session ended, as its session.ended event says (a logout says none).
 PASSWORD_CHANGED = "password_changed"
 REVOKED = "revoked"
 ACCOUNT_DELETED = "account_deleted"
+
+
+SESSION_VIEW = shapes.obj(
+    {
+        "id": ID,
+        "created_at": shapes.TIME,
+        "last_used_at": shapes.TIME,
+        "expires_at": shapes.TIME,
+        "address": shapes.nullable({"type": "string"}),
+        "user_agent": shapes.nullable({"type": "string"}),
+        "current": {"type": "boolean"},
+    }
+)
 
 
 def session_view(session: Session, current_id: str) -> Reply:
@@ -40,6 +65,7 @@ def session_view(session: Session, current_id: str) -> Reply:
 class SelfServiceCommands(
     PrivacyCommands,
     RealtimeCommands,
+    LifecycleCommands,
     MessageCommands,
     GroupCommands,
     SocialCommands,
@@ -55,7 +81,15 @@ class SelfServiceCommands(
             raise Unauthorized("The account no longer exists.")
         await self.check_password(principal.user_id, password, password_hash, "Wrong password.")
 
-    @command("account.password")
+    @command(
+        "account.password",
+        takes=Fields(
+            {"current_password": NONEMPTY_TEXT, "new_password": PASSWORD},
+            ("current_password", "new_password"),
+        ),
+        gives=shapes.reply(revoked_sessions={"type": "integer", "minimum": 0}),
+        errors=(401, 429),
+    )
     async def change_password(self, principal: Principal, data: Any) -> Reply:
         """Replace the password (the current one proves the caller); every other session of
         the account is revoked at once, this one stays."""
@@ -70,13 +104,18 @@ class SelfServiceCommands(
         await self.end_sessions(others, PASSWORD_CHANGED)
         return {"revoked_sessions": len(others)}
 
-    @command("account.sessions")
+    @command("account.sessions", gives=shapes.reply(sessions=shapes.list_of(SESSION_VIEW)))
     async def list_sessions(self, principal: Principal, data: Any) -> Reply:
         """The account's live sessions, newest first; the caller's marked current."""
         sessions = await self.store.sessions.live_of(principal.user_id)
         return {"sessions": [session_view(s, principal.session_id) for s in sessions]}
 
-    @command("account.sessions.revoke")
+    @command(
+        "account.sessions.revoke",
+        takes=Fields({"session_id": ID}, ("session_id",)),
+        gives=shapes.EMPTY,
+        errors=(404,),
+    )
     async def revoke_session(self, principal: Principal, data: Any) -> Reply:
         """Revoke one of the account's sessions (the caller's own too: a logout); 404 for an
         unknown, ended or someone else's session."""
@@ -86,7 +125,12 @@ class SelfServiceCommands(
         await self.end_sessions([session_id], REVOKED)
         return {}
 
-    @command("account.delete")
+    @command(
+        "account.delete",
+        takes=Fields({"password": NONEMPTY_TEXT}, ("password",)),
+        gives=shapes.EMPTY,
+        errors=(401, 429),
+    )
     async def delete_account(self, principal: Principal, data: Any) -> Reply:
         """Erase the account (the password proves the caller): it leaves its groups, its
         friendships, requests, blocks, settings and sessions are deleted, it is shown as

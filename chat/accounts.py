@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from chat import shapes
 from chat.batching import CachedReads
 from chat.commands import (
     CLIENT,
@@ -29,7 +30,15 @@ from chat.errors import (
 )
 from chat.limits import AttemptLimiter, Attempts
 from chat.models import User, iso, utcnow
-from chat.validation import parse_login, parse_register
+from chat.validation import (
+    EMAIL,
+    NONEMPTY_TEXT,
+    PASSWORD,
+    USERNAME,
+    Fields,
+    parse_login,
+    parse_register,
+)
 
 SESSION_CACHE_MAX = 100_000  # sessions remembered at most (least recently checked dropped)
 USER_CACHE_MAX = 100_000  # users kept for hello at most (least recently read dropped)
@@ -211,7 +220,17 @@ class AccountCommands(ServiceBase):
         token = self.tokens.issue(user.id, session.id, expires_at)
         return {"user": user.private(), "token": token, "expires_at": iso(expires_at)}
 
-    @command("auth.register", public=True, status=201)
+    @command(
+        "auth.register",
+        public=True,
+        status=201,
+        takes=Fields(
+            {"username": USERNAME, "email": EMAIL, "password": PASSWORD},
+            ("username", "email", "password"),
+        ),
+        gives=shapes.ref("Session"),
+        errors=(409, 429),
+    )
     async def register(self, principal: Principal | None, data: Any) -> Reply:
         """Create an account and sign it in; 409 naming the field when taken."""
         fields = parse_register(data)
@@ -219,7 +238,13 @@ class AccountCommands(ServiceBase):
         user = await self.store.users.create(fields.username, fields.email, password_hash)
         return await self._start_session(user)
 
-    @command("auth.login", public=True)
+    @command(
+        "auth.login",
+        public=True,
+        takes=Fields({"login": NONEMPTY_TEXT, "password": NONEMPTY_TEXT}, ("login", "password")),
+        gives=shapes.ref("Session"),
+        errors=(401, 429),
+    )
     async def login(self, principal: Principal | None, data: Any) -> Reply:
         """Sign in by username or email; one error for an unknown user and a wrong password."""
         fields = parse_login(data)
@@ -250,7 +275,7 @@ class AccountCommands(ServiceBase):
             raise InvalidCredentials(wrong)
         await self.login_failures_by_account.refund(account)  # only failures count
 
-    @command("auth.logout")
+    @command("auth.logout", gives=shapes.EMPTY)
     async def logout(self, principal: Principal, data: Any) -> Reply:
         """Revoke this session: its token stops working at once, in every process sharing the
         bus (--redis-url; in another process sharing only the database, within
@@ -284,7 +309,7 @@ class AccountCommands(ServiceBase):
     async def session_ended(self, session_id: str, reason: str | None = None) -> None:
         """Hook: tell the session's live clients it ended (the real-time layer overrides it)."""
 
-    @command("me")
+    @command("me", gives=shapes.USER)
     async def me(self, principal: Principal, data: Any) -> Reply:
         """The signed-in user, with email and friend code."""
         return {"user": (await self.signed_in_user(principal)).private()}

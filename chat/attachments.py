@@ -361,7 +361,8 @@ class FileCommands(ConversationCommands):
         except ValueError:
             raise NotFound("No such file.") from None
         good = self._sign(file_id, variant, user_id, when)
-        if not hmac.compare_digest(good, signature) or when < time.time():
+        # As bytes: compare_digest refuses str with characters outside ASCII (a TypeError).
+        if not hmac.compare_digest(good.encode(), signature.encode()) or when < time.time():
             raise NotFound("No such file.")
         return user_id
 

@@ -18,6 +18,7 @@ from chat.metrics import Metrics
 from chat.presence import Presence
 from chat.store import Store
 from chat.store.conversations import Conversation
+from chat.validation import NO_FIELDS, Fields, Schema
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,18 +58,45 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Reply]])
 
 
 @dataclasses.dataclass(frozen=True)
+class CommandSpec:
+    """What a command is, apart from its code: the OpenAPI document is generated from this."""
+
+    name: str
+    public: bool = False  # callable before authentication (register, login)
+    status: int = 200  # the HTTP status of success over REST
+    takes: Fields = NO_FIELDS  # its input fields (path parameters included)
+    gives: Schema = dataclasses.field(default_factory=dict)  # its reply ({}: not described)
+    errors: tuple[int, ...] = ()  # statuses beyond 400, 401 and 503 that it may answer
+    also: tuple[int, ...] = ()  # other success statuses (a StatusReply's)
+    summary: str = ""  # one line; else the method's docstring's first line
+
+
+@dataclasses.dataclass(frozen=True)
 class Command:
     name: str
     fn: CommandFn
     public: bool  # callable before authentication (register, login)
     status: int  # the HTTP status of success over REST
+    spec: CommandSpec
 
 
-def command(name: str, *, public: bool = False, status: int = 200) -> Callable[[F], F]:
-    """Mark a service method as the command `name`, reachable over REST and WebSocket."""
+def command(
+    name: str,
+    *,
+    public: bool = False,
+    status: int = 200,
+    takes: Fields = NO_FIELDS,
+    gives: Schema | None = None,
+    errors: tuple[int, ...] = (),
+    also: tuple[int, ...] = (),
+) -> Callable[[F], F]:
+    """Mark a service method as the command `name`, reachable over REST and WebSocket; takes,
+    gives and errors describe it in the OpenAPI document (chat/openapi.py)."""
 
     def mark(fn: F) -> F:
-        fn.__chat_command__ = (name, public, status)  # type: ignore[attr-defined]
+        summary = (fn.__doc__ or "").strip().split("\n\n")[0]
+        spec = CommandSpec(name, public, status, takes, gives or {}, errors, also, summary)
+        fn.__chat_command__ = spec  # type: ignore[attr-defined]
         return fn
 
     return mark
@@ -95,10 +123,12 @@ class ServiceBase:
         self.commands: dict[str, Command] = {}
         for klass in reversed(type(self).__mro__):
             for attr, value in vars(klass).items():
-                marker = getattr(value, "__chat_command__", None)
-                if marker is not None:
-                    name, public, status = marker
-                    self.commands[name] = Command(name, getattr(self, attr), public, status)
+                spec = getattr(value, "__chat_command__", None)
+                if isinstance(spec, CommandSpec):
+                    fn = getattr(self, attr)
+                    self.commands[spec.name] = Command(
+                        spec.name, fn, spec.public, spec.status, spec
+                    )
 
     def publish(self, user_ids: Iterable[str], event: Event) -> None:
         """Push the event to every open queue of these users (after it is stored), here and,

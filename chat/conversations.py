@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
+from chat import shapes
 from chat.activity import ActivityLog, with_activity
 from chat.commands import Principal, Reply, ServiceBase, command
 from chat.errors import (
@@ -23,6 +24,9 @@ from chat.models import User, iso, utcnow
 from chat.sequencer import Sequencer
 from chat.store.conversations import Conversation, ListCursor, Member, Message, Role
 from chat.validation import (
+    ID,
+    LIMIT,
+    Fields,
     get_limit,
     get_str,
     require_id,
@@ -200,7 +204,15 @@ class ConversationCommands(ServiceBase):
 
     # -- conversations --------------------------------------------------------
 
-    @command("conversations.list")
+    @command(
+        "conversations.list",
+        takes=Fields({"limit": LIMIT, "before": {"type": "string"}}),
+        gives=shapes.reply(
+            conversations=shapes.list_of(shapes.ref("Conversation")),
+            has_more={"type": "boolean"},
+            next_before=shapes.nullable({"type": "string"}),
+        ),
+    )
     async def list_conversations(self, principal: Principal, data: Any) -> Reply:
         """The caller's conversations, newest activity first, each with its last message and
         the caller's unread count; `before` (from next_before) pages on."""
@@ -227,7 +239,12 @@ class ConversationCommands(ServiceBase):
             "next_before": f"{iso(last[0])}_{last[1]}" if last else None,
         }
 
-    @command("conversations.open_dm")
+    @command(
+        "conversations.open_dm",
+        takes=Fields({"user_id": ID}, ("user_id",)),
+        gives=shapes.CONVERSATION,
+        errors=(403, 404),
+    )
     async def open_dm(self, principal: Principal, data: Any) -> Reply:
         """The one DM between the caller and user_id, created on first use (always 200)."""
         data = require_object(data)

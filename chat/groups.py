@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from chat import shapes
 from chat.commands import Principal, Reply, command
 from chat.conversations import ConversationCommands, now_member
 from chat.errors import (
@@ -21,14 +22,21 @@ from chat.events import Event
 from chat.models import User, utcnow
 from chat.store.conversations import Conversation, Member, Role
 from chat.validation import (
+    GROUP_NAME,
+    ID,
+    Fields,
     check_group_name,
     get_id_list,
+    id_list,
+    one_of,
     require_id,
     require_object,
     require_str,
 )
 
 GROUP_CHANGE_RETRIES = 20
+IN_GROUP = Fields({"conversation_id": ID}, ("conversation_id",))  # the input of groups.get
+GROUP_MEMBER = Fields({"conversation_id": ID, "user_id": ID}, ("conversation_id", "user_id"))
 
 
 class GroupFull(ChatError):
@@ -66,7 +74,13 @@ class GroupCommands(ConversationCommands):
         if size > limit:
             raise GroupFull(f"A group has at most {limit} members.", field=field)
 
-    @command("groups.create", status=201)
+    @command(
+        "groups.create",
+        status=201,
+        takes=Fields({"name": GROUP_NAME, "member_ids": id_list()}, ("name",)),
+        gives=shapes.CONVERSATION,
+        errors=(403, 404, 413),
+    )
     async def create_group(self, principal: Principal, data: Any) -> Reply:
         """A new group named `name` with the caller as owner and member_ids as members;
         group.created goes to every member."""
@@ -88,7 +102,7 @@ class GroupCommands(ConversationCommands):
         self.publish(conv.member_ids, {"type": "group.created", "conversation": conv.shared_dict()})
         return {"conversation": await self.render(conv, principal.user_id)}
 
-    @command("groups.get")
+    @command("groups.get", takes=IN_GROUP, gives=shapes.CONVERSATION, errors=(403, 404))
     async def get_group(self, principal: Principal, data: Any) -> Reply:
         """The group, for its current members."""
         data = require_object(data)
@@ -147,7 +161,12 @@ class GroupCommands(ConversationCommands):
             raise Forbidden(f"Only the owner or an admin can {action}.")
         return member
 
-    @command("groups.update")
+    @command(
+        "groups.update",
+        takes=Fields({"conversation_id": ID, "name": GROUP_NAME}, ("conversation_id", "name")),
+        gives=shapes.CONVERSATION,
+        errors=(403, 404),
+    )
     async def update_group(self, principal: Principal, data: Any) -> Reply:
         """Rename the group (owner or admin); group.updated goes to every member."""
         data = require_object(data)
@@ -171,7 +190,15 @@ class GroupCommands(ConversationCommands):
         conv = await self._change_group(principal, conversation_id, decide, events)
         return {"conversation": await self.render(conv, principal.user_id)}
 
-    @command("groups.add_members")
+    @command(
+        "groups.add_members",
+        takes=Fields(
+            {"conversation_id": ID, "user_ids": {**id_list(), "minItems": 1}},
+            ("conversation_id", "user_ids"),
+        ),
+        gives=shapes.CONVERSATION,
+        errors=(403, 404, 413),
+    )
     async def add_members(self, principal: Principal, data: Any) -> Reply:
         """Add user_ids as members (owner or admin), up to the maximum size;
         group.member_added goes to every member, the new ones included."""
@@ -210,7 +237,9 @@ class GroupCommands(ConversationCommands):
         conv = await self._change_group(principal, conversation_id, decide, events)
         return {"conversation": await self.render(conv, principal.user_id)}
 
-    @command("groups.remove_member")
+    @command(
+        "groups.remove_member", takes=GROUP_MEMBER, gives=shapes.CONVERSATION, errors=(403, 404)
+    )
     async def remove_member(self, principal: Principal, data: Any) -> Reply:
         """Remove user_id (owner: anyone; admin: members), or leave when it is the caller.
         A removed member keeps read-only access to what was sent before; if the owner leaves,
@@ -251,7 +280,15 @@ class GroupCommands(ConversationCommands):
             return {"conversation": conv.shared_dict()}
         return {"conversation": await self.render(conv, me)}
 
-    @command("groups.set_role")
+    @command(
+        "groups.set_role",
+        takes=Fields(
+            {**GROUP_MEMBER.properties, "role": one_of("admin", "member")},
+            (*GROUP_MEMBER.required, "role"),
+        ),
+        gives=shapes.CONVERSATION,
+        errors=(403, 404),
+    )
     async def set_role(self, principal: Principal, data: Any) -> Reply:
         """Promote a member to admin or demote an admin to member (owner only);
         group.updated goes to every member."""

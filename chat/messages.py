@@ -13,6 +13,7 @@ from typing import Any
 
 from bson import ObjectId
 
+from chat import shapes
 from chat.attachments import MAX_ATTACHMENTS, FileCommands
 from chat.batching import GroupCommit
 from chat.commands import Principal, Reply, command, retrieve_exception
@@ -37,12 +38,19 @@ from chat.store.conversations import (
     SeqTaken,
 )
 from chat.validation import (
+    BODY,
+    CLIENT_MSG_ID,
+    ID,
+    LIMIT,
+    Fields,
     check_body,
     check_client_msg_id,
     get_id_list,
     get_int,
     get_limit,
     get_str,
+    id_list,
+    integer,
     require_id,
     require_object,
 )
@@ -120,7 +128,22 @@ class MessageCommands(FileCommands):
             self.store.conversations.advance_reads, WRITE_BATCH_MAX
         )
 
-    @command("messages.send", status=201)
+    @command(
+        "messages.send",
+        status=201,
+        takes=Fields(
+            {
+                "conversation_id": ID,
+                "body": BODY,
+                "client_msg_id": CLIENT_MSG_ID,
+                "attachments": id_list(MAX_ATTACHMENTS),
+            },
+            ("conversation_id",),
+            {"anyOf": [{"required": ["body"]}, {"required": ["attachments"]}]},
+        ),
+        gives=shapes.reply(message=shapes.ref("Message")),
+        errors=(403, 404, 409),
+    )
     async def send_message(self, principal: Principal, data: Any) -> Reply:
         """Store the message at the conversation's next seq, publish message.new to every
         member in seq order, then reply; a retried client_msg_id returns the stored message."""
@@ -329,7 +352,22 @@ class MessageCommands(FileCommands):
         slot = self.sequencer.reserve(line, seq)
         return current, slot, dataclasses.replace(draft, seq=seq)
 
-    @command("messages.history")
+    @command(
+        "messages.history",
+        takes=Fields(
+            {
+                "conversation_id": ID,
+                "before_seq": integer(minimum=1),
+                "after_seq": integer(),
+                "limit": LIMIT,
+            },
+            ("conversation_id",),
+        ),
+        gives=shapes.reply(
+            messages=shapes.list_of(shapes.ref("Message")), has_more={"type": "boolean"}
+        ),
+        errors=(404,),
+    )
     async def history(self, principal: Principal, data: Any) -> Reply:
         """A page of messages, oldest first: the newest `limit` (default 50), or those before
         before_seq, or those after after_seq; has_more says whether the page could go on."""
@@ -350,7 +388,12 @@ class MessageCommands(FileCommands):
         me = principal.user_id
         return {"messages": [self.present(m, me) for m in messages], "has_more": has_more}
 
-    @command("conversations.read")
+    @command(
+        "conversations.read",
+        takes=Fields({"conversation_id": ID, "seq": integer()}, ("conversation_id", "seq")),
+        gives=shapes.reply(conversation_id=ID, seq=shapes.SEQ, unread_count=shapes.SEQ),
+        errors=(403, 404),
+    )
     async def mark_read(self, principal: Principal, data: Any) -> Reply:
         """Move the caller's read pointer forward to seq (never back, never past the last
         message); conversation.read goes to every member when it moved, except those a block
@@ -382,7 +425,12 @@ class MessageCommands(FileCommands):
         unread = await store.count_unread(conv.id, me, current, top)
         return {"conversation_id": conv.id, "seq": current, "unread_count": unread}
 
-    @command("typing")
+    @command(
+        "typing",
+        takes=Fields({"conversation_id": ID}, ("conversation_id",)),
+        gives=shapes.reply(forwarded={"type": "boolean"}),
+        errors=(403, 404, 429),
+    )
     async def typing(self, principal: Principal, data: Any) -> Reply:
         """Tell the other members the caller is typing (not those a block stands between it
         and); never stored, at most one event per conversation every TYPING_INTERVAL_SECS

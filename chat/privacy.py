@@ -18,6 +18,7 @@ import asyncio
 import collections
 from typing import Any
 
+from chat import shapes
 from chat.batching import CachedReads
 from chat.commands import Principal, Reply, command
 from chat.conversations import ConversationCommands
@@ -25,7 +26,7 @@ from chat.errors import ChatError, NotFound, ValidationFailed
 from chat.events import Event
 from chat.store.conversations import Conversation, dm_key
 from chat.store.privacy import DM_POLICIES, UserSettings
-from chat.validation import require_id, require_object
+from chat.validation import ID, Fields, one_of, require_id, require_object
 
 SETTLED_REMEMBERED = 100_000  # settled DM pairs kept in memory (a send there costs nothing)
 SETTINGS_CACHE_USERS = 50_000  # users whose settings are kept (changed only by update here)
@@ -144,13 +145,17 @@ class PrivacyCommands(ConversationCommands):
 
     # -- commands -------------------------------------------------------------------------
 
-    @command("settings.get")
+    @command("settings.get", gives=shapes.SETTINGS)
     async def get_settings(self, principal: Principal, data: Any) -> Reply:
         """The caller's settings (defaults until it changes one)."""
         settings = await self.store.privacy.settings(principal.user_id)
         return {"settings": settings.to_dict()}
 
-    @command("settings.update")
+    @command(
+        "settings.update",
+        takes=Fields({"dm_policy": one_of(*DM_POLICIES)}),
+        gives=shapes.SETTINGS,
+    )
     async def update_settings(self, principal: Principal, data: Any) -> Reply:
         """Change the given settings (`dm_policy`: everyone | friends); the others stay."""
         data = require_object(data)
@@ -165,7 +170,12 @@ class PrivacyCommands(ConversationCommands):
         self._settings.forget(principal.user_id)
         return {"settings": settings.to_dict()}
 
-    @command("conversations.accept")
+    @command(
+        "conversations.accept",
+        takes=Fields({"conversation_id": ID}, ("conversation_id",)),
+        gives=shapes.CONVERSATION,
+        errors=(403, 404),
+    )
     async def accept_conversation(self, principal: Principal, data: Any) -> Reply:
         """Accept a DM request: the conversation leaves the caller's requests (idempotent;
         any DM the caller belongs to may be accepted)."""

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from chat import shapes
 from chat.accounts import AccountCommands
 from chat.batching import Coalescer
 from chat.broker import PresenceBook
@@ -21,7 +22,7 @@ from chat.limits import UserSlots
 from chat.metrics import LONGPOLL, WEBSOCKET
 from chat.presence import InMemoryPresence
 from chat.shared_presence import SharedPresence
-from chat.validation import get_id_list, int_from_text, require_object
+from chat.validation import ID, Fields, get_id_list, id_list, int_from_text, require_object
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +208,21 @@ class RealtimeCommands(AccountCommands):
         candidates.discard(user_id)
         return candidates - await self.blocked_either_way(user_id)
 
-    @command("presence.subscribe")
+    @command(
+        "presence.subscribe",
+        takes=Fields(
+            {
+                "queue_id": {"type": "string", "description": "the queue_id of a hello"},
+                "user_ids": id_list(MAX_PRESENCE_SUBSCRIPTIONS),
+            },
+            ("queue_id",),
+        ),
+        gives=shapes.reply(
+            user_ids=shapes.list_of(ID),
+            presence={"type": "object", "additionalProperties": shapes.PRESENCE},
+        ),
+        errors=(404,),
+    )
     async def presence_subscribe(self, principal: Principal, data: Any) -> Reply:
         """Also deliver presence of these users to one of the caller's queues."""
         data = require_object(data)

@@ -18,6 +18,7 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
+from chat import shapes
 from chat.batching import CachedReads, shared_frozenset
 from chat.commands import Principal, Reply, ServiceBase, StatusReply, command
 from chat.errors import Blocked, Conflict, NotFound, ValidationFailed
@@ -26,8 +27,12 @@ from chat.store import normalize_friend_code
 from chat.store.accounts import FRIEND_CODE_ALPHABET, FRIEND_CODE_LEN
 from chat.store.social import FriendRequest
 from chat.validation import (
+    ID,
+    LIMIT,
+    NONEMPTY_TEXT,
     USERNAME_MAX,
     USERNAME_RE,
+    Fields,
     get_limit,
     get_str,
     require_id,
@@ -36,6 +41,8 @@ from chat.validation import (
 )
 
 SEARCH_PAGE = 50  # users per page when the client does not say
+A_USER = Fields({"user_id": ID}, ("user_id",))  # the input of friends.remove and blocks.*
+A_REQUEST = Fields({"request_id": ID}, ("request_id",))  # friends.accept, decline, cancel
 CURSOR_MAX = 64  # an `after` cursor is a lower-cased username (at most 32 characters)
 REQUEST_RETRIES = 3  # a request racing with the other side's request or cancellation
 
@@ -216,7 +223,21 @@ class SocialCommands(ServiceBase):
 
     # -- directory ----------------------------------------------------------------------
 
-    @command("users.search")
+    @command(
+        "users.search",
+        takes=Fields(
+            {
+                "q": {"type": "string", "description": "a username prefix, any case"},
+                "after": {"type": "string", "maxLength": CURSOR_MAX},
+                "limit": LIMIT,
+            }
+        ),
+        gives=shapes.reply(
+            users=shapes.list_of(shapes.ref("UserWithPresence")),
+            has_more={"type": "boolean"},
+            next_after=shapes.nullable({"type": "string"}),
+        ),
+    )
     async def search_users(self, principal: Principal, data: Any) -> Reply:
         """Users whose username starts with q (any case), or everyone without q, in username
         order with presence; paginated by `after`. Never the caller, never across a block."""
@@ -233,7 +254,12 @@ class SocialCommands(ServiceBase):
             "next_after": users[-1].username.lower() if has_more and users else None,
         }
 
-    @command("users.by_code")
+    @command(
+        "users.by_code",
+        takes=Fields({"code": NONEMPTY_TEXT}, ("code",)),
+        gives=shapes.reply(user=shapes.ref("UserWithPresence")),
+        errors=(404,),
+    )
     async def user_by_code(self, principal: Principal, data: Any) -> Reply:
         """The user with this friend code (any case, dash optional), with presence; 404 for
         an unknown code and across a block."""
@@ -244,7 +270,7 @@ class SocialCommands(ServiceBase):
 
     # -- friends ------------------------------------------------------------------------
 
-    @command("friends.list")
+    @command("friends.list", gives=shapes.reply(friends=shapes.list_of(shapes.ref("Friend"))))
     async def list_friends(self, principal: Principal, data: Any) -> Reply:
         """The caller's friends with presence and since when, in username order."""
         me = principal.user_id
@@ -260,7 +286,15 @@ class SocialCommands(ServiceBase):
             ]
         }
 
-    @command("friends.requests")
+    @command(
+        "friends.requests",
+        gives=shapes.reply(
+            requests=shapes.reply(
+                incoming=shapes.list_of(shapes.ref("FriendRequest")),
+                outgoing=shapes.list_of(shapes.ref("FriendRequest")),
+            )
+        ),
+    )
     async def list_requests(self, principal: Principal, data: Any) -> Reply:
         """Pending requests to and from the caller, newest first."""
         me = principal.user_id
@@ -279,7 +313,20 @@ class SocialCommands(ServiceBase):
 
         return {"requests": {"incoming": views(incoming), "outgoing": views(outgoing)}}
 
-    @command("friends.request", status=201)
+    @command(
+        "friends.request",
+        status=201,
+        also=(200,),
+        takes=Fields(
+            {"user_id": ID, "friend_code": NONEMPTY_TEXT},
+            rule={"oneOf": [{"required": ["user_id"]}, {"required": ["friend_code"]}]},
+        ),
+        gives=shapes.obj(
+            {"request": shapes.ref("FriendRequestRef")},
+            {"user": shapes.ref("UserWithPresence")},
+        ),
+        errors=(403, 404, 409),
+    )
     async def send_request(self, principal: Principal, data: Any) -> Reply:
         """Ask a user (by user_id or friend_code) to be friends: 201 with the pending request,
         or 200 with the friendship when that user had already asked the caller."""
@@ -325,7 +372,14 @@ class SocialCommands(ServiceBase):
             return {"request": view}
         raise Conflict("The request changed concurrently; try again.", field=field)
 
-    @command("friends.accept")
+    @command(
+        "friends.accept",
+        takes=A_REQUEST,
+        gives=shapes.reply(
+            request=shapes.ref("FriendRequestRef"), user=shapes.ref("UserWithPresence")
+        ),
+        errors=(404,),
+    )
     async def accept_request(self, principal: Principal, data: Any) -> Reply:
         """Accept a request made to the caller: both become friends and both are told; 404
         when it is not pending (cancelled, already answered) or not addressed to the caller."""
@@ -335,7 +389,7 @@ class SocialCommands(ServiceBase):
             raise NotFound("No such pending friend request.")
         return await self._friends_now(taken, principal.user_id)
 
-    @command("friends.decline")
+    @command("friends.decline", takes=A_REQUEST, gives=shapes.REQUEST, errors=(404,))
     async def decline_request(self, principal: Principal, data: Any) -> Reply:
         """Decline a request made to the caller; the sender gets friend.request.cancelled."""
         request_id = require_id(require_object(data), "request_id")
@@ -345,7 +399,7 @@ class SocialCommands(ServiceBase):
         self._publish_request_ended(taken, "declined")
         return {"request": request_ref(taken, "declined")}
 
-    @command("friends.cancel")
+    @command("friends.cancel", takes=A_REQUEST, gives=shapes.REQUEST, errors=(404,))
     async def cancel_request(self, principal: Principal, data: Any) -> Reply:
         """Withdraw a request the caller made; the recipient gets friend.request.cancelled."""
         request_id = require_id(require_object(data), "request_id")
@@ -355,7 +409,12 @@ class SocialCommands(ServiceBase):
         self._publish_request_ended(taken, "cancelled")
         return {"request": request_ref(taken, "cancelled")}
 
-    @command("friends.remove")
+    @command(
+        "friends.remove",
+        takes=A_USER,
+        gives=shapes.reply(user=shapes.ref("UserRef")),
+        errors=(404,),
+    )
     async def remove_friend(self, principal: Principal, data: Any) -> Reply:
         """End a friendship on both sides; both get friend.removed. 404 when not friends."""
         me = principal.user_id
@@ -373,7 +432,9 @@ class SocialCommands(ServiceBase):
 
     # -- blocks -------------------------------------------------------------------------
 
-    @command("blocks.add")
+    @command(
+        "blocks.add", takes=A_USER, gives=shapes.reply(block=shapes.ref("Block")), errors=(404,)
+    )
     async def block_user(self, principal: Principal, data: Any) -> Reply:
         """Block a user (idempotent): ends a friendship and a pending request between the
         two, and from now on hides each from the other."""
@@ -402,7 +463,7 @@ class SocialCommands(ServiceBase):
             self._publish_request_ended(pending, "declined" if pending.to_id == me else "cancelled")
         return {"block": {"user": user_ref(users[other_id]), "created_at": iso(block.created_at)}}
 
-    @command("blocks.remove")
+    @command("blocks.remove", takes=A_USER, gives=shapes.EMPTY, errors=(404,))
     async def unblock_user(self, principal: Principal, data: Any) -> Reply:
         """Lift a block the caller made; 404 when there is none. Friendship is not restored."""
         other_id = require_id(require_object(data), "user_id")
@@ -423,7 +484,7 @@ class SocialCommands(ServiceBase):
         seen = await asyncio.gather(*(self.presence.sees(w, u) for u, w in pairs))
         return [pair for pair, yes in zip(pairs, seen, strict=True) if yes]
 
-    @command("blocks.list")
+    @command("blocks.list", gives=shapes.reply(blocks=shapes.list_of(shapes.ref("Block"))))
     async def list_blocks(self, principal: Principal, data: Any) -> Reply:
         """The users the caller blocked, newest first (without presence)."""
         blocks = await self.store.social.blocks_by(principal.user_id)

@@ -330,3 +330,100 @@ def parse_login(data: Any) -> LoginInput:
     if not login:
         raise ValidationFailed("login is required.", field="login")
     return LoginInput(login=login, password=require_password(data, "password"))
+
+
+# -- the same rules as JSON Schema ------------------------------------------------------------
+# What each check above accepts, written from the same constants, for the OpenAPI document
+# (chat/openapi.py). Commands declare their input with these (`takes=` of @command), so the
+# document and the checks change together; the fuzz tests hold them to each other.
+
+Schema = dict[str, Any]
+
+ID: Schema = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": ID_MAX,
+    "pattern": "^[A-Za-z0-9]+$",
+    "description": "An id: 24 hex digits for users, conversations, messages and requests.",
+}
+USERNAME: Schema = {
+    "type": "string",
+    "minLength": USERNAME_MIN,
+    "maxLength": USERNAME_MAX,
+    "pattern": f"^{USERNAME_RE.pattern}$",
+}
+EMAIL: Schema = {
+    "type": "string",
+    "maxLength": EMAIL_MAX,
+    "pattern": f"^\\s*{EMAIL_RE.pattern}\\s*$",  # trimmed before it is checked
+    "description": "Syntactically valid, unique ignoring case.",
+}
+PASSWORD: Schema = {
+    "type": "string",
+    # JSON Schema counts characters, not bytes: the bounds take every password the check
+    # takes (8 bytes are at least 2 characters of UTF-8, 72 bytes at most 72 characters);
+    # the check refuses the rest of what they let through (400, field password)
+    "minLength": PASSWORD_MIN_BYTES // 4,
+    "maxLength": PASSWORD_MAX_BYTES,
+    "description": f"{PASSWORD_MIN_BYTES}-{PASSWORD_MAX_BYTES} bytes of UTF-8 (bcrypt's limit).",
+}
+BODY: Schema = {
+    "type": "string",
+    "maxLength": BODY_MAX_CHARS + 2 * 1024,  # white space at the ends is trimmed first
+    "description": f"1-{BODY_MAX_CHARS} characters after trimming white space at both ends.",
+}
+GROUP_NAME: Schema = {
+    "type": "string",
+    "minLength": 1,
+    "description": f"1-{GROUP_NAME_MAX} characters after trimming.",
+}
+CLIENT_MSG_ID: Schema = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": CLIENT_MSG_ID_MAX,
+    "pattern": "^[\\x20-\\x7e]+$",
+    "description": "The sender's idempotency key: printable ASCII, unique per sender.",
+}
+LIMIT: Schema = {"type": "integer", "minimum": 1, "maximum": PAGE_MAX}
+NONEMPTY_TEXT: Schema = {"type": "string", "minLength": 1}
+
+
+def integer(minimum: int = 0, maximum: int = INT_MAX) -> Schema:
+    """What get_int takes: an integer within bounds (in a query string, ASCII digits)."""
+    return {"type": "integer", "minimum": minimum, "maximum": maximum}
+
+
+def id_list(max_items: int | None = None) -> Schema:
+    """What get_id_list takes (max_items None: a bound set by an option, not a constant)."""
+    shown: Schema = {"type": "array", "items": ID}
+    if max_items is not None:
+        shown["maxItems"] = max_items
+    return shown
+
+
+def one_of(*values: str) -> Schema:
+    """A string among these values."""
+    return {"type": "string", "enum": list(values)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Fields:
+    """A command's input: its fields' schemas and which are required. Over REST, GET and
+    DELETE take them from the query string, other methods from the JSON body; path
+    parameters are fields too."""
+
+    properties: dict[str, Schema] = dataclasses.field(default_factory=dict)
+    required: tuple[str, ...] = ()
+    rule: Schema = dataclasses.field(default_factory=dict)  # e.g. anyOf: which must be given
+
+    def schema(self, leave_out: frozenset[str] = frozenset()) -> Schema:
+        """The JSON Schema of the object, without the fields in leave_out (the path's)."""
+        props = {k: v for k, v in self.properties.items() if k not in leave_out}
+        shown: Schema = {"type": "object", "properties": props, **self.rule}
+        required = [k for k in self.required if k not in leave_out]
+        if required:
+            shown["required"] = required
+        return shown
+
+
+NO_FIELDS = Fields()

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import tornado.web
 
+from chat import shapes
 from chat.commands import StatusReply
 from chat.errors import ValidationFailed
+from chat.openapi import JSON, Operation
 from chat.service import ChatService
-from handlers.base import ApiHandler, JsonHandler
+from handlers.base import METHODS, ApiHandler, JsonHandler
 
 
 class CommandHandler(ApiHandler):
@@ -18,6 +20,10 @@ class CommandHandler(ApiHandler):
     def initialize(self, service: ChatService, **methods: str) -> None:
         super().initialize(service)
         self.methods = {method.upper(): name for method, name in methods.items()}
+
+    def allowed_methods(self) -> list[str]:
+        """The methods mapped to commands on this path (not every one the class has)."""
+        return [m for m in METHODS if m in self.methods]
 
     async def prepare(self) -> None:
         name = self.methods.get(self.request.method or "")
@@ -64,8 +70,25 @@ class CommandHandler(ApiHandler):
         await self._run(**path_args)
 
 
+HEALTH = shapes.obj(
+    {
+        "status": {"type": "string", "enum": ["ok", "unavailable"]},
+        "db": {"type": "string", "enum": ["ok", "unavailable"]},
+    }
+)
+
+
 class HealthHandler(JsonHandler):
     """GET /healthz: 200 when the database answers, 503 when it does not."""
+
+    operations: ClassVar[dict[str, Operation]] = {
+        "get": Operation(
+            "Whether the server and its database answer (no token)",
+            ok={200: {JSON: HEALTH}, 503: {JSON: HEALTH}},
+            public=True,
+            tag="operations",
+        )
+    }
 
     async def get(self) -> None:
         healthy = await self.service.database_healthy()

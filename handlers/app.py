@@ -16,6 +16,7 @@ from handlers.export import AllExportHandler, ConversationExportHandler
 from handlers.files import FileHandler, UploadHandler
 from handlers.headers import ResponseHeaders
 from handlers.logs import access_logger, install_log_redaction
+from handlers.openapi import ApiDocsHandler, OpenApiHandler
 from handlers.pages import IndexHandler, StaticHandler
 from handlers.socket import MAX_FRAME_BYTES, ChatSocket, Heartbeat, end_session_sockets
 
@@ -49,6 +50,10 @@ COMMAND_ROUTES: list[tuple[str, dict[str, str]]] = [
         r"/api/conversations/(?P<conversation_id>[^/]+)/messages",
         {"get": "messages.history", "post": "messages.send"},
     ),
+    (
+        r"/api/conversations/(?P<conversation_id>[^/]+)/messages/(?P<message_id>[^/]+)",
+        {"patch": "messages.edit", "delete": "messages.delete"},
+    ),
     (r"/api/conversations/(?P<conversation_id>[^/]+)/read", {"post": "conversations.read"}),
     (r"/api/conversations/(?P<conversation_id>[^/]+)/typing", {"post": "typing"}),
     (r"/api/conversations/(?P<conversation_id>[^/]+)/accept", {"post": "conversations.accept"}),
@@ -78,11 +83,13 @@ def make_app(
     routes += [(path, CommandHandler, {**deps, **methods}) for path, methods in COMMAND_ROUTES]
     routes += extra_routes or []
     routes += [
-        (r"/api/conversations/([^/]+)/export", ConversationExportHandler, deps),
+        (r"/api/conversations/(?P<conversation_id>[^/]+)/export", ConversationExportHandler, deps),
         (r"/api/export", AllExportHandler, deps),
         (r"/api/uploads", UploadHandler, deps),
-        (r"/api/files/([^/]+)", FileHandler, deps),
-        (r"/api/files/([^/]+)/(thumbnail)", FileHandler, deps),
+        (r"/api/files/(?P<file_id>[^/]+)", FileHandler, deps),
+        (r"/api/files/(?P<file_id>[^/]+)/(?P<variant>thumbnail)", FileHandler, deps),
+        (r"/api/openapi.json", OpenApiHandler, deps),
+        (r"/api/docs", ApiDocsHandler, deps),
         (r"/api/.*", ApiNotFoundHandler, deps),
         (r"/", IndexHandler, {"max_upload_bytes": service.settings.max_upload_bytes}),
     ]

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 MAX_JSON_BODY_BYTES = 1024 * 1024  # the contract's request body limit
 
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")  # what a 405's Allow may name
 # Codes for failures that do not come from a ChatError (Tornado's own HTTPErrors).
 STATUS_CODES = {
     400: "bad_request",
@@ -103,17 +104,24 @@ class JsonHandler(tornado.web.RequestHandler):
 
     def json_body(self) -> Any:
         """The parsed request body ({} when empty); 413 when too big; 400 when it is not JSON
-        or breaks the contract's limits on JSON (see decode_json)."""
+        (white space alone is not) or breaks the contract's limits on JSON (see decode_json)."""
         body = self.request.body
         if len(body) > MAX_JSON_BODY_BYTES:
             raise TooLarge("The request body is larger than 1 MiB.")
-        if not body.strip():
+        if not body:
             return {}
         return decode_json(body, "request body")
 
     def query_args(self) -> dict[str, str]:
         """The query string as a flat dict (last value wins)."""
         return {name: self.get_query_argument(name) for name in self.request.query_arguments}
+
+    def allowed_methods(self) -> list[str]:
+        """The methods this path answers (a 405's Allow): those the handler implements."""
+        base = tornado.web.RequestHandler
+        return [
+            m for m in METHODS if getattr(type(self), m.lower()) is not getattr(base, m.lower())
+        ]
 
     def write_json(self, value: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -138,6 +146,8 @@ class JsonHandler(tornado.web.RequestHandler):
                 )
             code = STATUS_CODES.get(status_code, "internal_error")
             body = {"error": {"code": code, "message": message}}
+        if status_code == 405:  # RFC 9110: a 405 says what would have been allowed
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
         self.service.metrics.error(body["error"]["code"], self.transport)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json_dumps(body))

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import ClassVar
 
+from chat import shapes
 from chat.errors import RateLimited
 from chat.events import EventQueue
 from chat.metrics import LONGPOLL
-from chat.validation import get_int
+from chat.openapi import JSON, Operation
+from chat.validation import Fields, get_int, integer
 from handlers.base import ApiHandler, EventEncoder
 
 DEFAULT_POLL_SECS = 25  # below the 30-60 s idle timeouts of common proxies
@@ -15,8 +18,36 @@ MAX_POLL_SECS = 60  # the contract's maximum; longer polls are refused, not shor
 POLL_RETRY_SECS = 1.0  # a refused poll's Retry-After: held polls end within their timeout
 
 
+POLL_REPLY = shapes.reply(
+    queue_id={"type": "string"},
+    events=shapes.list_of(
+        shapes.reply(
+            id={"type": "integer", "minimum": 0}, event=shapes.reply(type={"type": "string"})
+        )
+    ),
+)
+
+
 class LongPollHandler(ApiHandler):
     """One poll: create or resume the queue, then return its events or [] at the timeout."""
+
+    operations: ClassVar[dict[str, Operation]] = {
+        "get": Operation(
+            "Long-poll the event queue: a new queue's hello at once, else the events after "
+            "last_event_id, or [] after timeout seconds",
+            query=Fields(
+                {
+                    "queue_id": {"type": "string"},
+                    "epoch": {"type": "string"},
+                    "last_event_id": integer(),
+                    "timeout": integer(0, MAX_POLL_SECS),
+                }
+            ),
+            ok={200: {JSON: POLL_REPLY}},
+            errors=(429, 503),
+            tag="events",
+        )
+    }
 
     transport = LONGPOLL
     gone = False  # the client closed the connection

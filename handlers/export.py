@@ -6,11 +6,14 @@ from __future__ import annotations
 import logging
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
+from chat import shapes
 from chat.conversations import ExportPart
 from chat.errors import ValidationFailed
 from chat.models import iso
+from chat.openapi import JSON, Operation
+from chat.validation import Fields, one_of
 from handlers.base import ApiHandler, json_dumps
 
 log = logging.getLogger(__name__)
@@ -24,6 +27,30 @@ FORMATS = {
 def _filename_part(value: str) -> str:
     """Only what is safe inside a quoted Content-Disposition filename."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", value)
+
+
+EXPORT_DOCUMENT = shapes.reply(
+    exported_at=shapes.TIME,
+    user=shapes.ref("UserRef"),
+    conversations=shapes.list_of(
+        shapes.reply(
+            conversation=shapes.obj({"id": {"type": "string"}, "kind": {"type": "string"}}),
+            messages=shapes.list_of(shapes.ref("Message")),
+        )
+    ),
+)
+
+
+def export_operation(what: str) -> Operation:
+    """The document's entry for an export of `what` (the two routes differ in scope only)."""
+    return Operation(
+        f"Download {what} as JSON or NDJSON (streamed)",
+        query=Fields({"format": one_of(*FORMATS)}),
+        ok={200: {JSON: EXPORT_DOCUMENT, "application/x-ndjson": {"type": "string"}}},
+        headers={200: {"Content-Disposition": {"type": "string"}}},
+        errors=(404, 503),
+        tag="export",
+    )
 
 
 class ExportHandler(ApiHandler):
@@ -95,12 +122,20 @@ class ExportHandler(ApiHandler):
 class ConversationExportHandler(ExportHandler):
     """GET /api/conversations/{id}/export: one conversation, as far as the caller may read."""
 
+    operations: ClassVar[dict[str, Operation]] = {
+        "get": export_operation("one conversation the caller may read")
+    }
+
     async def get(self, conversation_id: str) -> None:
         await self.stream(conversation_id)
 
 
 class AllExportHandler(ExportHandler):
     """GET /api/export: every conversation the caller is or was a member of."""
+
+    operations: ClassVar[dict[str, Operation]] = {
+        "get": export_operation("every conversation the caller is or was a member of")
+    }
 
     async def get(self) -> None:
         await self.stream(None)

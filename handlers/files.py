@@ -7,15 +7,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 import tornado.web
 from tornado.http1connection import HTTP1Connection
 
+from chat import shapes
 from chat.attachments import Upload
 from chat.errors import ChatError, LengthRequired, NotFound, RangeNotSatisfiable
 from chat.files import content_disposition
+from chat.openapi import JSON, Operation
 from chat.store.files import StoredFile
+from chat.validation import Fields
 from handlers.base import ApiHandler, JsonHandler
 
 log = logging.getLogger(__name__)
@@ -27,6 +30,17 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 @tornado.web.stream_request_body
 class UploadHandler(ApiHandler):
     """POST /api/uploads?name=...: the raw file as the body, never held whole in memory."""
+
+    operations: ClassVar[dict[str, Operation]] = {
+        "post": Operation(
+            "Upload a file (the raw bytes as the body) to attach to a message",
+            query=Fields({"name": {"type": "string", "description": "the file's name"}}),
+            body={"application/octet-stream": {"type": "string", "format": "binary"}},
+            ok={201: {JSON: shapes.reply(upload=shapes.ref("Attachment"))}},
+            errors=(400, 413, 429, 503),
+            tag="files",
+        )
+    }
 
     upload: Upload | None = None
     _failed: ChatError | None = None
@@ -112,6 +126,20 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 class FileHandler(JsonHandler):
     """GET /api/files/{id} and /api/files/{id}/thumbnail: with a signed URL's query or an
     Authorization header; 404 for anyone who may not read it."""
+
+    operations: ClassVar[dict[str, Operation]] = {
+        method: Operation(
+            "A file's bytes (or its thumbnail's), by a signed URL (u, exp, sig) or a token",
+            query=Fields(
+                {"u": {"type": "string"}, "exp": {"type": "string"}, "sig": {"type": "string"}}
+            ),
+            ok={200: {"*/*": {}}, 206: {"*/*": {}}, 304: {}},
+            errors=(404, 416, 503),
+            optional_auth=True,
+            tag="files",
+        )
+        for method in ("get", "head")
+    }
 
     async def _reader(self, file_id: str, variant: str) -> str:
         signature = self.get_query_argument("sig", None)

@@ -47,22 +47,29 @@ http {{
 """
 
 
-def site_config(server_port: int, https_port: int, http_port: int, certs: Certificates) -> str:
-    """deploy/nginx.conf on loopback ports of this test, with its certificate."""
-    text = SITE.read_text()
+def rendered(site: Path, https_port: int, http_port: int, certs: Certificates,
+             replacements: dict[str, str]) -> str:  # fmt: skip
+    """A sample site on loopback ports of a test, with its certificate, and these changes."""
+    text = site.read_text()
     replacements = {
-        "server 127.0.0.1:8888;": f"server 127.0.0.1:{server_port};",
         "listen 443 ssl;": f"listen 127.0.0.1:{https_port} ssl;",
         "listen [::]:443 ssl;": "",
         "listen 80;": f"listen 127.0.0.1:{http_port};",
         "listen [::]:80;": "",
         "/etc/letsencrypt/live/chat.example.com/fullchain.pem": str(certs.cert_file),
         "/etc/letsencrypt/live/chat.example.com/privkey.pem": str(certs.key_file),
+        **replacements,
     }
     for old, new in replacements.items():
-        assert old in text, f"deploy/nginx.conf no longer has {old!r}: update this test"
+        assert old in text, f"deploy/{site.name} no longer has {old!r}: update this test"
         text = text.replace(old, new)
     return text
+
+
+def site_config(server_port: int, https_port: int, http_port: int, certs: Certificates) -> str:
+    """deploy/nginx.conf on loopback ports of this test, with its certificate."""
+    upstream = {"server 127.0.0.1:8888;": f"server 127.0.0.1:{server_port};"}
+    return rendered(SITE, https_port, http_port, certs, upstream)
 
 
 def wait_listening(port: int, process: subprocess.Popen[bytes], prefix: Path) -> None:

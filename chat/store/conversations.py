@@ -115,11 +115,19 @@ class Message:
     created_at: datetime
     # What the message stores of each attached file (chat/store/files.py); none for most.
     attachments: tuple[dict[str, Any], ...] = dataclasses.field(default=(), hash=False)
+    edited_at: datetime | None = None  # the body's last edit (chat/lifecycle.py)
+    deleted_at: datetime | None = None  # a tombstone since then: no body, no attachments
+    deleted_by: str | None = None  # who deleted it: the author, or a group owner/admin
+
+    @property
+    def deleted(self) -> bool:
+        return self.deleted_at is not None
 
     def to_dict(self) -> dict[str, Any]:
         """The contract's message shape (attachments without their URLs, which are signed
-        per reader: chat/attachments.py)."""
-        shown = {
+        per reader: chat/attachments.py); a message never edited nor deleted shows exactly
+        what it always did."""
+        shown: dict[str, Any] = {
             "id": self.id,
             "conversation_id": self.conversation_id,
             "seq": self.seq,
@@ -130,6 +138,12 @@ class Message:
         }
         if self.attachments:
             shown["attachments"] = [dict(a) for a in self.attachments]
+        if self.edited_at is not None:
+            shown["edited_at"] = iso(self.edited_at)
+        if self.deleted_at is not None:
+            shown["deleted"] = True
+            shown["deleted_at"] = iso(self.deleted_at)
+            shown["deleted_by"] = self.deleted_by
         return shown
 
 
@@ -237,6 +251,9 @@ def message_from_doc(doc: dict[str, Any]) -> Message:
         client_msg_id=doc["client_msg_id"],
         created_at=doc["created_at"],
         attachments=tuple(doc.get("attachments") or ()),
+        edited_at=doc.get("edited_at"),
+        deleted_at=doc.get("deleted_at"),
+        deleted_by=doc.get("deleted_by"),
     )
 
 

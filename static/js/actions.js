@@ -454,6 +454,35 @@ export class Actions extends OutboxActions {
     }
   }
 
+  /** A message edited or deleted (a reply or a lifecycle event): the timeline and the
+   * conversation's last message show it as it is now. */
+  acceptChange(message) {
+    const store = this.store;
+    const cid = message.conversation_id;
+    if (store.timeline(cid).replace(message)) store.emit('timeline', cid);
+    const conv = store.conversations.get(cid);
+    if (conv?.last_message?.id === message.id) {
+      conv.last_message = message;
+      store.emit('conversations');
+    }
+  }
+
+  /** Replace the body of a message of mine; the stored message, or null (a toast said why). */
+  async editMessage(conversationId, messageId, body) {
+    const url = path`/api/conversations/${conversationId}/messages/${messageId}`;
+    const reply = await this.guard(this.api.patch(url, { body }), 'Could not edit the message');
+    if (reply?.message) this.acceptChange(reply.message);
+    return reply?.message || null;
+  }
+
+  /** Delete a message (mine, or any in a group I own or administer); the tombstone, or null. */
+  async deleteMessage(conversationId, messageId) {
+    const url = path`/api/conversations/${conversationId}/messages/${messageId}`;
+    const reply = await this.guard(this.api.del(url), 'Could not delete the message');
+    if (reply?.message) this.acceptChange(reply.message);
+    return reply?.message || null;
+  }
+
   /** The user has this conversation in front of them. */
   isWatching(conversationId) {
     return this.store.activeId === conversationId && document.visibilityState === 'visible';
@@ -592,6 +621,10 @@ export class Actions extends OutboxActions {
     switch (event.type) {
       case 'message.new':
         this.acceptMessage(event.message);
+        break;
+      case 'message.updated':
+      case 'message.deleted':
+        if (event.message) this.acceptChange(event.message);
         break;
       case 'conversation.read': {
         if (event.user_id === this.me?.id) {

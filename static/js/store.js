@@ -51,6 +51,15 @@ export class Timeline {
     }
     return fresh;
   }
+
+  /** A message we hold, in a newer state (edited, or a tombstone); false when not loaded. */
+  replace(message) {
+    if (!this.byId.has(message.id)) return false;
+    this.byId.set(message.id, message);
+    const i = this.messages.findIndex((m) => m.id === message.id);
+    if (i >= 0) this.messages[i] = message;
+    return true;
+  }
 }
 
 export class Store {

@@ -1,7 +1,7 @@
 // The open conversation: history with scroll-back, pending sends, receipts, typing, the composer
 // (its attachments and the image viewer: views/files.js).
 
-import { $, avatar, confirmAction, h, hueOf, setFieldError } from '../dom.js';
+import { $, avatar, confirmAction, h, hueOf, setFieldError, toast } from '../dom.js';
 import { dayKey, dayLabel, fullTime, parseTime, presenceText, timeOfDay } from '../format.js';
 import { renderAttachments } from '../files.js';
 import { renderMarkup } from '../markup.js';
@@ -9,6 +9,7 @@ import { rememberGroups, systemLines } from '../system.js';
 import { checkBody } from '../validation.js';
 import { setupEmojiPicker } from './emoji.js';
 import { setupComposerFiles, setupViewer } from './files.js';
+import { confirmDelete, editedMarker, messageEditor, messageMenu, tombstoneBubble } from './lifecycle.js';
 
 const LOAD_OLDER_WITHIN_PX = 150; // start loading older messages this close to the top
 const AT_BOTTOM_PX = 48; // closer than this to the bottom counts as "following" new messages
@@ -25,6 +26,7 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
   let unread = null; // {count, seq}: where "New messages" goes in the conversation opened
   let seenSeq = null; // the newest message of the others seen at the bottom (for the pill)
   let placedAt = 0; // scrollTop when `following` was last decided
+  let editingKey = null; // the key of the message of mine being edited in place (views/lifecycle.js)
   const emojiPicker = setupEmojiPicker({ input }); // its button goes before the message box
   const files = setupComposerFiles({ actions, input, current: () => current, onReady: (id) => id === current && send({ auto: true }) });
   const viewer = setupViewer(list);
@@ -183,7 +185,8 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
     if (item.kind !== 'msg') return `${item.kind}|${item.label}`;
     const { m } = item;
     const fileIds = (m.attachments || []).map((a) => a.id);
-    return JSON.stringify([m.id, m.body, fileIds, item.state, item.delivery, item.label, item.showSender, item.groupStart, store.nameOf(item.sender)]);
+    const life = [m.edited_at, m.deleted, item.key === editingKey];
+    return JSON.stringify([m.id, m.body, fileIds, item.state, item.delivery, item.label, item.showSender, item.groupStart, store.nameOf(item.sender), life]);
   }
 
   function renderItem(item, conv) {
@@ -214,6 +217,8 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
         }),
       );
     }
+    const edited = editedMarker(m);
+    if (edited) meta.append(edited);
     if (item.label) meta.append(h('span', { class: item.delivery === 'read' ? 'receipt' : 'status', text: item.label }));
     else if (item.delivery === 'sent' || item.delivery === 'read') {
       meta.append(h('span', { class: 'sr-only', text: item.delivery === 'read' ? 'Read' : 'Sent' }));
@@ -227,11 +232,66 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
         dataset: { state, delivery: item.delivery, seq: m.seq ?? '', sender: m.sender_id ?? store.me?.id ?? '' },
       },
       item.showSender ? h('span', { class: 'sender', text: store.nameOf(m.sender_id), style: { '--hue': hueOf(store.nameOf(m.sender_id)) } }) : null,
-      m.attachments?.length ? renderAttachments(m.attachments) : null,
-      // Message text is text: renderMarkup builds links and formatting as nodes, never HTML.
-      m.body ? h('div', { class: 'bubble' }, renderMarkup(m.body)) : null,
+      ...messageContent(item, conv),
       meta,
     );
+  }
+
+  /** A message whose menu is open or that is being edited stays as it is while the rest redraws
+   * (a receipt must not close the menu or throw away the text being typed); it is redrawn once
+   * that ends, or at once when it is deleted. */
+  function inUse(node, item) {
+    if (item.kind !== 'msg' || item.m.deleted) return false;
+    return node.classList.contains('menu-open') || (item.key === editingKey && Boolean(node.querySelector('.msg-edit')));
+  }
+
+  /** The bubble (or the tombstone, or the editor) and attachments, with the actions menu on a
+   * stored message of mine. */
+  function messageContent(item, conv) {
+    const { m, state, mine } = item;
+    if (m.deleted) return [tombstoneBubble()];
+    const editing = item.key === editingKey;
+    const stored = state === 'sent' && m.id;
+    // A group's owner and admins may delete anyone's message (not edit it).
+    const role = conv.members?.find((member) => member.user_id === store.me?.id)?.role;
+    const moderates = conv.kind === 'group' && (role === 'owner' || role === 'admin');
+    const menu = stored && !editing && (mine || moderates);
+    return [
+      menu ? messageMenu({ canEdit: mine, onEdit: () => startEditing(item.key), onDelete: () => deleteMessage(conv.id, m), onClose: () => queueMicrotask(renderMessages) }) : null,
+      m.attachments?.length ? renderAttachments(m.attachments) : null,
+      editing
+        ? messageEditor({ m, onSave: (body) => saveEdit(conv.id, m, body), onCancel: () => stopEditing(item.key) })
+        : // Message text is text: renderMarkup builds links and formatting as nodes, never HTML.
+          m.body ? h('div', { class: 'bubble' }, renderMarkup(m.body)) : null,
+    ];
+  }
+
+  function startEditing(key) {
+    editingKey = key;
+    renderMessages();
+  }
+
+  function stopEditing(key) {
+    if (editingKey !== key) return;
+    editingKey = null;
+    renderMessages();
+    list.querySelector(`li[data-key="${CSS.escape(key)}"]`)?.focus({ preventScroll: true });
+  }
+
+  async function saveEdit(conversationId, m, body) {
+    const error = body || !m.attachments?.length ? checkBody(body) : ''; // files may go alone
+    if (error) {
+      toast(error, 'error');
+      return false;
+    }
+    const saved = await actions.editMessage(conversationId, m.id, body);
+    if (saved) stopEditing(editingKey);
+    return Boolean(saved);
+  }
+
+  async function deleteMessage(conversationId, m) {
+    if (!(await confirmDelete())) return;
+    await actions.deleteMessage(conversationId, m.id);
   }
 
   /** The first message at least partly visible, and its offset from the viewport top. (Not a
@@ -276,7 +336,7 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
     const nodes = items.map((item) => {
       const sig = signature(item);
       const existing = old.get(item.key);
-      if (existing && existing.dataset.sig === sig) return existing;
+      if (existing && (existing.dataset.sig === sig || inUse(existing, item))) return existing;
       const node = renderItem(item, conv);
       node.dataset.key = item.key;
       node.dataset.sig = sig;
@@ -371,7 +431,12 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
     const msgs = list.querySelectorAll('li.msg');
     let stop = tabStopKey ? list.querySelector(`li.msg[data-key="${CSS.escape(tabStopKey)}"]`) : null;
     if (!stop) stop = msgs[msgs.length - 1] || null;
-    for (const node of msgs) node.tabIndex = node === stop ? 0 : -1;
+    for (const node of msgs) {
+      node.tabIndex = node === stop ? 0 : -1;
+      // Its actions button is a tab stop only with the message: one Tab from it reaches it.
+      const menuButton = node.querySelector('.msg-menu-button');
+      if (menuButton) menuButton.tabIndex = node === stop ? 0 : -1;
+    }
   }
   list.addEventListener('focusin', (event) => {
     const node = event.target.closest('li.msg');

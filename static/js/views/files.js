@@ -30,7 +30,8 @@ export function setupComposerFiles({ actions, input, current, onReady }) {
   );
   const tray = h('ul', { class: 'att-tray', id: 'attach-tray', hidden: true, attrs: { 'aria-label': 'Attachments to send' } });
   const status = h('p', { class: 'att-status', id: 'attach-status', attrs: { role: 'status' } });
-  input.before(button);
+  // Attach, then the emoji button, then the box: the emoji stay one Shift+Tab from typing.
+  (form.querySelector('#emoji-toggle') || input).before(button);
   form.prepend(tray, status, picker);
 
   picker.addEventListener('change', () => {

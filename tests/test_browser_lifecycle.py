@@ -1,0 +1,100 @@
+"""Editing and deleting a message in a real Chromium, seen live by the other person: the
+actions menu by keyboard and by pointer, Enter saves and Escape cancels an edit, the "edited"
+marker, a confirmed delete and its tombstone."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import pytest
+from playwright.async_api import Browser, expect
+
+from tests.browser_helpers import (
+    bubble,
+    close_all,
+    conversation_row,
+    dm_from_api,
+    expect_sent,
+    launch,
+    live_person,
+    new_person,
+    open_conversation,
+    send,
+    sign_in,
+    wait_live,
+)
+from tests.conftest import RunningServer
+
+TOMBSTONE = "This message was deleted"
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with launch() as b:
+        yield b
+
+
+async def test_edit_and_delete_are_seen_live_by_the_other_person(
+    browser: Browser, server: RunningServer
+) -> None:
+    alice = await live_person(browser, server, "alice")
+    _, _ = await dm_from_api(server, alice, "bob")  # bob, made over the API, wrote "first"
+    bob = await new_person(browser, server, "bob", sign_up_now=False)
+    await sign_in(bob.page, "bob", "correct horse")
+    await wait_live(bob)
+    await open_conversation(bob, "alice")
+    page = bob.page
+    await send(bob, "teh typo")
+    await expect_sent(page, "teh typo")
+    await expect(bubble(alice.page, "teh typo")).to_be_visible()
+    # Only my own stored messages have the menu.
+    await expect(
+        bubble(page, "first").get_by_role("button", name="Message actions")
+    ).to_be_visible()
+    await expect(alice.page.get_by_role("button", name="Message actions")).to_have_count(0)
+
+    # By keyboard: focus the message, Tab to its actions, Enter opens the menu on Edit.
+    mine = bubble(page, "teh typo")
+    await mine.focus()
+    await page.keyboard.press("Tab")
+    await expect(mine.get_by_role("button", name="Message actions")).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("menuitem", name="Edit")).to_be_focused()
+    await page.keyboard.press("Enter")
+    editor = page.get_by_label("Edit message")
+    await expect(editor).to_be_focused()
+    await editor.fill("discarded")
+    await editor.press("Escape")  # cancels: nothing changes, anywhere
+    await expect(editor).to_have_count(0)
+    await expect(bubble(page, "teh typo")).to_be_visible()
+
+    # By pointer: hover, the menu, Edit; Enter saves.
+    await mine.hover()
+    await mine.get_by_role("button", name="Message actions").click()
+    await page.get_by_role("menuitem", name="Edit").click()
+    await editor.fill("the typo, fixed")
+    await editor.press("Enter")
+    fixed = bubble(page, "the typo, fixed")
+    await expect(fixed.locator(".edited")).to_have_text("edited")
+    seen = bubble(alice.page, "the typo, fixed")
+    await expect(seen.locator(".edited")).to_have_text("edited")
+    await expect(bubble(alice.page, "teh typo")).to_have_count(0)
+
+    # Delete asks first; the tombstone replaces the message on both sides, live.
+    await fixed.hover()
+    await fixed.get_by_role("button", name="Message actions").click()
+    await page.get_by_role("menuitem", name="Delete").click()
+    dialog = page.locator("#confirm-dialog")
+    await expect(dialog).to_contain_text("Delete this message?")
+    await dialog.get_by_role("button", name="Delete").click()
+    for viewer in (page, alice.page):
+        await expect(viewer.locator("#message-list li.msg .tombstone")).to_have_text(TOMBSTONE)
+        await expect(bubble(viewer, "the typo, fixed")).to_have_count(0)
+    row = conversation_row(alice.page, "bob")
+    await expect(row.locator(".preview")).to_have_text(re.compile("Message deleted"))
+    await expect(
+        page.locator("#message-list li.msg .tombstone").get_by_role("button")
+    ).to_have_count(0)
+    assert alice.errors == [] and bob.errors == [] and bob.dialogs == []
+    await close_all(alice, bob)
