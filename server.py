@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 from chat.config import (
     DEFAULT_DB_NAME,
     DEFAULT_PORT,
+    FRAME_BURST,
+    FRAMES_PER_SEC,
     LOG_FORMATS,
     LOGIN_FAILURES_PER_ACCOUNT,
     LOGIN_FAILURES_PER_ADDRESS,
@@ -35,6 +37,8 @@ from chat.config import (
     QUEUE_GRACE_SECS,
     SIGNUP_WINDOW_SECS,
     SIGNUPS_PER_ADDRESS,
+    TYPING_BURST,
+    TYPING_PER_SEC,
     UPLOAD_WINDOW_SECS,
     UPLOADS_PER_USER,
     Settings,
@@ -243,6 +247,12 @@ def parse_args(argv: Sequence[str] | None, prog: str = "chat-server") -> argpars
         ("--uploads-per-user", int, UPLOADS_PER_USER, "N",
          "attachment uploads per user, earned back over --upload-window"),
         ("--upload-window", float, UPLOAD_WINDOW_SECS, "SECS", "see the option above"),
+        ("--frames-per-sec", float, FRAMES_PER_SEC, "N",
+         "command frames per second one WebSocket may send, sustained"),
+        ("--frame-burst", float, FRAME_BURST, "N", "... and at once"),
+        ("--typing-per-sec", float, TYPING_PER_SEC, "N",
+         "typing notifications per second one user may send, sustained"),
+        ("--typing-burst", float, TYPING_BURST, "N", "... and at once"),
     )  # fmt: skip
     for name, kind, default, unit, meaning in limit_options:
         limits.add_argument(
@@ -303,6 +313,9 @@ def parse_args(argv: Sequence[str] | None, prog: str = "chat-server") -> argpars
     args = parser.parse_args(argv)
     if (args.certfile is None) != (args.keyfile is None):
         parser.error("--certfile and --keyfile go together")
+    for rate in ("frames_per_sec", "frame_burst", "typing_per_sec", "typing_burst"):
+        if not getattr(args, rate) > 0:
+            parser.error(f"--{rate.replace('_', '-')} must be above 0")
     if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
         parser.error("--metrics-port must be between 1 and 65535")
     if not 1 <= args.queue_grace <= 24 * 3600:
@@ -515,6 +528,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         uploads_per_user=args.uploads_per_user,
         upload_window_secs=args.upload_window,
+        frames_per_sec=args.frames_per_sec,
+        frame_burst=args.frame_burst,
+        typing_per_sec=args.typing_per_sec,
+        typing_burst=args.typing_burst,
     )
     try:
         return asyncio.run(serve(settings, ssl_context))

@@ -89,11 +89,11 @@ from bench.loadgen import (
 from bench.messaging import bench_raw_inserts, bench_raw_paced
 from bench.peers import PeerProcess
 from bench.realtime import Account, Http, cpu_ticks, create_groups, seed_accounts, wait_idle
+from chat.config import FRAMES_PER_SEC
 from chat.models import utcnow
 from chat.presence import PRESENCE_GRACE_SECS
 from chat.store import Store
 from chat.store.conversations import Member
-from handlers.socket import FRAMES_PER_SEC
 
 HOST = "127.0.0.1"
 SERVERS = ("chat-ws", "chat-lp", "bare", "bare-lp", "socketio", "socketio-lp")

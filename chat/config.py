@@ -54,6 +54,13 @@ MAX_UPLOAD_MB = 25  # an attachment's size at most (--max-upload-mb)
 # Uploads per user: this many at once, earned back over the window (a person sharing an
 # album of photos, not a script filling the database).
 UPLOADS_PER_USER = 60
+# Command frames of one WebSocket: this many per second sustained, bursts of FRAME_BURST (far
+# above a person's typing; a resume or a reconnect storm fits in the burst).
+FRAMES_PER_SEC = 20.0
+FRAME_BURST = 60.0
+# Typing notifications forwarded per user across conversations: per second, and bursts.
+TYPING_PER_SEC = 2.0
+TYPING_BURST = 10.0
 UPLOAD_WINDOW_SECS = 600.0
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -107,6 +114,10 @@ class Settings:
     max_upload_bytes: int = MAX_UPLOAD_MB * 1024 * 1024
     uploads_per_user: int = UPLOADS_PER_USER
     upload_window_secs: float = UPLOAD_WINDOW_SECS
+    frames_per_sec: float = FRAMES_PER_SEC
+    frame_burst: float = FRAME_BURST
+    typing_per_sec: float = TYPING_PER_SEC
+    typing_burst: float = TYPING_BURST
     # Origins allowed to open a WebSocket; empty means "same host as the request".
     allowed_origins: tuple[str, ...] = ()
     # Peers whose X-Forwarded-For / X-Real-IP / X-Forwarded-Proto are believed (reverse

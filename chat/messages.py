@@ -17,6 +17,7 @@ from chat import shapes
 from chat.attachments import MAX_ATTACHMENTS, FileCommands
 from chat.batching import GroupCommit
 from chat.commands import Principal, Reply, command, retrieve_exception
+from chat.config import TYPING_BURST, TYPING_PER_SEC
 from chat.errors import (
     Blocked,
     ChatError,
@@ -61,8 +62,6 @@ WRITE_BATCH_MAX = 500
 REALLOCATE_RETRIES = 20  # seqs lost in a row to other processes before a send gives up
 TYPING_INTERVAL_SECS = 2.0  # one typing event per user and conversation per this (clients
 #                             repeat it every few seconds while typing; more adds nothing)
-TYPING_RATE_PER_SEC = 2.0  # forwarded typing events per user across conversations, sustained
-TYPING_BURST = 10.0
 TYPING_STATE_MAX = 10_000  # remembered (user, conversation) pairs before stale ones are purged
 GENERATED_KEY_PREFIX = "srv-"  # client_msg_id given to a send that brought none
 # A message insert whose outcome is unknown (the database did not answer) is tried again
@@ -72,9 +71,12 @@ STORE_RETRY_MAX_SECS = 5.0
 
 
 class TypingThrottle:
-    """At most one typing event per user and conversation per interval, and a per-user rate."""
+    """At most one typing event per user and conversation per interval, and a per-user rate
+    (rate per second sustained, bursts of burst: --typing-per-sec, --typing-burst)."""
 
-    def __init__(self) -> None:
+    def __init__(self, rate: float = TYPING_PER_SEC, burst: float = TYPING_BURST) -> None:
+        self.rate = rate
+        self.burst = burst
         self._last: dict[tuple[str, str], float] = {}
         self._buckets: dict[str, tuple[float, float]] = {}  # user -> (tokens, stamp)
 
@@ -90,13 +92,13 @@ class TypingThrottle:
         last = self._last.get(key)
         if last is not None and now - last < TYPING_INTERVAL_SECS:
             return False
-        tokens, stamp = self._buckets.get(user_id, (TYPING_BURST, now))
-        tokens = min(TYPING_BURST, tokens + (now - stamp) * TYPING_RATE_PER_SEC)
+        tokens, stamp = self._buckets.get(user_id, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - stamp) * self.rate)
         if tokens < 1:
             self._buckets[user_id] = (tokens, now)
             raise RateLimited(
                 "Too many typing notifications; slow down.",
-                retry_after_secs=(1 - tokens) / TYPING_RATE_PER_SEC,
+                retry_after_secs=(1 - tokens) / self.rate,
             )
         self._buckets[user_id] = (tokens - 1, now)
         self._last[key] = now
@@ -106,7 +108,7 @@ class TypingThrottle:
 
     def _purge(self, now: float) -> None:
         self._last = {k: t for k, t in self._last.items() if now - t < TYPING_INTERVAL_SECS}
-        full_after = TYPING_BURST / TYPING_RATE_PER_SEC  # a bucket idle this long is full
+        full_after = self.burst / self.rate  # a bucket idle this long is full
         self._buckets = {u: b for u, b in self._buckets.items() if now - b[1] < full_after}
 
 
@@ -115,7 +117,9 @@ class MessageCommands(FileCommands):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.typing_throttle: TypingThrottle = TypingThrottle()
+        self.typing_throttle: TypingThrottle = TypingThrottle(
+            self.settings.typing_per_sec, self.settings.typing_burst
+        )
         # Sends being stored, by (sender, client_msg_id): a retry meanwhile awaits the same
         # outcome instead of storing again; and the tasks that store them.
         self._sends: dict[tuple[str, str], asyncio.Future[Message]] = {}

@@ -81,7 +81,9 @@ class ChatService(SelfServiceCommands):
             alone = getattr(self, attr)
             assert isinstance(alone, AttemptLimiter)
             setattr(self, attr, RedisAttempts(redis, name, alone))
-        self.typing_throttle = RedisTypingThrottle(redis)
+        self.typing_throttle = RedisTypingThrottle(
+            redis, self.settings.typing_per_sec, self.settings.typing_burst
+        )
 
     def bus_handlers(self) -> Mapping[str, Handler]:
         """What a notice from another process does here, by topic."""

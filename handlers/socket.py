@@ -41,8 +41,6 @@ CLOSE_TOO_MANY = 4429  # the user already holds max_sockets_per_user sockets (or
 SESSION_END_GRACE_SECS = 1.0
 CLOSE_INVALID_DATA = 1007  # a text frame that is not UTF-8 (RFC 6455 section 8.1)
 PUBLIC_FRAMES = frozenset({"auth", "auth.register", "auth.login"})
-FRAMES_PER_SEC = 20.0  # sustained command rate of one socket: far above a person's typing
-FRAME_BURST = 60.0  # what a client may send at once (a resume, a reconnect storm)
 # Acks have their own, larger allowance: a client acknowledging every event of a burst must
 # not lose its command budget. Acks are cumulative, so one over the limit is simply ignored.
 ACKS_PER_SEC = 100.0
@@ -382,7 +380,8 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
 
     def _throttle(self) -> None:
         if self.bucket is None:
-            self.bucket = TokenBucket(FRAMES_PER_SEC, FRAME_BURST)
+            settings = self.service.settings
+            self.bucket = TokenBucket(settings.frames_per_sec, settings.frame_burst)
         wait = self.bucket.take()
         if not wait:
             if self.rejected:

@@ -218,6 +218,8 @@ def test_help_explains_every_option() -> None:
         "--max-upload-mb",
         "--uploads-per-user",
         "--upload-window",
+        "--frames-per-sec",
+        "--typing-burst",
         "--trusted-proxy",
         "--access-log",
         "--log-format",

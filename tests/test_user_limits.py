@@ -8,6 +8,7 @@ import asyncio
 from tests.client import WsClient
 from tests.conftest import ServerFactory
 from tests.rawsocket import RawWebSocket
+from tests.test_conversations import join, open_dm
 from tests.test_socket_sessions import dm_with_history, open_sockets, until
 
 
@@ -106,3 +107,26 @@ async def test_a_socket_whose_client_does_not_read_is_closed_as_a_slow_consumer(
         assert await raw.close_code_after_draining() == 4413
     finally:
         raw.close()
+
+
+async def test_frame_and_typing_rates_are_the_servers_settings(make_server: ServerFactory) -> None:
+    # --frame-burst 5 and --typing-burst 2: the sixth frame at once (the auth frame is the
+    # first) and the third typing notification at once are refused (the defaults, 60 and 10,
+    # would take them all).
+    server = await make_server(
+        frame_burst=5, frames_per_sec=0.5, typing_burst=2, typing_per_sec=0.1
+    )
+    api = server.client()
+    token = (await api.register("paced"))["token"]
+    ws = await WsClient.connect(server.ws_url)
+    await ws.auth(token)
+    for i in range(5):
+        await ws.send({"type": "me", "ref": f"m{i}"})
+    replies = [await ws.next_frame("reply") for _ in range(5)]
+    assert [r["ok"] for r in replies] == [True] * 4 + [False]
+    assert replies[4]["error"]["code"] == "rate_limited"
+    ws.close()
+    members = [await join(server, f"t{i}-", online=False) for i in range(4)]
+    dms = [await open_dm(members[0], m) for m in members[1:]]
+    typed = [await members[0].call("typing", conversation_id=dm["id"]) for dm in dms]
+    assert [r.ok for r in typed] == [True, True, False] and typed[2].code == "rate_limited"

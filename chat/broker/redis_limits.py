@@ -15,9 +15,10 @@ import logging
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from chat.config import TYPING_BURST, TYPING_PER_SEC
 from chat.errors import RateLimited
 from chat.limits import AttemptLimiter
-from chat.messages import TYPING_BURST, TYPING_INTERVAL_SECS, TYPING_RATE_PER_SEC, TypingThrottle
+from chat.messages import TYPING_INTERVAL_SECS, TypingThrottle
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +79,12 @@ class RedisTypingThrottle(TypingThrottle):
     """TypingThrottle's rules (one event per user and conversation per interval, a per-user
     rate) counted by every process."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
-        super().__init__()
+    def __init__(
+        self, redis: aioredis.Redis, rate: float = TYPING_PER_SEC, burst: float = TYPING_BURST
+    ) -> None:
+        super().__init__(rate, burst)
         self._redis = redis
-        self._rate = RedisAttempts(
-            redis, "typing", AttemptLimiter(int(TYPING_BURST), TYPING_BURST / TYPING_RATE_PER_SEC)
-        )
+        self._rate = RedisAttempts(redis, "typing", AttemptLimiter(int(burst), burst / rate))
 
     async def check(self, user_id: str, conversation_id: str) -> bool:
         key = f"{PREFIX}typed:{user_id}:{conversation_id}"
