@@ -25,8 +25,8 @@ from chat.errors import DatabaseUnavailable, NotFound, RateLimited, TooLarge, Va
 from chat.files import SNIFF_BYTES, BadFile, CleanImage, Kind, clean_image, safe_name, sniff
 from chat.limits import AttemptLimiter, UserSlots
 from chat.models import utcnow
-from chat.store.conversations import Message
 from chat.store.files import CHUNK_BYTES, ORPHAN_AGE, FileWriter, StoredFile
+from chat.store.messages import Message
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,8 @@ from chat.errors import (
 )
 from chat.models import User, iso, utcnow
 from chat.sequencer import Sequencer
-from chat.store.conversations import Conversation, ListCursor, Member, Message, Role
+from chat.store.conversations import Conversation, ListCursor, Member, Role
+from chat.store.messages import Message
 from chat.validation import (
     ID,
     LIMIT,

@@ -24,7 +24,8 @@ from chat.errors import Blocked, Conflict, DatabaseUnavailable, Forbidden, NotFo
 from chat.events import Event
 from chat.models import utcnow
 from chat.sequencer import Line
-from chat.store.conversations import Conversation, Message
+from chat.store.conversations import Conversation
+from chat.store.messages import Message
 from chat.validation import BODY, ID, Fields, check_body, get_str, require_id, require_object
 
 GROUP_MODERATORS = ("owner", "admin")  # group roles that may delete anyone's message

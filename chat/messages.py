@@ -32,12 +32,8 @@ from chat.events import Event
 from chat.models import utcnow
 from chat.sequencer import Line, Slot
 from chat.store.base import Unsent
-from chat.store.conversations import (
-    Conversation,
-    Message,
-    ReadPointer,
-    SeqTaken,
-)
+from chat.store.conversations import Conversation, ReadPointer
+from chat.store.messages import Message, SeqTaken
 from chat.validation import (
     BODY,
     CLIENT_MSG_ID,

@@ -18,7 +18,7 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
 from chat.store.base import Collections, InFlight, translated
-from chat.store.conversations import Message, message_from_doc
+from chat.store.messages import Message, message_from_doc
 
 # What a deletion erases from the document (reactions: none are stored yet; when they are,
 # they go with the message too).
