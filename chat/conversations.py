@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -166,6 +166,8 @@ class ConversationCommands(ServiceBase):
             self._blocked_or(blocked, user_id),
             self.dm_request_for(conv, user_id),  # chat/privacy.py
         )
+        if last is not None and last.reply_to is not None:
+            last = (await self.with_quotes([last]))[0]
         members = set(conv.member_ids) - hidden
         blocked_dm = conv.kind == "dm" and any(m != user_id for m in set(conv.member_ids) & hidden)
         return {
@@ -187,6 +189,10 @@ class ConversationCommands(ServiceBase):
     def present_for_export(self, message: Message) -> dict[str, Any]:
         """The message as an export shows it (chat/attachments.py adds download paths)."""
         return message.to_dict()
+
+    async def with_quotes(self, messages: Sequence[Message]) -> list[Message]:
+        """The messages with what each reply quotes (chat/replies.py fills it in)."""
+        return list(messages)
 
     async def read_pointers(self, conv: Conversation) -> dict[str, int]:
         """Every member's read pointer (user_id -> seq)."""
@@ -307,4 +313,4 @@ class ConversationCommands(ServiceBase):
         async for batch in self.store.conversations.iter_messages(
             part.conversation_id, part.max_seq
         ):
-            yield [self.present_for_export(m) for m in batch]
+            yield [self.present_for_export(m) for m in await self.with_quotes(batch)]

@@ -66,6 +66,7 @@ class LifecycleCommands(FileCommands):
                 edited = await self.store.lifecycle.edit(conv.id, message.id, me, body, utcnow())
                 if edited is None:  # deleted since it was read
                     raise Conflict("This message was deleted.")
+                edited = (await self.with_quotes([edited]))[0]  # a reply shows its quote
                 self._announce(line, conv, "message.updated", edited)
         return {"message": self.present(edited, me)}
 

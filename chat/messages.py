@@ -14,7 +14,7 @@ from typing import Any
 from bson import ObjectId
 
 from chat import shapes
-from chat.attachments import MAX_ATTACHMENTS, FileCommands
+from chat.attachments import MAX_ATTACHMENTS
 from chat.batching import GroupCommit
 from chat.commands import Principal, Reply, command, retrieve_exception
 from chat.config import TYPING_BURST, TYPING_PER_SEC
@@ -29,7 +29,9 @@ from chat.errors import (
     ValidationFailed,
 )
 from chat.events import Event
+from chat.mentions import MentionCommands
 from chat.models import utcnow
+from chat.replies import ReplyCommands
 from chat.sequencer import Line, Slot
 from chat.store.base import Unsent
 from chat.store.conversations import Conversation, ReadPointer
@@ -108,7 +110,7 @@ class TypingThrottle:
         self._buckets = {u: b for u, b in self._buckets.items() if now - b[1] < full_after}
 
 
-class MessageCommands(FileCommands):
+class MessageCommands(ReplyCommands, MentionCommands):
     """messages.send, messages.history, conversations.read, typing."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -137,6 +139,7 @@ class MessageCommands(FileCommands):
                 "body": BODY,
                 "client_msg_id": CLIENT_MSG_ID,
                 "attachments": id_list(MAX_ATTACHMENTS),
+                "reply_to": ID,
             },
             ("conversation_id",),
             {"anyOf": [{"required": ["body"]}, {"required": ["attachments"]}]},
@@ -146,7 +149,9 @@ class MessageCommands(FileCommands):
     )
     async def send_message(self, principal: Principal, data: Any) -> Reply:
         """Store the message at the conversation's next seq, publish message.new to every
-        member in seq order, then reply; a retried client_msg_id returns the stored message."""
+        member in seq order, then reply; a retried client_msg_id returns the stored message.
+        A reply (reply_to) costs one read more (chat/replies.py); a group message naming
+        members stores their ids as mentions (chat/mentions.py)."""
         data = require_object(data)
         conversation_id = require_id(data, "conversation_id")
         file_ids = get_id_list(data, "attachments", max_items=MAX_ATTACHMENTS)
@@ -166,9 +171,11 @@ class MessageCommands(FileCommands):
         await self.check_dm_send(conv, me)  # chat/privacy.py: friends-only, requests
         if self._closing:
             raise DatabaseUnavailable("The server is shutting down; send again shortly.")
+        reply_to = None if data.get("reply_to") is None else await self.reply_reference(conv, data)
+        mentions = await self.mentions_in(conv, me, body)
         pending = self._sends.get((me, key))
         if pending is not None:  # the same send is still being stored: its outcome is ours
-            return self._retried(await self._outcome(pending), conv, me)
+            return await self._answer(await self._outcome(pending), conv, me)
         # The uploads are reserved for this message (a round trip, for messages with files only).
         attachments = await self.claim_attachments(me, conv.id, key, file_ids)
         # No lookup of client_msg_id first: the unique (sender, client_msg_id) index makes the
@@ -182,8 +189,9 @@ class MessageCommands(FileCommands):
             with self.sequencer.line(conv.id) as line:
                 async with line.lock:
                     draft = Message(
-                        str(ObjectId()), conv.id, 0, me, body, key, utcnow(), attachments
-                    )
+                        str(ObjectId()), conv.id, 0, me, body, key, utcnow(), attachments,
+                        reply_to=reply_to, mentions=mentions,
+                    )  # fmt: skip
                     conv, slot, message = self._allocate(line, conv, draft)
                 # The storing goes on by itself: neither a timeout nor a closed connection
                 # abandons a write whose outcome is not known yet.
@@ -216,7 +224,7 @@ class MessageCommands(FileCommands):
                 outcome.set_result(task.result())
 
         storing.add_done_callback(settle)
-        return self._retried(await self._outcome(outcome), conv, me)
+        return await self._answer(await self._outcome(outcome), conv, me)
 
     async def _outcome(self, outcome: asyncio.Future[Message]) -> Message:
         """The stored and published message, or DatabaseUnavailable once the database timeout
@@ -275,6 +283,8 @@ class MessageCommands(FileCommands):
             if not ours:  # the key's message was stored by another send, which publishes it
                 self.sequencer.resolve(line, slot, None)
                 return stored
+            if message.reply_to is not None:  # stored by an earlier attempt: shown as sent
+                stored = dataclasses.replace(stored, reply_to=message.reply_to)
             self.metrics.message_stored(time.perf_counter() - started)
             self.activity.note(stored.conversation_id, stored.seq, stored.created_at)
             if stored.attachments:  # each member's URLs are signed for it: one event each
@@ -288,6 +298,8 @@ class MessageCommands(FileCommands):
             await self.sequencer.published(slot)
             if stored.attachments:
                 await self.attachments_stored(stored)
+            if stored.mentions:
+                await self.notify_mentions(stored)
             return stored
 
     async def _reallocate(
@@ -321,12 +333,15 @@ class MessageCommands(FileCommands):
         await self._read_writes.close()
         await self.activity.close()
 
-    def _retried(self, message: Message, conv: Conversation, user_id: str) -> Reply:
+    async def _answer(self, message: Message, conv: Conversation, user_id: str) -> Reply:
+        """The reply to a send: the stored message (a retry's too, with what it quotes)."""
         if message.conversation_id != conv.id:
             raise Conflict(
                 "client_msg_id was already used for a message in another conversation.",
                 field="client_msg_id",
             )
+        if message.reply_to is not None:  # a retry answered from the database has no quote
+            message = (await self.with_quotes([message]))[0]
         return {"message": self.present(message, user_id)}
 
     def _allocate(
@@ -359,25 +374,36 @@ class MessageCommands(FileCommands):
                 "conversation_id": ID,
                 "before_seq": integer(minimum=1),
                 "after_seq": integer(),
+                "around_seq": integer(minimum=1),
                 "limit": LIMIT,
             },
             ("conversation_id",),
         ),
-        gives=shapes.reply(
-            messages=shapes.list_of(shapes.ref("Message")), has_more={"type": "boolean"}
+        gives=shapes.obj(
+            {"messages": shapes.list_of(shapes.ref("Message")), "has_more": {"type": "boolean"}},
+            {"has_more_before": {"type": "boolean"}, "has_more_after": {"type": "boolean"}},
         ),
         errors=(404,),
     )
     async def history(self, principal: Principal, data: Any) -> Reply:
         """A page of messages, oldest first: the newest `limit` (default 50), or those before
-        before_seq, or those after after_seq; has_more says whether the page could go on."""
+        before_seq, or those after after_seq; has_more says whether the page could go on.
+        around_seq (alone) centres the page on that seq (chat/replies.py's jump to a quote)."""
         data = require_object(data)
         conversation_id = require_id(data, "conversation_id")
         before = get_int(data, "before_seq", minimum=1)
         after = get_int(data, "after_seq", minimum=0)
+        around = get_int(data, "around_seq", minimum=1)
+        if around is not None and (before is not None or after is not None):
+            raise ValidationFailed(
+                "around_seq cannot be combined with before_seq or after_seq.", field="around_seq"
+            )
         limit = get_limit(data)
         conv, max_seq = await self.access_conversation(principal, conversation_id, write=False)
         end = self._visible_seq(conv.id, max_seq) + 1  # exclusive
+        me = principal.user_id
+        if around is not None:
+            return await self._page_around(conv.id, around, end, limit, me)
         if before is not None:
             end = min(end, before)
         store = self.store.conversations
@@ -385,8 +411,31 @@ class MessageCommands(FileCommands):
             messages, has_more = await store.page_after(conv.id, after, end, limit)
         else:
             messages, has_more = await store.page_before(conv.id, end, 0, limit)
-        me = principal.user_id
+        messages = await self.with_quotes(messages)
         return {"messages": [self.present(m, me) for m in messages], "has_more": has_more}
+
+    async def _page_around(
+        self, conversation_id: str, around: int, end: int, limit: int, user_id: str
+    ) -> Reply:
+        """Up to `limit` messages centred on seq `around` (the newest visible one when it is
+        later): the message at that seq if any, about half the rest before it, the others
+        after; a side that runs short gives its share to the other. has_more_before and
+        has_more_after say whether each side goes on (has_more: either)."""
+        centre = max(1, min(around, end - 1))
+        store = self.store.conversations
+        older, more_before = await store.page_before(conversation_id, centre, 0, limit)
+        newer, more_after = await store.page_after(conversation_id, centre - 1, end, limit)
+        n_before = min(len(older), max((limit - 1) // 2, limit - len(newer)))
+        n_after = min(len(newer), limit - n_before)
+        more_before = more_before or n_before < len(older)
+        more_after = more_after or n_after < len(newer)
+        page = await self.with_quotes(older[len(older) - n_before :] + newer[:n_after])
+        return {
+            "messages": [self.present(m, user_id) for m in page],
+            "has_more": more_before or more_after,
+            "has_more_before": more_before,
+            "has_more_after": more_after,
+        }
 
     @command(
         "conversations.read",

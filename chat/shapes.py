@@ -104,6 +104,17 @@ COMPONENTS: dict[str, Schema] = {
             "deleted": {"type": "boolean"},
             "deleted_at": TIME,
             "deleted_by": ID,
+            "reply_to": obj(
+                {"id": ID, "seq": {"type": "integer", "minimum": 1}, "sender_id": ID},
+                {
+                    "excerpt": {
+                        "type": "string",
+                        "description": "the start of the quoted body (absent once deleted)",
+                    },
+                    "deleted": {"type": "boolean"},
+                },
+            ),
+            "mentions": list_of(ID),
         },
     ),
     "Member": obj(

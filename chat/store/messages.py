@@ -37,6 +37,7 @@ UNREAD_SCAN_MAX = 1000
 EXPORT_BATCH = 500  # messages per cursor batch (and per flushed chunk) when exporting
 IMPORT_BATCH = 5000  # documents per insert_many when importing messages in bulk
 IMPORT_RETRIES = 100  # compare-and-set attempts to reserve a block of seqs
+REPLY_REF_FIELDS = ("id", "seq", "sender_id")  # what a reply stores of the message it quotes
 
 
 class SeqTaken(Conflict):
@@ -62,6 +63,10 @@ class Message:
     edited_at: datetime | None = None  # the body's last edit (chat/lifecycle.py)
     deleted_at: datetime | None = None  # a tombstone since then: no body, no attachments
     deleted_by: str | None = None  # who deleted it: the author, or a group owner/admin
+    # The quoted message, {id, seq, sender_id}, and as shown (chat/replies.py) its excerpt or
+    # deleted: true; None for a message that replies to none.
+    reply_to: dict[str, Any] | None = dataclasses.field(default=None, hash=False)
+    mentions: tuple[str, ...] = ()  # ids of the group members named by @username
 
     @property
     def deleted(self) -> bool:
@@ -88,6 +93,10 @@ class Message:
             shown["deleted"] = True
             shown["deleted_at"] = iso(self.deleted_at)
             shown["deleted_by"] = self.deleted_by
+        if self.reply_to is not None:
+            shown["reply_to"] = dict(self.reply_to)
+        if self.mentions:
+            shown["mentions"] = list(self.mentions)
         return shown
 
 
@@ -103,6 +112,10 @@ def message_doc(message: Message) -> dict[str, Any]:
     }
     if message.attachments:  # a message without any stores what it always did
         doc["attachments"] = list(message.attachments)
+    if message.reply_to is not None:  # the reference only: the excerpt is read when shown
+        doc["reply_to"] = {k: message.reply_to[k] for k in REPLY_REF_FIELDS}
+    if message.mentions:
+        doc["mentions"] = list(message.mentions)
     return doc
 
 
@@ -119,6 +132,8 @@ def message_from_doc(doc: dict[str, Any]) -> Message:
         edited_at=doc.get("edited_at"),
         deleted_at=doc.get("deleted_at"),
         deleted_by=doc.get("deleted_by"),
+        reply_to=doc.get("reply_to"),
+        mentions=tuple(doc.get("mentions") or ()),
     )
 
 
