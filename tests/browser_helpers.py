@@ -283,3 +283,15 @@ async def bob_sends(bob: ApiClient, conversation_id: str, *bodies: str) -> None:
             {"body": body, "client_msg_id": body.replace(" ", "-")},
         )
         assert reply.status == 201, reply.body
+
+
+async def dm_pair(browser: Browser, server: RunningServer) -> tuple[Person, Person, ApiClient, str]:
+    """alice and bob, each in a browser, live, in their DM (bob, made over the API, wrote
+    "first"): the two people, bob's API client and the conversation id."""
+    alice = await live_person(browser, server, "alice")
+    api, conversation_id = await dm_from_api(server, alice, "bob")
+    bob = await new_person(browser, server, "bob", sign_up_now=False)
+    await sign_in(bob.page, "bob", "correct horse")
+    await wait_live(bob)
+    await open_conversation(bob, "alice")
+    return alice, bob, api, conversation_id

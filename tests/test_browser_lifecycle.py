@@ -14,15 +14,10 @@ from tests.browser_helpers import (
     bubble,
     close_all,
     conversation_row,
-    dm_from_api,
+    dm_pair,
     expect_sent,
     launch,
-    live_person,
-    new_person,
-    open_conversation,
     send,
-    sign_in,
-    wait_live,
 )
 from tests.conftest import RunningServer
 
@@ -38,21 +33,15 @@ async def browser() -> AsyncIterator[Browser]:
 async def test_edit_and_delete_are_seen_live_by_the_other_person(
     browser: Browser, server: RunningServer
 ) -> None:
-    alice = await live_person(browser, server, "alice")
-    _, _ = await dm_from_api(server, alice, "bob")  # bob, made over the API, wrote "first"
-    bob = await new_person(browser, server, "bob", sign_up_now=False)
-    await sign_in(bob.page, "bob", "correct horse")
-    await wait_live(bob)
-    await open_conversation(bob, "alice")
+    alice, bob, _, _ = await dm_pair(browser, server)  # bob wrote "first"
     page = bob.page
     await send(bob, "teh typo")
     await expect_sent(page, "teh typo")
     await expect(bubble(alice.page, "teh typo")).to_be_visible()
-    # Only my own stored messages have the menu.
+    # My own stored messages have the menu (with Edit and Delete).
     await expect(
         bubble(page, "first").get_by_role("button", name="Message actions")
     ).to_be_visible()
-    await expect(alice.page.get_by_role("button", name="Message actions")).to_have_count(0)
 
     # By keyboard: focus the message, Tab to its actions, Enter opens the menu on Edit.
     mine = bubble(page, "teh typo")
@@ -80,6 +69,12 @@ async def test_edit_and_delete_are_seen_live_by_the_other_person(
     seen = bubble(alice.page, "the typo, fixed")
     await expect(seen.locator(".edited")).to_have_text("edited")
     await expect(bubble(alice.page, "teh typo")).to_have_count(0)
+    # The others' messages offer Reply alone (views/replies.js).
+    await seen.hover()
+    await seen.get_by_role("button", name="Message actions").click()
+    await expect(alice.page.get_by_role("menuitem")).to_have_text(["Reply"])
+    await alice.page.keyboard.press("Escape")
+    await expect(alice.page.get_by_role("menuitem")).to_have_count(0)
 
     # Delete asks first; the tombstone replaces the message on both sides, live.
     await fixed.hover()

@@ -32,13 +32,14 @@ export class OutboxActions {
    * Show at once as pending and put it in the outbox; the outbox sends it (in order, after
    * what is already waiting) and the server's copy replaces it (same client_msg_id).
    */
-  sendMessage(conversationId, body, attachments = []) {
+  sendMessage(conversationId, body, attachments = [], replyTo = null) {
     const timeline = this.store.timeline(conversationId);
     const clientMsgId = newClientMsgId();
     timeline.pending.set(clientMsgId, {
       client_msg_id: clientMsgId,
       body,
       attachments, // the uploads (files.js): their ids go with the message
+      reply_to: replyTo || undefined, // the quote shown meanwhile (views/replies.js); its id goes
       state: 'sending',
       created_at: new Date().toISOString(),
       order: this.nextOrder(),
@@ -92,6 +93,7 @@ export class OutboxActions {
       client_msg_id: p.client_msg_id,
       body: p.body,
       attachments: p.attachments?.length ? p.attachments : undefined,
+      reply_to: p.reply_to,
       created_at: p.created_at,
       order: p.order,
       failed: p.state === 'failed' ? p.error || 'Not sent' : null,
@@ -123,6 +125,7 @@ export class OutboxActions {
         client_msg_id: e.client_msg_id,
         body: e.body,
         attachments: Array.isArray(e.attachments) ? e.attachments.filter((a) => a && typeof a.id === 'string') : [],
+        reply_to: e.reply_to && typeof e.reply_to.id === 'string' ? e.reply_to : undefined,
         created_at: e.created_at || new Date().toISOString(),
         order: Number(e.order) || this.nextOrder(),
         state: e.failed ? 'failed' : 'queued',
@@ -219,6 +222,7 @@ export class OutboxActions {
       // Every attempt sends the same client_msg_id: the server returns the stored copy, never a second.
       const payload = { body: pending.body, client_msg_id: clientMsgId };
       if (pending.attachments?.length) payload.attachments = pending.attachments.map((a) => a.id);
+      if (pending.reply_to) payload.reply_to = pending.reply_to.id;
       const reply = await this.api.post(path`/api/conversations/${conversationId}/messages`, payload);
       if (session === this.session) this.acceptMessage(reply.message); // not into the next user's state
       return 'sent';

@@ -10,6 +10,8 @@ import { checkBody } from '../validation.js';
 import { setupEmojiPicker } from './emoji.js';
 import { setupComposerFiles, setupViewer } from './files.js';
 import { confirmDelete, editedMarker, messageEditor, messageMenu, tombstoneBubble } from './lifecycle.js';
+import { mentionsMe, setupMentions } from './mentions.js';
+import { highlightMessage, loadAround, quoteSignature, replyQuote, setupReplyBar } from './replies.js';
 
 const LOAD_OLDER_WITHIN_PX = 150; // start loading older messages this close to the top
 const AT_BOTTOM_PX = 48; // closer than this to the bottom counts as "following" new messages
@@ -28,6 +30,9 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
   let placedAt = 0; // scrollTop when `following` was last decided
   let editingKey = null; // the key of the message of mine being edited in place (views/lifecycle.js)
   const emojiPicker = setupEmojiPicker({ input }); // its button goes before the message box
+  // Before the composer's keydown (Enter sends): the list takes Enter, Tab, Escape while open.
+  const mentions = setupMentions({ input, members: () => mentionable(store.conversations.get(current)) });
+  const replyBar = setupReplyBar({ input, nameOf: (id) => store.nameOf(id) });
   const files = setupComposerFiles({ actions, input, current: () => current, onReady: (id) => id === current && send({ auto: true }) });
   const viewer = setupViewer(list);
 
@@ -185,7 +190,7 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
     if (item.kind !== 'msg') return `${item.kind}|${item.label}`;
     const { m } = item;
     const fileIds = (m.attachments || []).map((a) => a.id);
-    const life = [m.edited_at, m.deleted, item.key === editingKey];
+    const life = [m.edited_at, m.deleted, item.key === editingKey, quoteSignature(m, store.timeline(current))];
     return JSON.stringify([m.id, m.body, fileIds, item.state, item.delivery, item.label, item.showSender, item.groupStart, store.nameOf(item.sender), life]);
   }
 
@@ -197,6 +202,7 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
     const { m, state, mine } = item;
     const classes = ['msg', mine ? 'mine' : 'theirs', item.groupStart ? 'group-start' : 'group-more'];
     if (state !== 'sent') classes.push(state === 'failed' ? 'failed' : 'pending');
+    if (mentionsMe(m, store.me?.id)) classes.push('mentions-me');
     const when = fullTime(item.date);
     const meta = h('div', { class: 'meta' }, h('time', { dateTime: m.created_at, title: when, text: timeOfDay(item.date) }));
     if (item.delivery) {
@@ -255,15 +261,32 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
     // A group's owner and admins may delete anyone's message (not edit it).
     const role = conv.members?.find((member) => member.user_id === store.me?.id)?.role;
     const moderates = conv.kind === 'group' && (role === 'owner' || role === 'admin');
-    const menu = stored && !editing && (mine || moderates);
+    const menu = stored && !editing;
+    const onReply = () => replyBar.set(m);
     return [
-      menu ? messageMenu({ canEdit: mine, onEdit: () => startEditing(item.key), onDelete: () => deleteMessage(conv.id, m), onClose: () => queueMicrotask(renderMessages) }) : null,
+      menu ? messageMenu({ canEdit: mine, canDelete: mine || moderates, onReply, onEdit: () => startEditing(item.key), onDelete: () => deleteMessage(conv.id, m), onClose: () => queueMicrotask(renderMessages) }) : null,
+      m.reply_to ? replyQuote({ quote: m.reply_to, timeline: store.timeline(conv.id), nameOf: (id) => store.nameOf(id), onJump: (quote) => jumpTo(conv.id, quote.seq) }) : null,
       m.attachments?.length ? renderAttachments(m.attachments) : null,
       editing
         ? messageEditor({ m, onSave: (body) => saveEdit(conv.id, m, body), onCancel: () => stopEditing(item.key) })
         : // Message text is text: renderMarkup builds links and formatting as nodes, never HTML.
           m.body ? h('div', { class: 'bubble' }, renderMarkup(m.body)) : null,
     ];
+  }
+
+  /** Show the message at seq, loading its page first when it is not loaded (a reply's quote). */
+  async function jumpTo(conversationId, seq) {
+    following = false;
+    if (highlightMessage(list, seq)) return;
+    if (!(await loadAround(actions, conversationId, seq)) || current !== conversationId) return;
+    renderMessages();
+    highlightMessage(list, seq);
+  }
+
+  /** The members a group message may mention (not me); none in a DM. */
+  function mentionable(conv) {
+    if (conv?.kind !== 'group') return [];
+    return (conv.members || []).filter((member) => member.user_id !== store.me?.id && !member.deleted);
   }
 
   function startEditing(key) {
@@ -532,7 +555,8 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
     const problem = uploads.length && !input.value.trim() ? '' : checkBody(input.value);
     setFieldError(input, problem);
     if (problem) return;
-    actions.sendMessage(current, input.value.trim(), uploads);
+    actions.sendMessage(current, input.value.trim(), uploads, replyBar.quote());
+    replyBar.clear();
     files.clear(current);
     input.value = '';
     drafts.delete(current);
@@ -568,6 +592,8 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
       $('chat-empty').hidden = true;
       $('chat-pane').hidden = false;
       if (changed) {
+        replyBar.clear();
+        mentions.close();
         emojiPicker.close();
         viewer.close();
         if (current !== null) drafts.set(current, input.value);

@@ -23,8 +23,9 @@ export function editedMarker(m) {
  * administer (Delete). A button (shown on hover and focus, reachable by Tab
  * from the message) opens it; arrow keys move in it, Escape closes it.
  * `onClose` runs once it closed (the chat view redraws what it held back meanwhile).
+ * With `onReply`, Reply too (on anyone's message: views/replies.js).
  */
-export function messageMenu({ canEdit = true, onEdit, onDelete, onClose }) {
+export function messageMenu({ canEdit = true, canDelete = true, onReply, onEdit, onDelete, onClose }) {
   const button = h('button', {
     type: 'button',
     class: 'msg-menu-button',
@@ -47,7 +48,8 @@ export function messageMenu({ canEdit = true, onEdit, onDelete, onClose }) {
     });
   const menu = h('div', { class: 'msg-menu', hidden: true, attrs: { role: 'menu', 'aria-label': 'Message actions' } },
     canEdit ? item('Edit', onEdit) : null,
-    item('Delete', onDelete),
+    onReply ? item('Reply', onReply) : null,
+    canDelete ? item('Delete', onDelete) : null,
   );
   const items = () => [...menu.querySelectorAll('[role="menuitem"]')];
   const outside = (event) => {
