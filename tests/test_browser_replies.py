@@ -25,6 +25,7 @@ from tests.browser_helpers import (
     wait_live,
 )
 from tests.conftest import RunningServer
+from tests.test_browser_a11y import AXE, Audit
 
 
 @pytest.fixture
@@ -97,6 +98,9 @@ async def test_mention_autocomplete_inserts_a_member_and_mentions_of_me_stand_ou
     browser: Browser, server: RunningServer
 ) -> None:
     alice = await live_person(browser, server, "alice")
+    await alice.context.add_init_script(path=str(AXE))  # the open list and bar are audited
+    await alice.page.reload()
+    await wait_live(alice)
     me = await server.client(await token_of(alice.page)).get("/api/me")
     others = []
     for name in ("carol", "caroline", "dave"):
@@ -117,7 +121,9 @@ async def test_mention_autocomplete_inserts_a_member_and_mentions_of_me_stand_ou
     await box.press_sequentially("hi @car")
     listbox = page.get_by_role("listbox", name="Members to mention")
     await expect(listbox.get_by_role("option")).to_have_text(["@carol", "@caroline"])
-    await expect(box).to_have_attribute("aria-expanded", "true")
+    await expect(box).to_have_attribute("aria-activedescendant", "mention-option-0")
+    audit = Audit(page)
+    await audit.check("mention list")
     await box.press("ArrowDown")
     await expect(listbox.get_by_role("option", name="@caroline")).to_have_attribute(
         "aria-selected", "true"
@@ -140,6 +146,13 @@ async def test_mention_autocomplete_inserts_a_member_and_mentions_of_me_stand_ou
     await bob_sends(dave, gid, "@alice have a look", "nothing for you")
     await expect(bubble(page, "@alice have a look")).to_have_class(re.compile(r"\bmentions-me\b"))
     await expect(bubble(page, "nothing for you")).not_to_have_class(re.compile("mentions-me"))
+    mentioning = bubble(page, "@alice have a look")
+    await mentioning.hover()
+    await mentioning.get_by_role("button", name="Message actions").click()
+    await page.get_by_role("menuitem", name="Reply").click()
+    await expect(page.locator("#reply-bar")).to_contain_text("Replying to dave")
+    await audit.check("reply bar")
+    audit.assert_clean()
     assert alice.errors == []
     for api in others:
         api.close()

@@ -21,8 +21,7 @@ export function setupMentions({ input, members }) {
   const listbox = h('ul', { class: 'mention-list', id: 'mention-list', hidden: true, attrs: { role: 'listbox', 'aria-label': 'Members to mention' } });
   input.closest('form').append(listbox);
   input.setAttribute('aria-autocomplete', 'list');
-  input.setAttribute('aria-controls', 'mention-list');
-  input.setAttribute('aria-expanded', 'false');
+  input.setAttribute('aria-controls', 'mention-list'); // (a textarea takes no aria-expanded)
   let matches = [];
   let active = 0;
   let start = -1; // where the @ being completed is in the box
@@ -63,7 +62,6 @@ export function setupMentions({ input, members }) {
       ),
     );
     listbox.hidden = false;
-    input.setAttribute('aria-expanded', 'true');
     input.setAttribute('aria-activedescendant', `mention-option-${active}`);
   }
 
@@ -73,7 +71,6 @@ export function setupMentions({ input, members }) {
     start = -1;
     listbox.hidden = true;
     listbox.replaceChildren();
-    input.setAttribute('aria-expanded', 'false');
     input.removeAttribute('aria-activedescendant');
   }
 
