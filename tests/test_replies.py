@@ -10,9 +10,12 @@ import pytest
 from bson import ObjectId
 
 from chat.replies import EXCERPT_MAX_CHARS, excerpt
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, ServerFactory
 from tests.test_conversations import TRANSPORTS, history, join, open_dm, send
-from tests.test_lifecycle import delete, edit, message_events
+from tests.test_lifecycle import delete, edit, make_group, message_events
+from tests.test_write_path import QUIET, Profiler, inserted, profiler, writes
+
+__all__ = ["profiler"]  # the fixture of tests/test_write_path.py
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -110,3 +113,37 @@ def test_the_excerpt_is_bounded_and_cut_at_a_grapheme_boundary() -> None:
     assert (len(excerpt(flags)) - 1) % 2 == 0
     accented = "e\u0301" * 80  # e + combining acute
     assert not excerpt(accented)[:-1].endswith("e")
+
+
+async def test_a_reply_costs_one_read_more_and_a_plain_send_nothing_more(
+    make_server: ServerFactory, profiler: Profiler
+) -> None:
+    server = await make_server(**QUIET)
+    alice = await join(server, "alice", "ws")
+    bob = await join(server, "bob", "ws")
+    gid = await make_group(alice, bob)
+    original = await send(alice, gid, "warm-up")
+    await profiler.start()
+    await send(alice, gid, "plain")
+    await send(alice, gid, f"hi @{bob.name}")  # a mention: the blocks are known here
+    plain = await profiler.ops()
+    assert inserted(writes(plain, "messages")) == 2
+    assert [op for op in plain if op["op"] == "query"] == []
+    await profiler.start()
+    await send(bob, gid, "a reply", reply_to=original["id"])
+    ops = await profiler.ops()
+    assert inserted(writes(ops, "messages")) == 1
+    others = [op for op in ops if op["op"] in ("insert", "update", "delete")]
+    assert len(others) == 1, others
+    reads = [op for op in ops if op["op"] == "query"]
+    assert len(reads) == 1 and reads[0]["ns"].endswith(".messages"), reads
+    # A page of history without replies reads what it did; one with replies, one query more.
+    await profiler.start()
+    await history(alice, gid, before_seq=4)
+    without = [op["command"].get("filter") for op in await profiler.ops() if op["op"] == "query"]
+    await profiler.start()
+    await history(alice, gid)
+    with_replies = [
+        op["command"].get("filter") for op in await profiler.ops() if op["op"] == "query"
+    ]
+    assert len(with_replies) == len(without) + 1, (without, with_replies)
