@@ -18,10 +18,10 @@ import logging
 from typing import Any
 
 from chat import shapes
-from chat.attachments import FileCommands
 from chat.commands import Principal, Reply, command
 from chat.errors import Blocked, Conflict, DatabaseUnavailable, Forbidden, NotFound
 from chat.events import Event
+from chat.mentions import MentionCommands
 from chat.models import utcnow
 from chat.sequencer import Line
 from chat.store.conversations import Conversation
@@ -33,7 +33,7 @@ GROUP_MODERATORS = ("owner", "admin")  # group roles that may delete anyone's me
 log = logging.getLogger(__name__)
 
 
-class LifecycleCommands(FileCommands):
+class LifecycleCommands(MentionCommands):
     """messages.edit, messages.delete."""
 
     @command(
@@ -61,9 +61,12 @@ class LifecycleCommands(FileCommands):
         body = check_body(raw_body, allow_empty=bool(message.attachments))
         if await self._dm_blocked(conv, me):
             raise Blocked("You cannot message this user.")
+        mentions = await self.mentions_in(conv, me, body)  # whom the new text names
         with self.sequencer.line(conv.id) as line:
             async with line.lock:
-                edited = await self.store.lifecycle.edit(conv.id, message.id, me, body, utcnow())
+                edited = await self.store.lifecycle.edit(
+                    conv.id, message.id, me, body, utcnow(), mentions
+                )
                 if edited is None:  # deleted since it was read
                     raise Conflict("This message was deleted.")
                 edited = (await self.with_quotes([edited]))[0]  # a reply shows its quote

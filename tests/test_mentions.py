@@ -11,7 +11,7 @@ from chat.mentions import mentioned_names
 from chat.store.messages import Message
 from tests.conftest import RunningServer
 from tests.test_conversations import TRANSPORTS, history, join, open_dm, send
-from tests.test_lifecycle import make_group, message_events
+from tests.test_lifecycle import edit, make_group, message_events
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -43,6 +43,13 @@ async def test_group_mentions_name_members_only_once_each(
     assert [m.id for m in notified] == [sent["id"]] and notified[0].mentions == (bob.id, carol.id)
     plain = await send(alice, gid, "no names here, mail a@b.example")
     assert "mentions" not in plain and len(notified) == 1
+    # An edit names them again from the new text.
+    edited = (await edit(alice, gid, sent["id"], f"only @{carol.name}")).expect()["message"]
+    assert edited["mentions"] == [carol.id]
+    edited = (await edit(alice, gid, sent["id"], "nobody")).expect()["message"]
+    assert "mentions" not in edited
+    stored = await server.store.db["messages"].find_one({"_id": ObjectId(sent["id"])})
+    assert stored is not None and "mentions" not in stored and len(notified) == 1
 
 
 async def test_a_blocked_pair_is_never_mentioned(server: RunningServer) -> None:

@@ -49,16 +49,25 @@ class LifecycleStore(Collections):
 
     @translated
     async def edit(
-        self, conversation_id: str, message_id: str, sender_id: str, body: str, at: datetime
+        self,
+        conversation_id: str,
+        message_id: str,
+        sender_id: str,
+        body: str,
+        at: datetime,
+        mentions: tuple[str, ...] = (),
     ) -> Message | None:
-        """Replace the body of the sender's message unless it is deleted; the message as
-        edited, or None when nothing matched (deleted meanwhile, or not the sender's)."""
+        """Replace the body of the sender's message (and the mentions it names) unless it is
+        deleted; the message as edited, or None when nothing matched (deleted meanwhile, or
+        not the sender's)."""
         key = _message_key(conversation_id, message_id)
         if key is None:
             return None
         doc = await self._messages.find_one_and_update(
             {**key, "sender_id": sender_id, "deleted_at": None},
-            {"$set": {"body": body, "edited_at": at}},
+            {"$set": {"body": body, "edited_at": at, "mentions": list(mentions)}}
+            if mentions
+            else {"$set": {"body": body, "edited_at": at}, "$unset": {"mentions": ""}},
             return_document=ReturnDocument.AFTER,
         )
         return message_from_doc(doc) if doc else None
