@@ -12,6 +12,7 @@ from chat.broker import GAP, Handler
 from chat.commands import Command, Principal, Reply
 from chat.config import Settings, redact_url
 from chat.limits import AttemptLimiter
+from chat.realtime import PRESENCE_SUBSCRIBE
 from chat.store import Store
 
 if TYPE_CHECKING:
@@ -90,6 +91,7 @@ class ChatService(SelfServiceCommands):
         return {
             "events": self.events_elsewhere,
             "presence": self.presence_elsewhere,
+            PRESENCE_SUBSCRIBE: self.presence_subscribe_elsewhere,
             "session.ended": self.session_ended_elsewhere,
             "blocks.changed": self.blocks_changed_elsewhere,
             GAP: self.bus_gap,

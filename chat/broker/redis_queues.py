@@ -424,6 +424,21 @@ class RedisQueueRegistry(QueueRegistry):
             super().detach(queue, token)
         self._remove(queue)
 
+    async def owner(self, queue_id: str) -> str | None:
+        """The user of this open queue of the current epoch, wherever its transport is; None
+        when it is unknown, closed or Redis does not answer."""
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hmget(f"chat:q:{queue_id}", "user", "epoch", "closed")
+                pipe.get("chat:q-epoch")
+                (user, epoch, closed), current = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("event queues: Redis is unreachable (%s)", exc)
+            return None
+        if user is None or closed is not None or epoch is None or epoch != current:
+            return None
+        return str(user.decode())
+
     # -- publishing -------------------------------------------------------------------------
 
     def publish(self, user_ids: Iterable[str], event: Event) -> None:
