@@ -50,6 +50,7 @@ class RealtimeCommands(AccountCommands):
         # What each user holds open, counted by the transports (sockets, held polls).
         self.socket_slots = UserSlots(settings.max_sockets_per_user)
         self.poll_slots = UserSlots(settings.max_polls_per_user)
+        self.slot_books: list[Any] = []  # their shared counts (share_slots), closed last
         self.metrics.watch(
             queues=self.registry.__len__,
             connections={WEBSOCKET: self.socket_slots.total, LONGPOLL: self.poll_slots.total},
@@ -102,6 +103,16 @@ class RealtimeCommands(AccountCommands):
         self.shared_queues = registry
         self.metrics.queue_count = registry.__len__
 
+    def share_slots(self, redis: Any, origin: str) -> None:
+        """Several processes: the per-user caps on sockets and held polls counted by all of
+        them in Redis (chat/broker/redis_slots.py), the process id being the bus's origin."""
+        from chat.broker.redis_slots import RedisSlotBook  # only with Redis
+
+        for slots, kind in ((self.socket_slots, "sockets"), (self.poll_slots, "polls")):
+            book = RedisSlotBook(redis, kind, origin)
+            slots.share(book)
+            self.slot_books.append(book)
+
     def presence_elsewhere(self, payload: Any) -> None:
         """Another process announced a presence transition (the bus)."""
         if isinstance(self.presence, SharedPresence):
@@ -137,6 +148,8 @@ class RealtimeCommands(AccountCommands):
             self._sweeper = None
         self.presence.close()
         await self.last_seen_writes.close()
+        for book in self.slot_books:
+            await book.close()
         if self.shared_queues is not None:
             await self.shared_queues.close()
 

@@ -64,6 +64,7 @@ class ChatService(SelfServiceCommands):
                 )
                 book = bus.presence_book(self.settings.presence_alive_secs)
                 await asyncio.wait_for(self.share_presence(book), BUS_CONNECT_SECS)
+                self.share_slots(bus.redis, bus.origin)  # counted against the book's heartbeats
             except (TimeoutError, ConnectionError, RedisError, OSError) as exc:
                 await bus.close()
                 raise BusUnavailable(
