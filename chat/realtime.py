@@ -98,6 +98,7 @@ class RealtimeCommands(AccountCommands):
             max_events=settings.queue_max_events,
             grace_secs=settings.queue_grace_secs,
         )
+        registry.on_message = self.heard_message
         await registry.start()
         self.registry = registry
         self.shared_queues = registry
@@ -112,6 +113,10 @@ class RealtimeCommands(AccountCommands):
             book = RedisSlotBook(redis, kind, origin)
             slots.share(book)
             self.slot_books.append(book)
+
+    def heard_message(self, message: dict[str, Any]) -> None:
+        """A message.new reached this process's queues from Redis (ChatService tells its
+        sequencer that the seq is taken)."""
 
     def presence_elsewhere(self, payload: Any) -> None:
         """Another process announced a presence transition (the bus)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from chat.account import SelfServiceCommands
 from chat.auth import PasswordHasher, TokenCodec
@@ -86,6 +86,13 @@ class ChatService(SelfServiceCommands):
         self.typing_throttle = RedisTypingThrottle(
             redis, self.settings.typing_per_sec, self.settings.typing_burst
         )
+
+    def heard_message(self, message: dict[str, Any]) -> None:
+        """Another process's message.new: its seq is taken, so that this process's next send
+        to the conversation follows it rather than colliding with it in the database."""
+        conversation_id, seq = message.get("conversation_id"), message.get("seq")
+        if isinstance(conversation_id, str) and isinstance(seq, int):
+            self.sequencer.heard(conversation_id, seq)
 
     def bus_handlers(self) -> Mapping[str, Handler]:
         """What a notice from another process does here, by topic."""

@@ -30,7 +30,7 @@ import contextlib
 import json
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -309,6 +309,8 @@ class RedisQueueRegistry(QueueRegistry):
         self._opening: dict[str, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribed = asyncio.Event()
+        # Told of each message.new heard here (the sequencer's hint: chat/sequencer.py).
+        self.on_message: Callable[[dict[str, Any]], None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -599,6 +601,9 @@ class RedisQueueRegistry(QueueRegistry):
                 continue
             if event is None:
                 event = json.loads(body)  # shared by every copy, as without Redis
+                assert event is not None
+                if event.get("type") == "message.new" and self.on_message is not None:
+                    self.on_message(event["message"])
             assert event is not None
             if buffers:
                 for buffer in buffers:
