@@ -64,6 +64,7 @@ class RedisSlotBook:
         self._gives: list[str] = []  # users whose slots wait to be given back, in order
         self._pending = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
+        self._closed = False
 
     async def take(self, user_id: str, cap: int) -> bool | None:
         args: list[str | int] = [self._process_id, cap, f"{PREFIX}alive:", KEY_TTL_MS]
@@ -74,6 +75,8 @@ class RedisSlotBook:
             return None
 
     def give(self, user_id: str) -> None:
+        if self._closed:
+            return  # stopping: what is still held expires with this process's heartbeat
         self._gives.append(self._prefix + user_id)
         self._pending.set()
         if self._sender is None:
@@ -101,6 +104,7 @@ class RedisSlotBook:
 
     async def close(self) -> None:
         """Give back what waits (bounded), then stop."""
+        self._closed = True
         if self._sender is not None:
             self._sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
