@@ -28,7 +28,9 @@ from tests.browser_helpers import (
     live_person,
     open_conversation,
     open_dm_from_friends,
+    person_row,
     send,
+    tab,
 )
 from tests.certs import Certificates, make_certificates
 from tests.client import ApiClient, WsClient
@@ -275,3 +277,23 @@ async def test_two_people_in_chromium_through_nginx_chat_live(front: Front) -> N
         await close_all(ann, ben)
     assert len(front.served("/api/")) == 2, front.served("/api/")
     assert len(front.served("/ws")) >= 1
+
+
+async def test_the_directory_in_chromium_shows_a_stranger_come_online_through_nginx(
+    front: Front,
+) -> None:
+    # The directory's dots come from presence.subscribe, which nginx sends to either process.
+    server = cast(RunningServer, front)
+    carol = await front.api().register("carol")
+    async with launch() as browser:
+        ann = await live_person(browser, server, "ann")
+        await tab(ann, "People")
+        row = person_row(ann.page, "directory-list", "carol")
+        await expect(row).to_have_attribute("data-status", "offline")
+        await asyncio.sleep(0.5)  # the subscription (forwarded, maybe) is recorded
+        carol_ws = await front.ws()
+        await carol_ws.auth(carol["token"])
+        await expect(row).to_have_attribute("data-status", "online")
+        assert ann.errors == [], ann.errors
+        await close_all(ann)
+    assert front.served("/api/presence/subscribe"), "the directory did not subscribe"
