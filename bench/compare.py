@@ -67,14 +67,15 @@ import sys
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import tornado.httpclient
 
-from bench.common import ROOT, ServerProcess, database_and_pid, percentile
+from bench.cluster import SOCKETIO_LOCATION, Cluster, bench_log, running_cluster
+from bench.common import ROOT, ChildServer, ServerProcess, database_and_pid, percentile
 from bench.loadgen import (
     CommandTarget,
     GeneratorPool,
@@ -96,7 +97,8 @@ from chat.store import Store
 from chat.store.conversations import Member
 
 HOST = "127.0.0.1"
-SERVERS = ("chat-ws", "chat-lp", "bare", "bare-lp", "socketio", "socketio-lp")
+SERVERS = ("chat-ws", "chat-lp", "bare", "bare-lp", "socketio", "socketio-lp", "chat-ws-2p",
+           "socketio-redis")  # fmt: skip
 LABELS = {
     "chat-ws": "this server, WebSocket",
     "chat-lp": "this server, long-polling",
@@ -104,7 +106,13 @@ LABELS = {
     "bare-lp": "bare Tornado long-polling",
     "socketio": "python-socketio (Tornado), WebSocket",
     "socketio-lp": "python-socketio (Tornado), long-polling",
+    "chat-ws-2p": "this server, WebSocket, 2 processes with Redis behind nginx",
+    "socketio-redis": "python-socketio, AsyncRedisManager, 2 processes behind nginx",
 }
+# Two processes sharing one Redis behind the nginx sample (bench/cluster.py): the clients they
+# use, and the peer module; (a)-(c) only.
+CLUSTERS = {"chat-ws-2p": "chat-ws", "socketio-redis": "socketio"}
+CLUSTER_PROCESSES = 2
 DEFAULT_RATES = (50, 100, 150, 200, 300, 400, 600, 800, 1000, 1500, 2000, 3000, 4000, 6000,
                  8000, 12000, 16000, 24000)  # fmt: skip
 QUICK_RATES = (50, 100, 200, 400, 800, 1500, 3000, 6000, 12000)
@@ -925,7 +933,7 @@ class Profiler:
                 proc.wait()
 
 
-Server = ServerProcess | PeerProcess
+Server = ServerProcess | PeerProcess | Cluster
 
 
 @dataclasses.dataclass
@@ -1170,16 +1178,21 @@ class Phase:
                 return str(found[-1])
         return None
 
+    def server_ticks(self) -> int:
+        """The server's CPU time so far: of every process, for the clusters."""
+        pids = self.server.pids if isinstance(self.server, Cluster) else [self.server.pid]
+        return sum(cpu_ticks(pid) for pid in pids)
+
     async def measure(
         self, pool: GeneratorPool, body: Callable[[], Any]
     ) -> tuple[Any, dict[str, Any]]:
         """Run body; the generator processes' and the server's CPU use meanwhile."""
         db = self.db_pid if self.kind.startswith("chat") else None
         gen_before = await pool.cpu()
-        srv_before, wall_before = cpu_ticks(self.server.pid), time.monotonic()
+        srv_before, wall_before = self.server_ticks(), time.monotonic()
         db_before = cpu_ticks(db) if db else 0
         value = await body()
-        srv_after, wall_after = cpu_ticks(self.server.pid), time.monotonic()
+        srv_after, wall_after = self.server_ticks(), time.monotonic()
         db_after = cpu_ticks(db) if db else 0
         gen_after = await pool.cpu()
         wall = max(1e-9, wall_after - wall_before)
@@ -1593,6 +1606,7 @@ RATIOS = (
     ("chat-ws", "socketio"),
     ("chat-lp", "bare-lp"),
     ("chat-lp", "socketio-lp"),
+    ("chat-ws-2p", "socketio-redis"),
 )
 
 
@@ -1694,29 +1708,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
             for kind in kinds:
                 say(f"{kind}: {LABELS[kind]}")
-                server: Server
-                if kind.startswith("chat"):
-                    assert world is not None
-                    log_dir = Path(os.environ.get("TMPDIR", "/tmp"))
-                    server = ServerProcess(
-                        uri, world.db_name, log=log_dir / f"bench-{kind}-{os.getpid()}.log"
-                    )
-                    setup = chat_setup(kind, server.port, world, args.workers)
-                else:
-                    module = (
-                        "bench.peers.bare_tornado"
-                        if kind in ("bare", "bare-lp")
-                        else "bench.peers.socketio_server"
-                    )
-                    server = PeerProcess(module)
-                    setup = peer_setup(kind, server.port, args.clients, args.workers)
                 try:
-                    results[kind] = await Phase(args, kind, server, setup, db_pid).run(say)
+                    with server_for(kind, uri, world, args) as (server, setup):
+                        results[kind] = await Phase(args, kind, server, setup, db_pid).run(say)
                 except Exception as exc:
                     say(f"  {kind} failed: {exc!r}")
                     results[kind] = {"label": LABELS[kind], "error": repr(exc)}
-                finally:
-                    server.stop()
             if world is not None and {"one2one", "group"} & set(args.workloads):
                 say("raw database inserts (the same database, no server running)")
                 store = Store(uri, world.db_name, timeout_ms=10_000)
@@ -1792,6 +1789,48 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "table": [{k: v for k, v in row.items() if k != "fmt"} for row in rows],
         "_rows": rows,
     }
+
+
+@contextlib.contextmanager
+def server_for(
+    kind: str, uri: str, world: ChatWorld | None, args: argparse.Namespace
+) -> Iterator[tuple[Server, Setup]]:
+    """The kind's server, started, and who its clients are; stopped after the block."""
+    server: Server
+    client_kind = CLUSTERS.get(kind, kind)
+    if kind in CLUSTERS:
+
+        def start(redis_url: str) -> ChildServer:
+            if kind == "chat-ws-2p":
+                assert world is not None
+                extra = ["--redis-url", redis_url, "--trusted-proxy", "127.0.0.1"]
+                return ServerProcess(uri, world.db_name, extra, log=bench_log(kind))
+            return PeerProcess("bench.peers.socketio_server", ["--redis-url", redis_url])
+
+        location = SOCKETIO_LOCATION if kind == "socketio-redis" else ""
+        connections = 3 * args.clients + 1000  # the client's and the process's side, and REST
+        with running_cluster(
+            start, CLUSTER_PROCESSES, connections=connections, location=location
+        ) as cluster:
+            if world is not None and kind == "chat-ws-2p":
+                setup = chat_setup(client_kind, cluster.port, world, args.workers)
+                setup.group_specs = []  # (d) is the one-process figure
+            else:
+                setup = peer_setup(client_kind, cluster.port, args.clients, args.workers)
+            yield cluster, setup
+        return
+    if kind.startswith("chat"):
+        assert world is not None
+        server = ServerProcess(uri, world.db_name, log=bench_log(kind))
+        setup = chat_setup(kind, server.port, world, args.workers)
+    else:
+        bare = kind in ("bare", "bare-lp")
+        server = PeerProcess("bench.peers.bare_tornado" if bare else "bench.peers.socketio_server")
+        setup = peer_setup(kind, server.port, args.clients, args.workers)
+    try:
+        yield server, setup
+    finally:
+        server.stop()
 
 
 def print_report(report: dict[str, Any], kinds: Sequence[str]) -> None:

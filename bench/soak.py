@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import datetime
 import functools
@@ -61,11 +62,12 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from bench.common import ROOT, ServerProcess, database, print_table
+from bench.cluster import Cluster, running_cluster
+from bench.common import ROOT, ChildServer, ServerProcess, database, print_table
 from bench.loadgen import (
     CommandTarget,
     GeneratorPool,
@@ -99,6 +101,7 @@ MEMORY_SLACK_FRACTION = 0.25
 BLOCKS_SLACK = 10_000
 MEMORY_LINE = re.compile(r"memory: rss .*?, python blocks (\d+)")
 MEMORY_LINE_WAIT_SECS = 30.0
+Server = ServerProcess | Cluster  # one process, or --processes N behind nginx
 
 
 # -- the checks (pure; tested in tests/test_soak_verdict.py) -----------------------------------
@@ -165,17 +168,19 @@ def check_deliveries(
     return verdict
 
 
-def memory_returned(start: int, peak: int, end: int) -> bool:
+def memory_returned(start: int, peak: int, end: int, processes: int = 1) -> bool:
     """True when the resident memory after the clients left is near its start: within
-    MEMORY_SLACK_BYTES, or within MEMORY_SLACK_FRACTION of the growth at the peak."""
-    allowed = max(MEMORY_SLACK_BYTES, MEMORY_SLACK_FRACTION * max(0, peak - start))
+    MEMORY_SLACK_BYTES (per process, the figures being their sums), or within
+    MEMORY_SLACK_FRACTION of the growth at the peak."""
+    slack = MEMORY_SLACK_BYTES * processes
+    allowed = max(slack, MEMORY_SLACK_FRACTION * max(0, peak - start))
     return end - start <= allowed
 
 
-def blocks_returned(start: int, end: int) -> bool:
+def blocks_returned(start: int, end: int, processes: int = 1) -> bool:
     """True when the server's live Python objects after the clients left are back near their
-    start: at most BLOCKS_SLACK allocated blocks more."""
-    return end - start <= BLOCKS_SLACK
+    start: at most BLOCKS_SLACK allocated blocks more (per process, the figures being sums)."""
+    return end - start <= BLOCKS_SLACK * processes
 
 
 class Memory(NamedTuple):
@@ -190,10 +195,19 @@ def memory_lines(log: Path, offset: int) -> list[str]:
         return MEMORY_LINE.findall(f.read().decode(errors="replace"))
 
 
-async def read_memory(server: ServerProcess, log: Path) -> Memory:
-    """The server's RSS, then its block count: SIGUSR1 makes it log a memory line."""
+async def read_memory(server: Server) -> Memory:
+    """The server's RSS, then its block count (of every process, summed, with --processes)."""
+    processes = server.processes if isinstance(server, Cluster) else [server]
+    found = [await read_process_memory(process) for process in processes]
+    return Memory(sum(m.rss for m in found), sum(m.blocks for m in found))
+
+
+async def read_process_memory(server: ChildServer) -> Memory:
+    """One process's RSS, then its block count: SIGUSR1 makes it log a memory line."""
+    log = server.log
+    assert log is not None
     rss = server.rss_bytes()
-    offset = log.stat().st_size  # noqa: ASYNC240 -- a local stat, not worth a thread
+    offset = log.stat().st_size  # a local stat, not worth a thread
     os.kill(server.pid, signal.SIGUSR1)
     deadline = time.monotonic() + MEMORY_LINE_WAIT_SECS
     while time.monotonic() < deadline:
@@ -692,7 +706,7 @@ class Round:
 
 
 async def chat_round(
-    server: ServerProcess,
+    server: Server,
     specs: list[SoakSpec],
     by_user: Mapping[str, Sequence[str]],
     args: argparse.Namespace,
@@ -755,8 +769,8 @@ async def run(args: argparse.Namespace) -> tuple[bool, list[tuple[str, str]]]:
         """Wait out the queue grace; the server's memory once it is idle again."""
         say(f"clients left; waiting {args.leave_wait:.0f} s for their queues to expire")
         await asyncio.sleep(args.leave_wait)
-        await wait_idle(server.pid)
-        return await read_memory(server, server_log)
+        await idle(server)
+        return await read_memory(server)
 
     rows: list[tuple[str, str]] = []
     rounds: list[Round] = []
@@ -764,10 +778,7 @@ async def run(args: argparse.Namespace) -> tuple[bool, list[tuple[str, str]]]:
         db_name = f"bench_soak_{uuid.uuid4().hex[:8]}"
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         server_log = ROOT / "bench" / "results" / f"soak-{stamp}-server.log"
-        server = ServerProcess(
-            uri, db_name, ["--queue-grace", f"{args.queue_grace:g}"], log=server_log
-        )
-        try:
+        with soak_server(args, uri, db_name, server_log) as server:
             accounts = await seed_accounts(uri, db_name, args.clients)
             http = Http(server.base_url, max_clients=50)
             try:
@@ -780,8 +791,8 @@ async def run(args: argparse.Namespace) -> tuple[bool, list[tuple[str, str]]]:
                 for user in users:
                     by_user[user].append(conversation)
             specs = [SoakSpec(a.user_id, a.token, by_user[a.user_id]) for a in accounts]
-            await wait_idle(server.pid)
-            cold = start = await read_memory(server, server_log)
+            await idle(server)
+            cold = start = await read_memory(server)
             if args.warmup > 0:
                 say("warm-up round")
                 rounds.append(
@@ -794,8 +805,6 @@ async def run(args: argparse.Namespace) -> tuple[bool, list[tuple[str, str]]]:
             )
             end = await let_queues_expire()
             server_errors = server.logged_errors()
-        finally:
-            server.stop()
 
     main = rounds[-1]
     rss_peak = max(main.peak, end.rss)  # the leave itself can be the highest point
@@ -813,8 +822,8 @@ async def run(args: argparse.Namespace) -> tuple[bool, list[tuple[str, str]]]:
     stats: Counter[str] = Counter()
     for report in reports:
         stats.update(report["stats"])
-    rss_ok = memory_returned(start.rss, rss_peak, end.rss)
-    blocks_ok = blocks_returned(start.blocks, end.blocks)
+    rss_ok = memory_returned(start.rss, rss_peak, end.rss, args.processes)
+    blocks_ok = blocks_returned(start.blocks, end.blocks, args.processes)
     memory_ok = rss_ok and blocks_ok
     queue_problems = [p for p in problems if p.startswith(("queue lost", "event"))]
     other_problems = [p for p in problems if p not in queue_problems]
@@ -824,6 +833,10 @@ async def run(args: argparse.Namespace) -> tuple[bool, list[tuple[str, str]]]:
     warm = f"{args.warmup:.0f} s warm-up + " if args.warmup > 0 else ""
     rows = [
         ("clients x duration", f"{args.clients} x ({warm}{args.duration:.0f} s)"),
+        (
+            "server processes",
+            "1" if args.processes == 1 else f"{args.processes}, Redis, behind nginx (sums below)",
+        ),
         ("conversations (DMs + groups)", f"{len(members)}"),
         ("messages acknowledged", f"{verdict.messages:,}"),
         ("deliveries checked (message x member)", f"{verdict.deliveries:,}"),
@@ -871,8 +884,37 @@ async def run(args: argparse.Namespace) -> tuple[bool, list[tuple[str, str]]]:
     ):
         for line in found[:10]:
             print(f"{label}: {line}")
-    print(f"server log: {server_log}")
+    print(f"server log: {server_log}" + (" (-p1, -p2, ...)" if args.processes > 1 else ""))
     return passed, rows
+
+
+@contextlib.contextmanager
+def soak_server(args: argparse.Namespace, uri: str, db_name: str, log: Path) -> Iterator[Server]:
+    """server.py with the soak's grace; with --processes N, N of them on one Redis behind the
+    nginx sample (logs: log with -p1, -p2, ... before its suffix)."""
+    options = ["--queue-grace", f"{args.queue_grace:g}"]
+    if args.processes == 1:
+        server = ServerProcess(uri, db_name, options, log=log)
+        try:
+            yield server
+        finally:
+            server.stop()
+        return
+    logs = iter(log.with_name(f"{log.stem}-p{n}{log.suffix}") for n in itertools.count(1))
+
+    def start(redis_url: str) -> ChildServer:
+        extra = [*options, "--redis-url", redis_url, "--trusted-proxy", "127.0.0.1"]
+        return ServerProcess(uri, db_name, extra, log=next(logs))
+
+    connections = 4 * args.clients + 1000  # two per connection, takeovers, REST sends
+    with running_cluster(start, args.processes, connections=connections) as cluster:
+        yield cluster
+
+
+async def idle(server: Server) -> None:
+    """Every process of the server uses under a tenth of a core."""
+    for process in server.processes if isinstance(server, Cluster) else [server]:
+        await wait_idle(process.pid)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -920,6 +962,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "plus 20 s for the sweep and the presence grace)",
     )
     add("--seed", type=int, default=1, help="random seed (default %(default)s)")
+    add(
+        "--processes",
+        type=int,
+        default=1,
+        help="server processes (default %(default)s); 2 or more share one Redis behind the "
+        "nginx sample (deploy/nginx-processes.conf), round robin",
+    )
     add("--mongo-uri", default=None, help="use this MongoDB instead of an embedded one")
     args = parser.parse_args(argv)
     if not 2 <= args.clients <= 10_000:
@@ -934,6 +983,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--warmup must be between 0 and a day")
     if not 10 <= args.queue_grace <= 24 * 3600:
         parser.error("--queue-grace must be between 10 s and a day")
+    if not 1 <= args.processes <= 8:
+        parser.error("--processes must be between 1 and 8")
     if args.leave_wait is None:
         args.leave_wait = args.queue_grace + 20
     return args

@@ -87,8 +87,20 @@ class AttemptLimiter:
         return len(self._buckets)
 
 
+class SlotBook(Protocol):
+    """What every process's users hold, counted together (chat/broker/redis_slots.py)."""
+
+    async def take(self, user_id: str, cap: int) -> bool | None:
+        """Take a slot for the user unless all processes together hold cap; None when the
+        book cannot be reached (the caller counts alone)."""
+
+    def give(self, user_id: str) -> None:
+        """Give back a slot this process took (sent later, in order; never blocks)."""
+
+
 class UserSlots:
-    """How many of something (sockets, held polls) each user holds, at most `cap` at once."""
+    """How many of something (sockets, held polls) each user holds, at most `cap` at once:
+    in this process, or in every process once a shared book is given (share())."""
 
     def __init__(self, cap: int) -> None:
         if cap < 1:
@@ -96,6 +108,25 @@ class UserSlots:
         self.cap = cap
         self._held: dict[str, int] = {}
         self._total = 0  # the sum of _held's values, for the metrics
+        self._book: SlotBook | None = None
+
+    def share(self, book: SlotBook) -> None:
+        """Count with every process through the book from now on (before any slot is held)."""
+        self._book = book
+
+    async def take(self, user_id: str) -> bool:
+        """acquire(), counted with every process when shared; this process's count alone
+        while the book cannot be reached."""
+        if self._book is None or self.held(user_id) >= self.cap:
+            return self.acquire(user_id)
+        allowed = await self._book.take(user_id, self.cap)
+        if allowed is False:
+            return False
+        if not self.acquire(user_id):  # the user's other takes here were quicker
+            if allowed:
+                self._book.give(user_id)
+            return False
+        return True
 
     def acquire(self, user_id: str) -> bool:
         """Take a slot for the user; False (nothing taken) when it holds `cap` already."""
@@ -114,6 +145,8 @@ class UserSlots:
         elif self._held.pop(user_id, None) is None:
             return  # nothing was held: nothing to give back
         self._total -= 1
+        if self._book is not None:
+            self._book.give(user_id)
 
     def held(self, user_id: str) -> int:
         """The slots the user holds now."""

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 SWEEP_INTERVAL_SECS = 5.0  # expired queues linger at most this long past their grace
 MIN_SWEEP_INTERVAL_SECS = 0.05  # a tiny grace (tests) must not turn the sweep into a busy loop
 MAX_PRESENCE_SUBSCRIPTIONS = 1000  # users one queue may watch
+PRESENCE_SUBSCRIBE = "presence.subscribe"  # the bus topic: a subscription taken elsewhere
 
 
 class RealtimeCommands(AccountCommands):
@@ -49,6 +50,7 @@ class RealtimeCommands(AccountCommands):
         # What each user holds open, counted by the transports (sockets, held polls).
         self.socket_slots = UserSlots(settings.max_sockets_per_user)
         self.poll_slots = UserSlots(settings.max_polls_per_user)
+        self.slot_books: list[Any] = []  # their shared counts (share_slots), closed last
         self.metrics.watch(
             queues=self.registry.__len__,
             connections={WEBSOCKET: self.socket_slots.total, LONGPOLL: self.poll_slots.total},
@@ -96,10 +98,25 @@ class RealtimeCommands(AccountCommands):
             max_events=settings.queue_max_events,
             grace_secs=settings.queue_grace_secs,
         )
+        registry.on_message = self.heard_message
         await registry.start()
         self.registry = registry
         self.shared_queues = registry
         self.metrics.queue_count = registry.__len__
+
+    def share_slots(self, redis: Any, origin: str) -> None:
+        """Several processes: the per-user caps on sockets and held polls counted by all of
+        them in Redis (chat/broker/redis_slots.py), the process id being the bus's origin."""
+        from chat.broker.redis_slots import RedisSlotBook  # only with Redis
+
+        for slots, kind in ((self.socket_slots, "sockets"), (self.poll_slots, "polls")):
+            book = RedisSlotBook(redis, kind, origin)
+            slots.share(book)
+            self.slot_books.append(book)
+
+    def heard_message(self, message: dict[str, Any]) -> None:
+        """A message.new reached this process's queues from Redis (ChatService tells its
+        sequencer that the seq is taken)."""
 
     def presence_elsewhere(self, payload: Any) -> None:
         """Another process announced a presence transition (the bus)."""
@@ -136,6 +153,8 @@ class RealtimeCommands(AccountCommands):
             self._sweeper = None
         self.presence.close()
         await self.last_seen_writes.close()
+        for book in self.slot_books:
+            await book.close()
         if self.shared_queues is not None:
             await self.shared_queues.close()
 
@@ -230,11 +249,36 @@ class RealtimeCommands(AccountCommands):
         if not isinstance(queue_id, str):
             raise ValidationFailed("queue_id is required.", field="queue_id")
         queue = self.registry.get(queue_id)
-        if queue is None or queue.closed or queue.user_id != principal.user_id:
+        here = queue is not None and not queue.closed and queue.user_id == principal.user_id
+        if not here and not await self._queue_elsewhere(principal.user_id, queue_id):
             raise NotFound("No such queue.")
         user_ids = get_id_list(data, "user_ids", max_items=MAX_PRESENCE_SUBSCRIPTIONS)
         visible = [
             uid for uid in user_ids if not await self.is_blocked_between(principal.user_id, uid)
         ]
-        subscribed = self.presence.subscribe(queue_id, visible)
+        if here:
+            subscribed = self.presence.subscribe(queue_id, visible)
+        else:
+            # The subscription lives with the queue's local copy, on the process holding its
+            # transport: forwarded there over the bus (presence_subscribe_elsewhere).
+            subscribed = list(dict.fromkeys(visible))[:MAX_PRESENCE_SUBSCRIPTIONS]
+            self.bus.publish(PRESENCE_SUBSCRIBE, [queue_id, subscribed])
         return {"user_ids": subscribed, "presence": self.presence_of(subscribed)}
+
+    async def _queue_elsewhere(self, user_id: str, queue_id: str) -> bool:
+        """With the queues in Redis: the user's queue is open there, its transport held by
+        another process (or by none, between two connections)."""
+        shared = self.shared_queues
+        return shared is not None and await shared.owner(queue_id) == user_id
+
+    def presence_subscribe_elsewhere(self, payload: Any) -> None:
+        """Another process took a presence.subscribe for a queue: recorded here if its
+        transport is here (its ids were checked there, blocks included)."""
+        if not isinstance(payload, list) or len(payload) != 2:
+            return
+        queue_id, user_ids = payload
+        if not isinstance(queue_id, str) or not isinstance(user_ids, list):
+            return
+        queue = self.registry.get(queue_id)
+        if queue is not None and not queue.closed:
+            self.presence.subscribe(queue_id, [uid for uid in user_ids if isinstance(uid, str)])

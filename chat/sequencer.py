@@ -113,6 +113,15 @@ class Sequencer:
         line = self._lines.get(conversation_id)
         return line.snapshot if line is not None else None
 
+    def heard(self, conversation_id: str, seq: int) -> None:
+        """Another process stored a message of the conversation at seq (its message.new
+        reached this one): the next seq allocated here follows it, instead of colliding with
+        it in the database and trying again (a hint only: the unique index still decides)."""
+        line = self._lines.get(conversation_id)
+        snapshot = line.snapshot if line is not None else None
+        if line is not None and snapshot is not None and snapshot.last_seq < seq:
+            line.snapshot = dataclasses.replace(snapshot, last_seq=seq)
+
     def forget(self, conversation_id: str) -> None:
         """The conversation was changed without its line (an account's erasure renamed a
         member): its next command reads it again."""

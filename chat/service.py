@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from chat.account import SelfServiceCommands
 from chat.auth import PasswordHasher, TokenCodec
@@ -12,6 +12,7 @@ from chat.broker import GAP, Handler
 from chat.commands import Command, Principal, Reply
 from chat.config import Settings, redact_url
 from chat.limits import AttemptLimiter
+from chat.realtime import PRESENCE_SUBSCRIBE
 from chat.store import Store
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ class ChatService(SelfServiceCommands):
                 )
                 book = bus.presence_book(self.settings.presence_alive_secs)
                 await asyncio.wait_for(self.share_presence(book), BUS_CONNECT_SECS)
+                self.share_slots(bus.redis, bus.origin)  # counted against the book's heartbeats
             except (TimeoutError, ConnectionError, RedisError, OSError) as exc:
                 await bus.close()
                 raise BusUnavailable(
@@ -85,11 +87,19 @@ class ChatService(SelfServiceCommands):
             redis, self.settings.typing_per_sec, self.settings.typing_burst
         )
 
+    def heard_message(self, message: dict[str, Any]) -> None:
+        """Another process's message.new: its seq is taken, so that this process's next send
+        to the conversation follows it rather than colliding with it in the database."""
+        conversation_id, seq = message.get("conversation_id"), message.get("seq")
+        if isinstance(conversation_id, str) and isinstance(seq, int):
+            self.sequencer.heard(conversation_id, seq)
+
     def bus_handlers(self) -> Mapping[str, Handler]:
         """What a notice from another process does here, by topic."""
         return {
             "events": self.events_elsewhere,
             "presence": self.presence_elsewhere,
+            PRESENCE_SUBSCRIBE: self.presence_subscribe_elsewhere,
             "session.ended": self.session_ended_elsewhere,
             "blocks.changed": self.blocks_changed_elsewhere,
             GAP: self.bus_gap,

@@ -73,11 +73,14 @@ class LongPollHandler(ApiHandler):
         if self.gone:
             return  # left during authentication: attaching now would pin the queue
         registry, slots, user_id = self.service.registry, self.service.poll_slots, queue.user_id
-        if not slots.acquire(user_id):
+        if not await slots.take(user_id):
             raise RateLimited(
                 f"Too many long-polls held at once (at most {slots.cap}).",
                 retry_after_secs=POLL_RETRY_SECS,
             )
+        if self.gone:  # left while the slot was counted (in Redis)
+            slots.release(user_id)
+            return
         consumer = registry.attach(queue)  # supersedes an older poll or a WebSocket
         self.held = (queue, consumer)
         try:

@@ -443,11 +443,15 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             self.auth_timer.cancel()
             self.auth_timer = None
         self.user_agent = None  # only a sign-in over this socket needed it
-        if not self.service.socket_slots.acquire(principal.user_id):
+        if not await self.service.socket_slots.take(principal.user_id):
             self.service.metrics.refused(WEBSOCKET)
             self.close(CLOSE_TOO_MANY, "too many connections for this user")
             return
         self.slot_user = principal.user_id
+        if self._gone():  # left while the slot was counted (in Redis): on_close already ran
+            self.service.socket_slots.release(principal.user_id)
+            self.slot_user = None
+            return
         self.principal = principal
         USER_ID.set(principal.user_id)
         try:

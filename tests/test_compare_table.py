@@ -74,3 +74,16 @@ async def test_a_closed_loop_counts_refusals_and_stops_on_a_lost_connection() ->
     assert loop.latencies == [0.01, 0.02]
     assert loop.errors == 2  # the refusal, and the send that found the connection gone
     assert loop.stopped_by == "ConnectionError"
+
+
+def test_the_two_process_rows_get_their_ratio_column() -> None:
+    results = {
+        "chat-ws-2p": {"connect": {"rate_per_sec": 600.0}, "fanout": {"p99_ms": 30.0}},
+        "socketio-redis": {"connect": {"rate_per_sec": 400.0}, "fanout": {"p99_ms": 60.0}},
+    }
+    assert parse_args(["--servers", "chat-ws-2p,socketio-redis"]).servers == list(results)
+    table = render_table(build_table(results), list(results))
+    assert "chat-ws-2p/socketio-redis" in table.splitlines()[0]
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
+    assert rows["(a) connect rate ↑"].split("|")[-2].strip() == "1.50x"
+    assert rows["(b) fan-out latency p99 ↓"].split("|")[-2].strip() == "0.50x"

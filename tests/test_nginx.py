@@ -34,7 +34,7 @@ daemon off;
 master_process off;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log info;
-events {{ worker_connections 512; }}
+events {{ worker_connections {connections}; }}
 http {{
     access_log {prefix}/access.log;
     client_body_temp_path {prefix}/client_body;
@@ -85,12 +85,13 @@ def wait_listening(port: int, process: subprocess.Popen[bytes], prefix: Path) ->
 
 
 @contextlib.contextmanager
-def nginx(prefix: Path, site: str, port: int) -> Iterator[None]:
-    """nginx with this site, in the foreground, until the block ends."""
+def nginx(prefix: Path, site: str, port: int, connections: int = 512) -> Iterator[None]:
+    """nginx with this site, in the foreground, until the block ends (the benchmarks give it
+    room for more connections)."""
     assert Path(NGINX).exists(), "nginx is not installed: ./test.sh installs it (apt-get)"
     prefix.mkdir(parents=True, exist_ok=True)
     (prefix / "site.conf").write_text(site)
-    (prefix / "nginx.conf").write_text(MAIN_CONFIG.format(prefix=prefix))
+    (prefix / "nginx.conf").write_text(MAIN_CONFIG.format(prefix=prefix, connections=connections))
     process = subprocess.Popen(
         [
             NGINX,

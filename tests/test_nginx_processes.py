@@ -1,9 +1,9 @@
 """deploy/nginx-processes.conf with Debian's nginx (ports, addresses and certificate paths
 replaced) in front of two server processes on one database and one Redis, round robin, no
 stickiness: nginx's own log (the sample's $upstream_addr) shows which process took each request.
-WebSockets, long-polling (the queues are in Redis) and the browser work so today;
-presence.subscribe over REST needs the queue's process (an expected failure), or the sample's
-ip_hash line, tested too."""
+WebSockets, long-polling (the queues are in Redis), presence.subscribe over REST (forwarded to
+the queue's process over the bus) and the browser work so; the sample's ip_hash line is tested
+too."""
 
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ from tests.browser_helpers import (
     live_person,
     open_conversation,
     open_dm_from_friends,
+    person_row,
     send,
+    tab,
 )
 from tests.certs import Certificates, make_certificates
 from tests.client import ApiClient, WsClient
@@ -41,13 +43,6 @@ __all__ = ["redis_server", "redis_url"]  # the fixtures of test_processes, share
 
 SITE = Path(__file__).resolve().parent.parent / "deploy" / "nginx-processes.conf"
 MESSAGES = 6  # per sender
-# What fails today, behind a balancer without stickiness: strict, so that the day it works the
-# marker must go. (Long-polling across processes works since the queues are in Redis.)
-PER_PROCESS_QUEUES = pytest.mark.xfail(
-    strict=True,
-    reason="presence subscriptions are per process: presence.subscribe naming a queue whose "
-    "transport is on the other process is a 404 (issue 15)",
-)
 
 
 @dataclasses.dataclass
@@ -238,7 +233,6 @@ async def test_with_the_samples_ip_hash_a_long_polling_client_gets_each_event_on
         assert len(front.served("/api/")) == 1, front.served("/api/")
 
 
-@PER_PROCESS_QUEUES
 async def test_presence_subscribe_over_rest_reaches_the_queue_of_a_socket_on_either_process(
     front: Front,
 ) -> None:
@@ -250,6 +244,21 @@ async def test_presence_subscribe_over_rest_reaches_the_queue_of_a_socket_on_eit
     statuses = [(await api.post("/api/presence/subscribe", body)).status for _ in range(4)]
     assert len(front.served("/api/presence/subscribe")) == 2  # both processes were asked
     assert statuses == [200] * 4, statuses  # what the browser client does for the directory
+    # A stranger (not in Alice's audience) subscribed to through both processes: the
+    # socket hears each of her transitions once, whichever process holds either socket.
+    carol = await front.api().register("carol")
+    body = {"queue_id": queue_id, "user_ids": [carol["user"]["id"]]}
+    for _ in range(2):
+        reply = await api.post("/api/presence/subscribe", body)
+        assert reply.status == 200 and reply.body["presence"] == {carol["user"]["id"]: "offline"}
+    await asyncio.sleep(0.3)  # the forwarded subscription crosses the bus
+    carol_ws = await front.ws()
+    await carol_ws.auth(carol["token"])
+    online = (await ws.event("presence"))["event"]
+    assert (online["user_id"], online["status"]) == (carol["user"]["id"], "online")
+    with pytest.raises(TimeoutError):
+        extra = await ws.event("presence", timeout=1)
+        pytest.fail(f"a second presence event: {extra}")
 
 
 async def test_two_people_in_chromium_through_nginx_chat_live(front: Front) -> None:
@@ -268,3 +277,23 @@ async def test_two_people_in_chromium_through_nginx_chat_live(front: Front) -> N
         await close_all(ann, ben)
     assert len(front.served("/api/")) == 2, front.served("/api/")
     assert len(front.served("/ws")) >= 1
+
+
+async def test_the_directory_in_chromium_shows_a_stranger_come_online_through_nginx(
+    front: Front,
+) -> None:
+    # The directory's dots come from presence.subscribe, which nginx sends to either process.
+    server = cast(RunningServer, front)
+    carol = await front.api().register("carol")
+    async with launch() as browser:
+        ann = await live_person(browser, server, "ann")
+        await tab(ann, "People")
+        row = person_row(ann.page, "directory-list", "carol")
+        await expect(row).to_have_attribute("data-status", "offline")
+        await asyncio.sleep(0.5)  # the subscription (forwarded, maybe) is recorded
+        carol_ws = await front.ws()
+        await carol_ws.auth(carol["token"])
+        await expect(row).to_have_attribute("data-status", "online")
+        assert ann.errors == [], ann.errors
+        await close_all(ann)
+    assert front.served("/api/presence/subscribe"), "the directory did not subscribe"

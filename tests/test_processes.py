@@ -4,15 +4,17 @@ a free port): what one process does takes effect in the others at once, through 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import shutil
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-import redis.asyncio as aioredis
+import redis
 
 from chat.dbserver import free_port
 from tests.client import ApiClient, WsClient
@@ -34,10 +36,17 @@ def redis_url(redis_server: RedisServer) -> str:
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A redis-server of this module's own, in memory, on a free loopback port."""
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def running_redis(workdir: Path) -> Iterator[RedisServer]:
+    """Debian's redis-server, in memory, on a free loopback port, until the block ends (the
+    benchmarks start theirs with it too)."""
     executable = shutil.which("redis-server")
     assert executable, "redis-server is missing: ./test.sh installs it (Debian's redis-server)"
     port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
     process = subprocess.Popen(
         [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(workdir)],
@@ -46,23 +55,21 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     )  # fmt: skip
     url = f"redis://127.0.0.1:{port}/0"
 
-    async def ready() -> None:
-        client = aioredis.from_url(url)
+    def ready() -> None:  # synchronous: the benchmarks start it inside their event loop
+        client = redis.Redis.from_url(url)
         try:
             for _ in range(100):
                 try:
-                    await client.ping()
+                    client.ping()
                     return
-                except OSError:
-                    await asyncio.sleep(0.1)
-                except aioredis.ConnectionError:
-                    await asyncio.sleep(0.1)
+                except (OSError, redis.ConnectionError):
+                    time.sleep(0.1)
             raise AssertionError("redis-server did not answer")
         finally:
-            await client.aclose()
+            client.close()
 
     try:
-        asyncio.run(ready())
+        ready()
         yield RedisServer(url, process)
     finally:
         process.terminate()

@@ -116,3 +116,18 @@ def test_idle_lines_keep_their_snapshot_within_the_budget() -> None:
     with seq.line("plain"):
         pass
     assert seq.snapshot("plain") is None and "plain" not in seq._lines
+
+
+def test_a_seq_heard_from_another_process_moves_the_next_one_past_it() -> None:
+    now = datetime.now(UTC)
+    conv = Conversation("c", "dm", None, (), (), {}, 0, 0, now, now)
+    seq = Sequencer(Published())
+    with seq.line("c") as line:
+        line.snapshot = dataclasses.replace(conv, last_seq=4)
+    seq.heard("c", 7)  # another process stored seq 7
+    seq.heard("c", 5)  # an older one heard late changes nothing
+    snapshot = seq.snapshot("c")
+    assert snapshot is not None and snapshot.last_seq == 7
+    assert snapshot.members is conv.members  # the membership kept: no read again
+    seq.heard("unknown", 3)  # a conversation this process does not remember: nothing kept
+    assert seq.snapshot("unknown") is None

@@ -45,16 +45,19 @@ async def serve(app: tornado.web.Application, port: int) -> None:
 def peer_main(
     module: str,
     doc: str | None,
-    make_app: Callable[[], tornado.web.Application],
+    make_app: Callable[..., tornado.web.Application],
     argv: Sequence[str] | None = None,
 ) -> None:
-    """`python -m <module> --port N`: serve the peer's app until told to stop."""
+    """`python -m <module> --port N [--redis-url URL]`: serve the peer's app until told to stop
+    (make_app(redis_url=URL) when given: a peer that shares through Redis)."""
     parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--redis-url", default=None, help="several processes share this Redis")
     args = parser.parse_args(argv)
     raise_fd_limit()
+    options = {"redis_url": args.redis_url} if args.redis_url else {}
 
     async def run() -> None:  # the app is made inside the loop it will run on
-        await serve(make_app(), args.port)
+        await serve(make_app(**options), args.port)
 
     asyncio.run(run())

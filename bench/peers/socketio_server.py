@@ -7,6 +7,11 @@
 and is put in the rooms "u<id>" (its own: the equivalent of the chat server routing by user)
 and "all". Events: `dm` `{"to": "<id>", ...}` is emitted as `msg` to room "u<id>"; `all`
 `{...}` is emitted as `msg` to room "all" (the broadcast). No auth, no storage.
+
+With `--redis-url redis://HOST:PORT/DB` (compare's `socketio-redis`) several such processes
+share their rooms through python-socketio's own AsyncRedisManager (Redis pub/sub), as its
+documentation has it for more than one server; a load balancer in front must be sticky for its
+long-polling transport, not for WebSocket-only clients like the benchmark's.
 """
 
 from __future__ import annotations
@@ -20,8 +25,11 @@ import tornado.web
 from bench.peers import Health, peer_main
 
 
-def make_server() -> socketio.AsyncServer:
-    sio = socketio.AsyncServer(async_mode="tornado", cors_allowed_origins="*")
+def make_server(redis_url: str | None = None) -> socketio.AsyncServer:
+    manager = socketio.AsyncRedisManager(redis_url) if redis_url else None
+    sio = socketio.AsyncServer(
+        async_mode="tornado", cors_allowed_origins="*", client_manager=manager
+    )
 
     @sio.event  # type: ignore[untyped-decorator]
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
@@ -42,8 +50,8 @@ def make_server() -> socketio.AsyncServer:
     return sio
 
 
-def make_app() -> tornado.web.Application:
-    handler = socketio.get_tornado_handler(make_server())
+def make_app(redis_url: str | None = None) -> tornado.web.Application:
+    handler = socketio.get_tornado_handler(make_server(redis_url))
     return tornado.web.Application([(r"/socket.io/", handler), (r"/healthz", Health)])
 
 

@@ -10,6 +10,8 @@ at once, in the order it was published. Topics:
   the queues themselves are in Redis (chat/broker/redis_queues.py, with --redis-url): events
   are appended to them there, and a process learns of them through the queues' own channel;
 - "presence": a user's presence changed (chat/shared_presence.py);
+- "presence.subscribe": [queue id, user ids]: a presence.subscribe taken by another process
+  for a queue whose transport is here (chat/realtime.py);
 - "session.ended", "blocks.changed": what a process would otherwise learn only when its caches
   expire (settings.session_check_secs for a session);
 - "bus.gap" (GAP): this process may have missed notices (see chat/broker/redis.py).
@@ -102,6 +104,10 @@ class SharedQueues(Protocol):
     ) -> tuple[EventQueue, bool, int]:
         """(queue, resumed, cursor): the client's queue resumed, else a new one; RateLimited
         past max_live queues of the user; a ChatError (503) when the queues are unreachable."""
+
+    async def owner(self, queue_id: str) -> str | None:
+        """The user of this open queue, whichever process holds its transport (None: no such
+        queue, or unreachable)."""
 
     async def settled(self) -> None:
         """Return once the events published so far are stored (bounded)."""

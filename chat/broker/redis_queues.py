@@ -30,7 +30,7 @@ import contextlib
 import json
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -309,6 +309,8 @@ class RedisQueueRegistry(QueueRegistry):
         self._opening: dict[str, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribed = asyncio.Event()
+        # Told of each message.new heard here (the sequencer's hint: chat/sequencer.py).
+        self.on_message: Callable[[dict[str, Any]], None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -423,6 +425,21 @@ class RedisQueueRegistry(QueueRegistry):
             token = super().attach(queue)
             super().detach(queue, token)
         self._remove(queue)
+
+    async def owner(self, queue_id: str) -> str | None:
+        """The user of this open queue of the current epoch, wherever its transport is; None
+        when it is unknown, closed or Redis does not answer."""
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hmget(f"chat:q:{queue_id}", "user", "epoch", "closed")
+                pipe.get("chat:q-epoch")
+                (user, epoch, closed), current = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("event queues: Redis is unreachable (%s)", exc)
+            return None
+        if user is None or closed is not None or epoch is None or epoch != current:
+            return None
+        return str(user.decode())
 
     # -- publishing -------------------------------------------------------------------------
 
@@ -584,6 +601,9 @@ class RedisQueueRegistry(QueueRegistry):
                 continue
             if event is None:
                 event = json.loads(body)  # shared by every copy, as without Redis
+                assert event is not None
+                if event.get("type") == "message.new" and self.on_message is not None:
+                    self.on_message(event["message"])
             assert event is not None
             if buffers:
                 for buffer in buffers:
