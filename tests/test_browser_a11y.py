@@ -22,6 +22,7 @@ from tests.browser_helpers import (
     launch,
     new_person,
     open_conversation,
+    sign_in,
     sign_up,
     tab,
     token_of,
@@ -143,6 +144,11 @@ async def test_no_serious_violation_anywhere_in_light_and_dark(
     await open_conversation(alice, "bob")
     await expect(page.locator("#message-list li.msg")).to_have_count(3)
     await audit.check("DM")
+    await page.get_by_role("button", name="Insert emoji").click()
+    await expect(page.get_by_role("dialog", name="Emoji")).to_be_visible()
+    await audit.check("emoji picker")
+    await page.keyboard.press("Escape")
+    await expect(page.get_by_role("dialog", name="Emoji")).to_be_hidden()
     await open_conversation(alice, "carol")
     await expect(page.locator("#request-bar")).to_be_visible()
     await audit.check("message request")
@@ -160,18 +166,43 @@ async def test_no_serious_violation_anywhere_in_light_and_dark(
     await page.get_by_role("button", name="Settings").click()
     await expect(page.locator("#settings-dialog")).to_be_visible()
     await audit.check("settings dialog")
+    await page.get_by_role("button", name="Account and sessions…").click()
+    await expect(page.locator("#account-dialog")).to_be_visible()
+    await expect(page.locator("#account-dialog li").first).to_be_visible()  # the sessions
+    await audit.check("account dialog")
     await page.keyboard.press("Escape")
+    await expect(page.locator("#account-dialog")).to_be_hidden()
+    if await page.locator("#settings-dialog").is_visible():
+        await page.keyboard.press("Escape")
 
     await tab(alice, "People")
     await expect(page.locator("#friend-list li.person")).to_have_count(1)
     await expect(page.locator("#directory-list li.person").first).to_be_visible()
     await audit.check("people")
+    # The confirmation dialog every destructive action opens.
+    friend = page.locator("#friend-list li.person", has_text="bob")
+    await friend.get_by_role("button", name="More actions for bob").click()
+    await friend.get_by_role("button", name="Block").click()
+    await expect(page.get_by_role("dialog", name="Block bob?")).to_be_visible()
+    await audit.check("confirmation dialog")
+    await page.keyboard.press("Escape")
+    await expect(page.get_by_role("dialog", name="Block bob?")).to_be_hidden()
     await tab(alice, "Requests")
     await expect(page.locator("#incoming-list li.person")).to_have_count(1)
     await audit.check("friend requests")
 
-    assert len(audit.scanned) == 20
+    assert len(audit.scanned) == 26
     audit.assert_clean()
+
+    # Signing in (not only signing up) moves the focus into the app too.
+    await page.get_by_role("button", name="Log out").click()
+    await expect(page.get_by_role("button", name="Sign in", exact=True)).to_be_visible()
+    await sign_in(page, "alice")
+    await expect(page.locator("#me-name")).to_have_text("alice")
+    await wait_live(alice)
+    assert await page.evaluate(
+        "document.getElementById('main-view').contains(document.activeElement)"
+    )
     assert alice.errors == []
     await close_all(alice)
 
