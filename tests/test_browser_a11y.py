@@ -9,19 +9,23 @@ injected with an init script, which the page's Content-Security-Policy does not 
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Page, Route, expect
 
 from tests.browser_helpers import (
+    bubble,
     close_all,
     conversation_row,
+    expect_sent,
     launch,
     new_person,
     open_conversation,
+    send,
     sign_in,
     sign_up,
     tab,
@@ -30,6 +34,7 @@ from tests.browser_helpers import (
 )
 from tests.client import ApiClient
 from tests.conftest import RunningServer
+from tests.test_browser_defects import start_server, stop_server
 
 AXE = Path(__file__).resolve().parent / ".node" / "node_modules" / "axe-core" / "axe.min.js"
 
@@ -203,6 +208,71 @@ async def test_no_serious_violation_anywhere_in_light_and_dark(
     assert await page.evaluate(
         "document.getElementById('main-view').contains(document.activeElement)"
     )
+    assert alice.errors == []
+    await close_all(alice)
+
+
+async def test_no_serious_violation_in_a_busy_chat_in_light_and_dark(
+    browser: Browser, server: RunningServer
+) -> None:
+    """An open chat with what it can show besides plain bubbles: formatting, the unread
+    divider, other senders' names, a system line, the pill, a message waiting for the
+    connection and the banner, a refused one with Retry and its toast, "Connected again."."""
+    alice = await new_person(browser, server, "alice", sign_up_now=False)
+    await alice.context.add_init_script(path=str(AXE))
+    page = alice.page
+    await page.reload()
+    await sign_up(page, "alice")
+    await wait_live(alice)
+    audit = Audit(page)
+    alice_api = server.client(await token_of(page))
+    alice_id = (await alice_api.get("/api/me")).body["user"]["id"]
+    bob, _ = await api_user(server, "bob")
+    request = (await bob.post("/api/friends/requests", {"user_id": alice_id})).body["request"]
+    assert (await alice_api.post(f"/api/friends/requests/{request['id']}/accept")).status == 200
+    group = await bob.post("/api/groups", {"name": "Crag", "member_ids": [alice_id]})
+    gid = group.body["conversation"]["id"]
+    for n in range(30):
+        await api_send(bob, gid, f"line {n}: *bold*, _italic_, `code` and https://example.com")
+    await api_send(bob, gid, "```\nblock of code\n```")
+
+    await open_conversation(alice, "Crag")
+    await expect(page.locator("#message-list .unread-divider")).to_be_visible()
+    await expect(page.locator("#message-list .sender").first).to_be_attached()
+    assert (await bob.patch(f"/api/groups/{gid}", {"name": "Crag club"})).status == 200
+    await expect(page.locator("#message-list .system-line", has_text="renamed")).to_have_count(1)
+    await page.locator("#messages").evaluate("el => { el.scrollTop = 0 }")
+    await api_send(bob, gid, "while you were up there")
+    await expect(page.locator("#new-messages-pill")).to_be_visible()
+    await audit.check("group chat")
+    await page.locator("#new-messages-pill").click()
+
+    # A message the server refuses: "Not sent", Retry, and a toast.
+    async def refuse(route: Route) -> None:
+        if route.request.method != "POST":
+            await route.fallback()
+            return
+        error = {"error": {"code": "validation_failed", "message": "Refused for this test."}}
+        await route.fulfill(status=400, body=json.dumps(error), content_type="application/json")
+
+    await page.route(f"**/api/conversations/{gid}/messages", refuse)
+    await send(alice, "refused")
+    await expect(bubble(page, "refused")).to_have_attribute("data-state", "failed")
+    await expect(page.locator(".toast.error")).to_be_visible()
+    await audit.check("a refused message")
+    await page.unroute(f"**/api/conversations/{gid}/messages")
+
+    # The server away: the banner, a message waiting; then back.
+    await stop_server(server)
+    await expect(page.locator("#connection-banner")).to_be_visible()
+    await send(alice, "waiting")
+    await expect(bubble(page, "waiting")).to_have_attribute("data-state", "queued")
+    await audit.check("disconnected")
+    await start_server(server)
+    await expect(page.locator("#connection-banner")).to_contain_text("Connected again")
+    await audit.check("connected again")
+    await expect_sent(page, "waiting")
+    audit.assert_clean()
     assert alice.errors == []
     await close_all(alice)
 
