@@ -18,6 +18,7 @@ import pytest
 from playwright.async_api import Browser, Page, Route, expect
 
 from tests.browser_helpers import (
+    PHONE,
     bubble,
     close_all,
     conversation_row,
@@ -272,6 +273,51 @@ async def test_no_serious_violation_in_a_busy_chat_in_light_and_dark(
     await expect(page.locator("#connection-banner")).to_contain_text("Connected again")
     await audit.check("connected again")
     await expect_sent(page, "waiting")
+    audit.assert_clean()
+    assert alice.errors == []
+    await close_all(alice)
+
+
+async def test_no_serious_violation_on_a_phone_in_light_and_dark(
+    browser: Browser, server: RunningServer
+) -> None:
+    """At 360x740 one pane shows at a time, with a Back button: the list, a chat, a person's
+    "More…" opened, the Members dialog."""
+    alice = await new_person(browser, server, "alice", viewport=PHONE, sign_up_now=False)
+    await alice.context.add_init_script(path=str(AXE))
+    page = alice.page
+    await page.reload()
+    audit = Audit(page)
+    await expect(page.get_by_role("button", name="Sign in", exact=True)).to_be_visible()
+    await audit.check("phone: sign-in")
+    await sign_up(page, "alice")
+    await wait_live(alice)
+    alice_api = server.client(await token_of(page))
+    alice_id = (await alice_api.get("/api/me")).body["user"]["id"]
+    bob, bob_id = await api_user(server, "bob")
+    request = (await bob.post("/api/friends/requests", {"user_id": alice_id})).body["request"]
+    assert (await alice_api.post(f"/api/friends/requests/{request['id']}/accept")).status == 200
+    dm = (await bob.post("/api/conversations/dm", {"user_id": alice_id})).body["conversation"]
+    await api_send(bob, dm["id"], "hi alice, `code` and https://example.com 👋")
+    group = await alice_api.post("/api/groups", {"name": "Climbing", "member_ids": [bob_id]})
+    assert group.status == 201, group.body
+    await expect(conversation_row(page, "bob")).to_have_count(1)
+    await audit.check("phone: conversation list")
+    await conversation_row(page, "bob").click()
+    await expect(page.locator("#message-list li.msg")).to_have_count(1)
+    await audit.check("phone: DM")
+    await page.get_by_role("button", name="Back to conversations").click()
+    await conversation_row(page, "Climbing").click()
+    await page.get_by_role("button", name="Members").click()
+    await expect(page.locator("#members-dialog")).to_be_visible()
+    await audit.check("phone: members dialog")
+    await page.keyboard.press("Escape")
+    await page.get_by_role("button", name="Back to conversations").click()
+    await tab(alice, "People")
+    friend = page.locator("#friend-list li.person", has_text="bob")
+    await friend.get_by_role("button", name="More actions for bob").click()
+    await expect(friend.get_by_role("button", name="Block")).to_be_visible()
+    await audit.check("phone: people, More… open")
     audit.assert_clean()
     assert alice.errors == []
     await close_all(alice)
