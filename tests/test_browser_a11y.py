@@ -204,8 +204,8 @@ async def test_no_serious_violation_anywhere_in_light_and_dark(
     await page.get_by_role("button", name="Log out").click()
     await expect(page.get_by_role("button", name="Sign in", exact=True)).to_be_visible()
     await sign_in(page, "alice")
-    await expect(page.locator("#me-name")).to_have_text("alice")
-    await wait_live(alice)
+    # Not #me-name nor #transport: the hidden view still shows those of the last session.
+    await expect(page.locator("#main-view")).to_be_visible()
     assert await page.evaluate(
         "document.getElementById('main-view').contains(document.activeElement)"
     )

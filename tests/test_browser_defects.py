@@ -539,6 +539,7 @@ async def test_destructive_actions_ask_first_in_a_dialog(
     await expect(page.get_by_role("button", name="Sign in", exact=True)).to_be_visible()
     await start_server(server)
     await sign_in(page, "alice")
+    await expect(page.locator("#main-view")).to_be_visible()
     await wait_live(alice)
     await open_dm_from_friends(alice, "bob")
     await expect(bubble(page, "unsent")).to_be_visible()
