@@ -9,19 +9,25 @@ injected with an init script, which the page's Content-Security-Policy does not 
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Page, Route, expect
 
 from tests.browser_helpers import (
+    PHONE,
+    bubble,
     close_all,
     conversation_row,
+    expect_sent,
     launch,
     new_person,
     open_conversation,
+    send,
+    sign_in,
     sign_up,
     tab,
     token_of,
@@ -29,6 +35,7 @@ from tests.browser_helpers import (
 )
 from tests.client import ApiClient
 from tests.conftest import RunningServer
+from tests.test_browser_defects import start_server, stop_server
 
 AXE = Path(__file__).resolve().parent / ".node" / "node_modules" / "axe-core" / "axe.min.js"
 
@@ -143,6 +150,11 @@ async def test_no_serious_violation_anywhere_in_light_and_dark(
     await open_conversation(alice, "bob")
     await expect(page.locator("#message-list li.msg")).to_have_count(3)
     await audit.check("DM")
+    await page.get_by_role("button", name="Insert emoji").click()
+    await expect(page.get_by_role("dialog", name="Emoji")).to_be_visible()
+    await audit.check("emoji picker")
+    await page.keyboard.press("Escape")
+    await expect(page.get_by_role("dialog", name="Emoji")).to_be_hidden()
     await open_conversation(alice, "carol")
     await expect(page.locator("#request-bar")).to_be_visible()
     await audit.check("message request")
@@ -160,17 +172,152 @@ async def test_no_serious_violation_anywhere_in_light_and_dark(
     await page.get_by_role("button", name="Settings").click()
     await expect(page.locator("#settings-dialog")).to_be_visible()
     await audit.check("settings dialog")
+    await page.get_by_role("button", name="Account and sessions…").click()
+    await expect(page.locator("#account-dialog")).to_be_visible()
+    await expect(page.locator("#account-dialog li").first).to_be_visible()  # the sessions
+    await audit.check("account dialog")
     await page.keyboard.press("Escape")
+    await expect(page.locator("#account-dialog")).to_be_hidden()
+    if await page.locator("#settings-dialog").is_visible():
+        await page.keyboard.press("Escape")
 
     await tab(alice, "People")
     await expect(page.locator("#friend-list li.person")).to_have_count(1)
     await expect(page.locator("#directory-list li.person").first).to_be_visible()
     await audit.check("people")
+    # The confirmation dialog every destructive action opens.
+    friend = page.locator("#friend-list li.person", has_text="bob")
+    await friend.get_by_role("button", name="More actions for bob").click()
+    await friend.get_by_role("button", name="Block").click()
+    await expect(page.get_by_role("dialog", name="Block bob?")).to_be_visible()
+    await audit.check("confirmation dialog")
+    await page.keyboard.press("Escape")
+    await expect(page.get_by_role("dialog", name="Block bob?")).to_be_hidden()
     await tab(alice, "Requests")
     await expect(page.locator("#incoming-list li.person")).to_have_count(1)
     await audit.check("friend requests")
 
-    assert len(audit.scanned) == 20
+    assert len(audit.scanned) == 26
+    audit.assert_clean()
+
+    # Signing in (not only signing up) moves the focus into the app too.
+    await page.get_by_role("button", name="Log out").click()
+    await expect(page.get_by_role("button", name="Sign in", exact=True)).to_be_visible()
+    await sign_in(page, "alice")
+    # Not #me-name nor #transport: the hidden view still shows those of the last session.
+    await expect(page.locator("#main-view")).to_be_visible()
+    assert await page.evaluate(
+        "document.getElementById('main-view').contains(document.activeElement)"
+    )
+    assert alice.errors == []
+    await close_all(alice)
+
+
+async def test_no_serious_violation_in_a_busy_chat_in_light_and_dark(
+    browser: Browser, server: RunningServer
+) -> None:
+    """An open chat with what it can show besides plain bubbles: formatting, the unread
+    divider, other senders' names, a system line, the pill, a message waiting for the
+    connection and the banner, a refused one with Retry and its toast, "Connected again."."""
+    alice = await new_person(browser, server, "alice", sign_up_now=False)
+    await alice.context.add_init_script(path=str(AXE))
+    page = alice.page
+    await page.reload()
+    await sign_up(page, "alice")
+    await wait_live(alice)
+    audit = Audit(page)
+    alice_api = server.client(await token_of(page))
+    alice_id = (await alice_api.get("/api/me")).body["user"]["id"]
+    bob, _ = await api_user(server, "bob")
+    request = (await bob.post("/api/friends/requests", {"user_id": alice_id})).body["request"]
+    assert (await alice_api.post(f"/api/friends/requests/{request['id']}/accept")).status == 200
+    group = await bob.post("/api/groups", {"name": "Crag", "member_ids": [alice_id]})
+    gid = group.body["conversation"]["id"]
+    for n in range(30):
+        await api_send(bob, gid, f"line {n}: *bold*, _italic_, `code` and https://example.com")
+    await api_send(bob, gid, "```\nblock of code\n```")
+
+    await open_conversation(alice, "Crag")
+    await expect(page.locator("#message-list .unread-divider")).to_be_visible()
+    await expect(page.locator("#message-list .sender").first).to_be_attached()
+    assert (await bob.patch(f"/api/groups/{gid}", {"name": "Crag club"})).status == 200
+    await expect(page.locator("#message-list .system-line", has_text="renamed")).to_have_count(1)
+    await page.locator("#messages").evaluate("el => { el.scrollTop = 0 }")
+    await api_send(bob, gid, "while you were up there")
+    await expect(page.locator("#new-messages-pill")).to_be_visible()
+    await audit.check("group chat")
+    await page.locator("#new-messages-pill").click()
+
+    # A message the server refuses: "Not sent", Retry, and a toast.
+    async def refuse(route: Route) -> None:
+        if route.request.method != "POST":
+            await route.fallback()
+            return
+        error = {"error": {"code": "validation_failed", "message": "Refused for this test."}}
+        await route.fulfill(status=400, body=json.dumps(error), content_type="application/json")
+
+    await page.route(f"**/api/conversations/{gid}/messages", refuse)
+    await send(alice, "refused")
+    await expect(bubble(page, "refused")).to_have_attribute("data-state", "failed")
+    await expect(page.locator(".toast.error")).to_be_visible()
+    await audit.check("a refused message")
+    await page.unroute(f"**/api/conversations/{gid}/messages")
+
+    # The server away: the banner, a message waiting; then back.
+    await stop_server(server)
+    await expect(page.locator("#connection-banner")).to_be_visible()
+    await send(alice, "waiting")
+    await expect(bubble(page, "waiting")).to_have_attribute("data-state", "queued")
+    await audit.check("disconnected")
+    await start_server(server)
+    await expect(page.locator("#connection-banner")).to_contain_text("Connected again")
+    await audit.check("connected again")
+    await expect_sent(page, "waiting")
+    audit.assert_clean()
+    assert alice.errors == []
+    await close_all(alice)
+
+
+async def test_no_serious_violation_on_a_phone_in_light_and_dark(
+    browser: Browser, server: RunningServer
+) -> None:
+    """At 360x740 one pane shows at a time, with a Back button: the list, a chat, a person's
+    "More…" opened, the Members dialog."""
+    alice = await new_person(browser, server, "alice", viewport=PHONE, sign_up_now=False)
+    await alice.context.add_init_script(path=str(AXE))
+    page = alice.page
+    await page.reload()
+    audit = Audit(page)
+    await expect(page.get_by_role("button", name="Sign in", exact=True)).to_be_visible()
+    await audit.check("phone: sign-in")
+    await sign_up(page, "alice")
+    await wait_live(alice)
+    alice_api = server.client(await token_of(page))
+    alice_id = (await alice_api.get("/api/me")).body["user"]["id"]
+    bob, bob_id = await api_user(server, "bob")
+    request = (await bob.post("/api/friends/requests", {"user_id": alice_id})).body["request"]
+    assert (await alice_api.post(f"/api/friends/requests/{request['id']}/accept")).status == 200
+    dm = (await bob.post("/api/conversations/dm", {"user_id": alice_id})).body["conversation"]
+    await api_send(bob, dm["id"], "hi alice, `code` and https://example.com 👋")
+    group = await alice_api.post("/api/groups", {"name": "Climbing", "member_ids": [bob_id]})
+    assert group.status == 201, group.body
+    await expect(conversation_row(page, "bob")).to_have_count(1)
+    await audit.check("phone: conversation list")
+    await conversation_row(page, "bob").click()
+    await expect(page.locator("#message-list li.msg")).to_have_count(1)
+    await audit.check("phone: DM")
+    await page.get_by_role("button", name="Back to conversations").click()
+    await conversation_row(page, "Climbing").click()
+    await page.get_by_role("button", name="Members").click()
+    await expect(page.locator("#members-dialog")).to_be_visible()
+    await audit.check("phone: members dialog")
+    await page.keyboard.press("Escape")
+    await page.get_by_role("button", name="Back to conversations").click()
+    await tab(alice, "People")
+    friend = page.locator("#friend-list li.person", has_text="bob")
+    await friend.get_by_role("button", name="More actions for bob").click()
+    await expect(friend.get_by_role("button", name="Block")).to_be_visible()
+    await audit.check("phone: people, More… open")
     audit.assert_clean()
     assert alice.errors == []
     await close_all(alice)

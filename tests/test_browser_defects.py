@@ -33,6 +33,7 @@ from tests.browser_helpers import (
     open_dm_from_friends,
     person_row,
     send,
+    sign_in,
     tab,
     token_of,
     wait_live,
@@ -527,6 +528,31 @@ async def test_destructive_actions_ask_first_in_a_dialog(
     await expect(page.locator("#me-name")).to_have_text("alice")
     await start_server(server)
     await expect_sent(page, "unsent")
+    await wait_live(alice)
+
+    # Going on discards it: it never reaches Bob, and the next sign-in has nothing to send.
+    await stop_server(server)
+    await send(alice, "discarded")
+    await expect(bubble(page, "discarded")).to_have_attribute("data-state", "queued")
+    await page.get_by_role("button", name="Log out").click()
+    await out.get_by_role("button", name="Log out and discard").click()
+    await expect(page.get_by_role("button", name="Sign in", exact=True)).to_be_visible()
+    await start_server(server)
+    await sign_in(page, "alice")
+    await expect(page.locator("#main-view")).to_be_visible()
+    await wait_live(alice)
+    await open_dm_from_friends(alice, "bob")
+    await expect(bubble(page, "unsent")).to_be_visible()
+    keys = await page.evaluate("Object.keys(localStorage)")
+    assert [k for k in keys if k.startswith("chat.outbox.")] == [], keys
+    await page.wait_for_timeout(500)  # a kept outbox would have sent it by now
+    conversation_id = (await page.evaluate("location.hash")).removeprefix("#c=")
+    stored = await server.client(await token_of(page)).get(
+        f"/api/conversations/{conversation_id}/messages"
+    )
+    bodies = [m["body"] for m in stored.body["messages"]]
+    assert "unsent" in bodies and "discarded" not in bodies, bodies
+    await expect(bubble(page, "discarded")).to_have_count(0)
     for person in (alice, bob):
         assert person.errors == [] and person.dialogs == [], person.errors
     await close_all(alice, bob)

@@ -86,6 +86,10 @@ async def test_message_text_is_never_html(browser: Browser, server: RunningServe
 async def screenshot(page: Page, directory: Path, name: str) -> None:
     # Toasts come and go with timing: the pictures show the screens without them.
     await page.locator("#toasts").evaluate("box => box.replaceChildren()")
+    # The pointer left where the last click was would hover a message (its ⋯ button showing):
+    # it goes to the bottom-left corner, over nothing that reacts to it.
+    size = page.viewport_size
+    await page.mouse.move(0, size["height"] - 1 if size else 0)
     # Animations (spinners, the pulse) are stopped so that the pictures are stable.
     await page.screenshot(path=str(directory / name), animations="disabled", caret="hide")
 
