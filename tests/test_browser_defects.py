@@ -378,6 +378,11 @@ async def test_signing_out_over_websocket_shows_no_error(
         assert await alice.page.locator(".toast").count() == 0
         await asyncio.sleep(0.1)
     assert alice.errors == [] and alice.dialogs == []
+    # Nothing of the signed-out user stays in the hidden view: not its name, its friend code
+    # or its connection state.
+    for box in ("#me-name", "#my-code"):
+        assert await alice.page.locator(box).text_content() == "", box
+    assert "Connecting" in (await alice.page.locator("#transport-label").text_content() or "")
     await close_all(alice)
 
 

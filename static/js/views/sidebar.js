@@ -397,6 +397,14 @@ export function setupSidebar({ store, actions, openConversation }) {
       for (const id of ['conversation-list', 'friend-list', 'directory-list', 'block-list', 'code-result', 'incoming-list', 'outgoing-list']) {
         $(id).replaceChildren();
       }
+      // Nothing of the signed-out user stays in the (hidden) header either.
+      $('me-name').textContent = '';
+      $('my-code').textContent = '';
+      $('me-avatar').replaceWith(Object.assign(avatar(''), { id: 'me-avatar' }));
+      const box = $('transport');
+      box.dataset.mode = 'websocket';
+      box.dataset.status = 'connecting';
+      $('transport-label').textContent = TRANSPORT_LABELS.connecting('websocket');
       selectTab('tab-chats');
     },
   };
