@@ -91,7 +91,8 @@ class Suspended(Forbidden):
     code = "suspended"
 
     def __init__(self, reason: str, until: datetime | None) -> None:
-        super().__init__("This account is suspended.")
+        end = f"until {iso(until)}" if until is not None else "until a moderator lifts it"
+        super().__init__(f"This account is suspended {end}: {reason}")
         self.reason = reason
         self.until = until
 

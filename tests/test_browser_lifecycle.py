@@ -48,11 +48,16 @@ async def test_edit_and_delete_are_seen_live_by_the_other_person(
     await send(bob, "teh typo")
     await expect_sent(page, "teh typo")
     await expect(bubble(alice.page, "teh typo")).to_be_visible()
-    # Only my own stored messages have the menu.
+    # Only my own stored messages have Edit and Delete; another's has Report only.
     await expect(
         bubble(page, "first").get_by_role("button", name="Message actions")
     ).to_be_visible()
-    await expect(alice.page.get_by_role("button", name="Message actions")).to_have_count(0)
+    theirs = bubble(alice.page, "teh typo")
+    await theirs.hover()
+    await theirs.get_by_role("button", name="Message actions").click()
+    items = alice.page.get_by_role("menuitem")
+    await expect(items).to_have_text(["Report"])
+    await alice.page.keyboard.press("Escape")
 
     # By keyboard: focus the message, Tab to its actions, Enter opens the menu on Edit.
     mine = bubble(page, "teh typo")

@@ -16,7 +16,7 @@ const AT_BOTTOM_PX = 48; // closer than this to the bottom counts as "following"
 const COMPOSER_MAX_PX = 160;
 const GROUP_WITHIN_MS = 5 * 60 * 1000; // one sender's messages this close together form a group
 
-export function setupChat({ store, actions, openGroupPanel, closeConversation }) {
+export function setupChat({ store, actions, openGroupPanel, closeConversation, reportMessage = null }) {
   const scroller = $('messages');
   const list = $('message-list');
   const input = $('composer-input');
@@ -254,10 +254,13 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
     const stored = state === 'sent' && m.id;
     // A group's owner and admins may delete anyone's message (not edit it).
     const role = conv.members?.find((member) => member.user_id === store.me?.id)?.role;
-    const moderates = conv.kind === 'group' && (role === 'owner' || role === 'admin');
-    const menu = stored && !editing && (mine || moderates);
+    // So may the site's moderators and administrators (PROTOCOL.md section 8).
+    const siteStaff = store.me?.role === 'moderator' || store.me?.role === 'admin';
+    const moderates = conv.kind === 'group' && (role === 'owner' || role === 'admin' || siteStaff);
+    const onReport = !mine && reportMessage ? () => reportMessage(conv.id, m) : null;
+    const menu = stored && !editing && (mine || moderates || onReport);
     return [
-      menu ? messageMenu({ canEdit: mine, onEdit: () => startEditing(item.key), onDelete: () => deleteMessage(conv.id, m), onClose: () => queueMicrotask(renderMessages) }) : null,
+      menu ? messageMenu({ canEdit: mine, canDelete: mine || moderates, onEdit: () => startEditing(item.key), onDelete: () => deleteMessage(conv.id, m), onReport, onClose: () => queueMicrotask(renderMessages) }) : null,
       m.attachments?.length ? renderAttachments(m.attachments) : null,
       editing
         ? messageEditor({ m, onSave: (body) => saveEdit(conv.id, m, body), onCancel: () => stopEditing(item.key) })

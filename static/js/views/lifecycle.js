@@ -20,11 +20,11 @@ export function editedMarker(m) {
 
 /**
  * The menu of a stored message: mine (Edit, Delete), or anyone's in a group I own or
- * administer (Delete). A button (shown on hover and focus, reachable by Tab
+ * administer or as a site moderator (Delete), and Report on anyone else's. A button (shown on hover and focus, reachable by Tab
  * from the message) opens it; arrow keys move in it, Escape closes it.
  * `onClose` runs once it closed (the chat view redraws what it held back meanwhile).
  */
-export function messageMenu({ canEdit = true, onEdit, onDelete, onClose }) {
+export function messageMenu({ canEdit = true, canDelete = true, onEdit, onDelete, onReport = null, onClose }) {
   const button = h('button', {
     type: 'button',
     class: 'msg-menu-button',
@@ -47,7 +47,8 @@ export function messageMenu({ canEdit = true, onEdit, onDelete, onClose }) {
     });
   const menu = h('div', { class: 'msg-menu', hidden: true, attrs: { role: 'menu', 'aria-label': 'Message actions' } },
     canEdit ? item('Edit', onEdit) : null,
-    item('Delete', onDelete),
+    canDelete ? item('Delete', onDelete) : null,
+    onReport ? item('Report', onReport) : null,
   );
   const items = () => [...menu.querySelectorAll('[role="menuitem"]')];
   const outside = (event) => {
