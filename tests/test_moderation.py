@@ -20,9 +20,13 @@ import pytest
 
 from chat.models import iso
 from chat.moderation import set_role_by_name
-from tests.conftest import RunningServer
+from tests.client import ApiClient, WsClient
+from tests.conftest import RunningServer, unique_db_name
 from tests.test_conversations import TRANSPORTS, Member, join, open_dm, send
-from tests.test_server_process import ROOT, server_env
+from tests.test_processes import redis_server, redis_url, start_processes
+from tests.test_server_process import ROOT, server_env, stop
+
+__all__ = ["redis_server", "redis_url"]  # the fixtures of tests/test_processes.py
 
 PASSWORD = "correct horse"  # tests/client.py's default
 
@@ -310,3 +314,38 @@ async def test_a_site_moderator_deletes_any_group_message_and_it_is_logged(
         403
     )
     assert acts(await audit(moderator))[1:] == [("message.delete", message["id"], None)]
+
+
+# -- several processes --------------------------------------------------------------------
+
+
+async def test_a_suspension_on_one_process_closes_the_socket_on_another(
+    database_uri: str, tmp_path: Path, redis_url: str
+) -> None:
+    """With --redis-url the revocation reaches every process (the path a password change
+    takes): bob's socket on b closes with 4403 when a moderator on a suspends him."""
+    uri = uri_of_test_db(database_uri, unique_db_name())
+    # The later --mongo-uri wins: the processes use this test's database, the CLI too.
+    started = await start_processes(
+        database_uri, tmp_path, 2, "--redis-url", redis_url, "--mongo-uri", uri
+    )
+    try:
+        a, b = (f"http://{host}" for _, host in started)
+        moderator = await ApiClient(a).register("mod")
+        bob = await ApiClient(a).register("bob")
+        done = await asyncio.to_thread(cli, "grant", "mod", "moderator", "--mongo-uri", uri)
+        assert done.returncode == 0, done.stderr
+        ws = await WsClient.connect(b.replace("http", "ws") + "/ws")
+        await ws.auth(bob["token"])
+        assert (await ws.command("me"))["ok"] is True
+        suspended = await ApiClient(a, moderator["token"]).post(
+            f"/api/admin/users/{bob['user']['id']}/suspend", {"reason": "spam"}
+        )
+        assert suspended.status == 200, suspended.body
+        ended = await ws.event("session.ended", timeout=3)
+        assert ended["event"] == {"type": "session.ended", "reason": "suspended"}
+        assert await ws.wait_closed() == 4403
+        assert (await ApiClient(b, bob["token"]).get("/api/me")).status == 401
+    finally:
+        for process, _ in started:
+            stop(process)
