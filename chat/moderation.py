@@ -157,15 +157,34 @@ class ModerationCommands(SelfServiceCommands):
 
     # -- hooks of the other domains ----------------------------------------------------------
 
+    async def _suspension_now(self, user_id: str) -> Suspended | None:
+        """The error a sign-in gets while the account's suspension lasts, else None."""
+        view = await self.store.moderation.staff_view(user_id)
+        suspension = view.suspension if view else None
+        if suspension is not None and suspension.active(utcnow()):
+            return Suspended(suspension.reason, suspension.until)
+        return None
+
     async def check_sign_in(self, user: User) -> None:
         """Suspended (403) while the account's suspension lasts."""
         # The sign-in's reply has the role as stored: a role given on the command line (in
         # another process) reaches the cache of hello from here on.
         self.known_users.forget(user.id)
-        view = await self.store.moderation.staff_view(user.id)
-        suspension = view.suspension if view else None
-        if suspension is not None and suspension.active(utcnow()):
-            raise Suspended(suspension.reason, suspension.until)
+        refused = await self._suspension_now(user.id)
+        if refused is not None:
+            raise refused
+
+    async def _start_session(self, user: User) -> Reply:
+        """A session, unless a suspension was recorded while it was being made: suspend_user
+        writes the suspension before it revokes the sessions, so a sign-in that read none
+        before and whose new session that revocation missed sees it here, and ends it."""
+        reply = await super()._start_session(user)
+        refused = await self._suspension_now(user.id)
+        if refused is not None:
+            ended = await self.store.sessions.revoke_all(user.id)
+            await self.end_sessions(ended, SUSPENDED)
+            raise refused
+        return reply
 
     async def is_site_moderator(self, principal: Principal) -> bool:
         """A site moderator or administrator (read now, not cached)."""

@@ -349,3 +349,19 @@ async def test_a_suspension_on_one_process_closes_the_socket_on_another(
     finally:
         for process, _ in started:
             stop(process)
+
+
+async def test_a_sign_in_racing_a_suspension_keeps_no_session(server: RunningServer) -> None:
+    """The suspension lands after the sign-in's first check (here: that check skipped) and
+    before its session exists, so the revocation cannot see that session: the sign-in's
+    second look finds the suspension and ends the session it made."""
+    bob = await join(server, "bob", online=False)
+    moderator = await staff(server, "moderator")
+
+    async def read_too_early(user: Any) -> None:
+        await server.store.moderation.suspend(bob.id, "spam", None, moderator.id)
+
+    server.service.check_sign_in = read_too_early  # type: ignore[method-assign]
+    refused = await login(server, bob)
+    assert refused.status == 403 and refused.body["error"]["code"] == "suspended"
+    assert await server.store.sessions.live_of(bob.id) == []
