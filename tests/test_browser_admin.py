@@ -83,7 +83,9 @@ async def test_the_admin_view_suspends_a_user_signed_out_at_once(server: Running
         await expect(bob.page.locator("#toasts")).to_contain_text("suspended")
         await expect(admin.locator(".admin-user")).to_contain_text("flooding the chat")
         await sign_in(bob.page, "bob")
-        await expect(bob.page.locator("#signin-form-error")).to_contain_text("flooding the chat")
+        refused = bob.page.locator("#signin-form-error")
+        await expect(refused).to_contain_text("Your account is suspended until")
+        await expect(refused).to_contain_text("Reason: flooding the chat")
 
         # Lifted: bob signs in again; the audit log has every act.
         await admin.get_by_role("button", name="Unsuspend bob").click()

@@ -24,6 +24,12 @@ export const isStaff = (user) => STAFF.has(user?.role);
 
 const when = (iso) => (iso ? fullTime(parseTime(iso)) : '');
 
+/** What the sign-in form says to a suspended account (its 403 `suspended` error). */
+export function suspendedSignInText(details) {
+  const end = details?.until ? `until ${when(details.until)}` : 'until a moderator lifts it';
+  return `Your account is suspended ${end}. Reason: ${details?.reason || 'none given'}`;
+}
+
 function suspensionText(suspended) {
   if (!suspended) return '';
   const end = suspended.until ? `until ${when(suspended.until)}` : 'until lifted';
