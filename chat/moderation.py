@@ -13,6 +13,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from bson import ObjectId
+
 from chat import shapes
 from chat.account import SelfServiceCommands
 from chat.commands import Principal, Reply, command
@@ -83,6 +85,8 @@ AUDIT_ENTRY = shapes.obj(
     }
 )
 USER_REPLY = shapes.reply(user=STAFF_USER)
+# The names of the users a page mentions, by id.
+NAMES: dict[str, Any] = {"type": "object", "additionalProperties": shapes.ref("UserRef")}
 
 
 class Suspended(Forbidden):
@@ -388,7 +392,7 @@ class ModerationCommands(SelfServiceCommands):
                     ]
                 }
             ),
-            users={"type": "object", "additionalProperties": shapes.ref("UserRef")},
+            users=NAMES,
             has_more={"type": "boolean"},
         ),
         errors=(403,),
@@ -403,9 +407,13 @@ class ModerationCommands(SelfServiceCommands):
         ids = {r.sender_id for r in reports} | {r.reporter_id for r in reports}
         for view in views:
             ids |= {m["sender_id"] for m in view["context"]}
-        users = await self.store.users.get_many(sorted(ids))
-        names = {uid: {"id": uid, "username": u.username} for uid, u in users.items()}
-        return {"reports": views, "users": names, "has_more": has_more}
+        return {"reports": views, "users": await self._names(ids), "has_more": has_more}
+
+    async def _names(self, ids: set[str]) -> dict[str, Reply]:
+        """{id: {id, username}} of the live users among these ids (others are left out)."""
+        user_ids = sorted(i for i in ids if ObjectId.is_valid(i))
+        users = await self.store.users.get_many(user_ids)
+        return {uid: {"id": uid, "username": u.username} for uid, u in users.items()}
 
     @command(
         "admin.reports.resolve",
@@ -457,7 +465,9 @@ class ModerationCommands(SelfServiceCommands):
     @command(
         "admin.audit",
         takes=Fields({"before": ID, "limit": LIMIT}),
-        gives=shapes.reply(entries=shapes.list_of(AUDIT_ENTRY), has_more={"type": "boolean"}),
+        gives=shapes.reply(
+            entries=shapes.list_of(AUDIT_ENTRY), users=NAMES, has_more={"type": "boolean"}
+        ),
         errors=(403,),
     )
     async def audit_log(self, principal: Principal, data: Any) -> Reply:
@@ -467,4 +477,5 @@ class ModerationCommands(SelfServiceCommands):
         await self._staff(principal)
         before = get_str(data, "before", required=False)
         entries, has_more = await self.store.moderation.audit_page(before, get_limit(data))
-        return {"entries": entries, "has_more": has_more}
+        ids = {e["actor_id"] for e in entries} | {e["target_id"] for e in entries}
+        return {"entries": entries, "users": await self._names(ids), "has_more": has_more}

@@ -95,10 +95,10 @@ async def test_the_admin_view_suspends_a_user_signed_out_at_once(server: Running
         await admin.get_by_role("tab", name="Audit log").click()
         entries = admin.locator(".admin-entry")
         await expect(entries).to_have_count(4)
-        await expect(entries.nth(0)).to_contain_text("Suspension lifted")
+        await expect(entries.nth(0)).to_contain_text("Suspension lifted: bob, by boss")
         await expect(entries.nth(1)).to_contain_text("Suspended (flooding the chat)")
         await expect(entries.nth(2)).to_contain_text("Report resolved")
-        await expect(entries.nth(3)).to_contain_text("Role given")
+        await expect(entries.nth(3)).to_contain_text("Role given (admin): boss, by the command")
         await audit.check("audit log")
         audit.assert_clean()
         assert not boss.errors and not bob.errors, boss.errors + bob.errors

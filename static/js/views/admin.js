@@ -255,13 +255,14 @@ export function setupAdmin({ api, store }) {
 
   // -- the audit log -------------------------------------------------------------------------
 
-  function auditRow(entry) {
+  function auditRow(entry, users) {
     const reason = entry.reason ? ` (${entry.reason})` : '';
+    const name = (id) => users[id]?.username || (id === 'cli' ? 'the command line' : id);
     return h(
       'li',
       { class: 'admin-entry' },
       h('time', { text: when(entry.at), attrs: { datetime: entry.at } }),
-      ` ${ACTION_NAMES[entry.action] || entry.action}${reason}: ${entry.target_id}, by ${entry.actor_id}`,
+      ` ${ACTION_NAMES[entry.action] || entry.action}${reason}: ${name(entry.target_id)}, by ${name(entry.actor_id)}`,
     );
   }
 
@@ -269,7 +270,7 @@ export function setupAdmin({ api, store }) {
     if (fresh) auditBefore = null;
     await loadInto('admin-audit-error', async () => {
       const reply = await api.get('/api/admin/audit', { before: auditBefore, limit: 50 });
-      const rows = reply.entries.map(auditRow);
+      const rows = reply.entries.map((entry) => auditRow(entry, reply.users));
       if (fresh) $('admin-audit-list').replaceChildren(...rows);
       else $('admin-audit-list').append(...rows);
       auditBefore = reply.entries.at(-1)?.id ?? auditBefore;
