@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from chat.config import (
+    DB_TIMEOUT_MS,
     DEFAULT_DB_NAME,
     DEFAULT_PORT,
     FRAME_BURST,
@@ -145,7 +146,10 @@ def log_gc_pauses() -> None:
 
 # The subcommands of `chat-server` (the first argument; none means serve). Later issues add
 # theirs here (for example admin), each with its own --help.
-COMMANDS = {"serve": "run the server (the default: `chat-server --port 8888` is `serve`)"}
+COMMANDS = {
+    "serve": "run the server (the default: `chat-server --port 8888` is `serve`)",
+    "admin": "grant or revoke a site role: admin grant USERNAME admin|moderator, admin revoke",
+}
 
 
 def split_command(argv: Sequence[str]) -> tuple[str, list[str]]:
@@ -160,17 +164,8 @@ def split_command(argv: Sequence[str]) -> tuple[str, list[str]]:
     return "serve", args
 
 
-def parse_args(argv: Sequence[str] | None, prog: str = "chat-server") -> argparse.Namespace:
-    listed = "\n".join(f"  {name:<8} {meaning}" for name, meaning in COMMANDS.items())
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Real-time chat server: REST, WebSocket and long-polling on one port.",
-        epilog=f"commands:\n{listed}\n\nchat-server COMMAND --help describes each.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help="HTTP port (default %(default)s)"
-    )
+def add_database_options(parser: argparse.ArgumentParser) -> None:
+    """--mongo-uri and --data-dir, which every command that opens the database takes."""
     parser.add_argument(
         "--mongo-uri",
         default=os.environ.get("CHAT_MONGO_URI"),
@@ -185,6 +180,20 @@ def parse_args(argv: Sequence[str] | None, prog: str = "chat-server") -> argpars
         help="where the embedded database, its log and the generated secret live "
         "(env CHAT_DATA_DIR, default ./data)",
     )
+
+
+def parse_args(argv: Sequence[str] | None, prog: str = "chat-server") -> argparse.Namespace:
+    listed = "\n".join(f"  {name:<8} {meaning}" for name, meaning in COMMANDS.items())
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Real-time chat server: REST, WebSocket and long-polling on one port.",
+        epilog=f"commands:\n{listed}\n\nchat-server COMMAND --help describes each.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="HTTP port (default %(default)s)"
+    )
+    add_database_options(parser)
     parser.add_argument(
         "--secret",
         default=os.environ.get("CHAT_SECRET"),
@@ -458,10 +467,86 @@ async def serve(settings: Settings, ssl_context: ssl.SSLContext | None = None) -
     return 0
 
 
+def parse_admin_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="chat-server admin",
+        description="Give or take a site role (the only way to make the first administrator). "
+        "With the embedded database, stop the server first: one process holds its data dir.",
+    )
+    database = argparse.ArgumentParser(add_help=False)
+    add_database_options(database)
+    actions = parser.add_subparsers(dest="action", required=True)
+    grant = actions.add_parser(
+        "grant", parents=[database], help="make USERNAME an admin or a moderator"
+    )
+    grant.add_argument("username")
+    grant.add_argument("role", choices=("admin", "moderator"))
+    revoke = actions.add_parser("revoke", parents=[database], help="make USERNAME a plain user")
+    revoke.add_argument("username")
+    return parser.parse_args(argv)
+
+
+async def set_role(uri: str, username: str, role: str) -> int:
+    """Give the user the role in the database at `uri` (logged in the audit log); the exit
+    code."""
+    from chat.moderation import set_role_by_name
+    from chat.store import Store
+
+    store = Store(uri, database_name(uri), timeout_ms=DB_TIMEOUT_MS)
+    try:
+        found = await set_role_by_name(store, username, role)
+    except DatabaseUnavailable:
+        print(f"error: cannot reach the database at {redact(uri)}", file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
+    if not found:
+        print(f"error: no user named {username!r}", file=sys.stderr)
+        return 1
+    print(f"{username} is now {'a plain user' if role == 'user' else role}")
+    return 0
+
+
+def open_database(
+    mongo_uri: str | None, data_dir: Path
+) -> tuple[str, EmbeddedDatabase | None] | None:
+    """The database's URI: --mongo-uri's, or that of the embedded database started on
+    data_dir (the caller stops it); None, the error printed, when it cannot start."""
+    if mongo_uri:
+        return mongo_uri, None
+    try:
+        embedded = plan_embedded(data_dir)
+        embedded.start()
+    except DatabaseStartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    return embedded.uri, embedded
+
+
+def admin(argv: Sequence[str]) -> int:
+    """`chat-server admin grant USERNAME admin|moderator` and `... revoke USERNAME`."""
+    args = parse_admin_args(argv)
+    role = args.role if args.action == "grant" else "user"
+    data_dir: Path = args.data_dir.resolve()
+    if not args.mongo_uri:
+        make_private_dir(data_dir)
+    opened = open_database(args.mongo_uri, data_dir)
+    if opened is None:
+        return 1
+    uri, embedded = opened
+    try:
+        return asyncio.run(set_role(uri, args.username, role))
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `chat-server` console script."""
     given = list(sys.argv[1:] if argv is None else argv)
-    command, rest = split_command(given)  # only serve so far
+    command, rest = split_command(given)
+    if command == "admin":
+        return admin(rest)
     args = parse_args(rest, "chat-server" if rest == given else f"chat-server {command}")
     from handlers.logs import REDACT_SECRETS
 
@@ -482,16 +567,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(secret.encode()) < MIN_SECRET_BYTES:
         print(f"error: the secret must be at least {MIN_SECRET_BYTES} bytes long", file=sys.stderr)
         return 2
-    embedded: EmbeddedDatabase | None = None
-    uri = args.mongo_uri
-    if not uri:
-        try:
-            embedded = plan_embedded(data_dir)
-            embedded.start()
-        except DatabaseStartError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        uri = embedded.uri
+    opened = open_database(args.mongo_uri, data_dir)
+    if opened is None:
+        return 1
+    uri, embedded = opened
+    if embedded is not None:
         log.info(
             "database: embedded %s (pid %s) on port %d, data in %s",
             embedded.kind, embedded.pid, embedded.port, embedded.data_path,

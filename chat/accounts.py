@@ -243,7 +243,7 @@ class AccountCommands(ServiceBase):
         public=True,
         takes=Fields({"login": NONEMPTY_TEXT, "password": NONEMPTY_TEXT}, ("login", "password")),
         gives=shapes.ref("Session"),
-        errors=(401, 429),
+        errors=(401, 403, 429),
     )
     async def login(self, principal: Principal | None, data: Any) -> Reply:
         """Sign in by username or email; one error for an unknown user and a wrong password."""
@@ -256,7 +256,11 @@ class AccountCommands(ServiceBase):
             account, fields.password, password_hash, "Wrong username/email or password."
         )
         assert user is not None  # a hash matched: the user exists
+        await self.check_sign_in(user)
         return await self._start_session(user)
+
+    async def check_sign_in(self, user: User) -> None:
+        """Hook: raise when this account may not sign in now (chat/moderation.py)."""
 
     async def check_password(
         self, account: str, password: str, password_hash: str | None, wrong: str

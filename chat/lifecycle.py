@@ -93,6 +93,14 @@ class LifecycleCommands(MentionCommands):
             raise Forbidden("Only the author or a group owner or admin can delete this message.")
         if message.deleted:
             return {"message": self.present(message, me)}
+        return {"message": self.present(await self.erase_message(principal, conv, message), me)}
+
+    async def erase_message(
+        self, principal: Principal, conv: Conversation, message: Message
+    ) -> Message:
+        """Tombstone the message, tell every member, delete its files; the tombstone. The
+        caller checked that principal may (messages.delete, a report's resolution)."""
+        me = principal.user_id
         with self.sequencer.line(conv.id) as line:
             async with line.lock:
                 before = await self.store.lifecycle.tombstone(conv.id, message.id, me, utcnow())
@@ -100,17 +108,18 @@ class LifecycleCommands(MentionCommands):
                     current = await self.store.lifecycle.get(conv.id, message.id)
                     if current is None:
                         raise NotFound("No such message.")
-                    return {"message": self.present(current, me)}
+                    return current
                 tomb = await self.store.lifecycle.get(conv.id, message.id)
                 if tomb is None:
                     raise NotFound("No such message.")
                 self._announce(line, conv, "message.deleted", tomb)
+        await self.message_erased(principal, conv, before)
         if before.attachments:
             try:
                 await self.delete_message_files(before)
             except DatabaseUnavailable:  # the message is erased already: only bytes remain
                 log.warning("the files of deleted message %s could not be deleted", before.id)
-        return {"message": self.present(tomb, me)}
+        return tomb
 
     async def _access_message(
         self, principal: Principal, conversation_id: str, message_id: str
@@ -131,12 +140,17 @@ class LifecycleCommands(MentionCommands):
         member = conv.member(principal.user_id)
         if conv.kind == "group" and member is not None and member.role in GROUP_MODERATORS:
             return True
-        return await self.is_site_moderator(principal)
+        return conv.kind == "group" and await self.is_site_moderator(principal)
 
     async def is_site_moderator(self, principal: Principal) -> bool:
         """Hook for site roles (PROTOCOL.md section 8: a moderator may delete any group
-        message): no site roles exist yet, so nobody is one."""
+        message; chat/moderation.py says who is one)."""
         return False
+
+    async def message_erased(
+        self, principal: Principal, conv: Conversation, before: Message
+    ) -> None:
+        """Hook: principal deleted this message (chat/moderation.py logs a moderator's)."""
 
     def _announce(self, line: Line, conv: Conversation, kind: str, message: Message) -> None:
         """Queue the change's event to every current member behind the messages allocated

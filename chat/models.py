@@ -45,6 +45,7 @@ class User:
     friend_code: str  # stored without the dash
     created_at: datetime
     last_seen: datetime | None = None
+    role: str = "user"  # the site role: user, moderator or admin (chat/moderation.py)
 
     def public(self) -> dict[str, Any]:
         """What any signed-in user may see of this user."""
@@ -61,6 +62,7 @@ class User:
             "email": self.email,
             "friend_code": format_friend_code(self.friend_code),
             "created_at": iso(self.created_at),
+            "role": self.role,
         }
 
 

@@ -6,12 +6,12 @@ import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from chat.account import SelfServiceCommands
 from chat.auth import PasswordHasher, TokenCodec
 from chat.broker import GAP, Handler
 from chat.commands import Command, Principal, Reply
 from chat.config import Settings, redact_url
 from chat.limits import AttemptLimiter
+from chat.moderation import ModerationCommands
 from chat.realtime import PRESENCE_SUBSCRIBE
 from chat.store import Store
 
@@ -27,9 +27,9 @@ class BusUnavailable(Exception):
     """The configured Redis could not be reached at start-up."""
 
 
-class ChatService(SelfServiceCommands):
+class ChatService(ModerationCommands):
     """The core: validate, check access, store, then publish. Its commands come from one mixin
-    per domain; SelfServiceCommands (chat/account.py) stands on all of them."""
+    per domain; ModerationCommands (chat/moderation.py) stands on all of them."""
 
     @classmethod
     def build(cls, settings: Settings, store: Store) -> ChatService:

@@ -51,6 +51,7 @@ COMPONENTS: dict[str, Schema] = {
             "email": {"type": "string"},
             "friend_code": {"type": "string", "pattern": "^[2-9A-HJKMNP-Z]{4}-[2-9A-HJKMNP-Z]{4}$"},
             "created_at": TIME,
+            "role": {"type": "string", "enum": ["user", "moderator", "admin"]},
         }
     ),
     "UserWithPresence": obj({**_PUBLIC_USER, "presence": PRESENCE}),

@@ -64,6 +64,18 @@ COMMAND_ROUTES: list[tuple[str, dict[str, str]]] = [
         r"/api/groups/(?P<conversation_id>[^/]+)/members/(?P<user_id>[^/]+)",
         {"delete": "groups.remove_member", "patch": "groups.set_role"},
     ),
+    # Site moderation (chat/moderation.py).
+    (
+        r"/api/conversations/(?P<conversation_id>[^/]+)/messages/(?P<message_id>[^/]+)/report",
+        {"post": "messages.report"},
+    ),
+    (r"/api/admin/users", {"get": "admin.users.search"}),
+    (r"/api/admin/users/(?P<user_id>[^/]+)/role", {"put": "admin.users.role"}),
+    (r"/api/admin/users/(?P<user_id>[^/]+)/suspend", {"post": "admin.users.suspend"}),
+    (r"/api/admin/users/(?P<user_id>[^/]+)/unsuspend", {"post": "admin.users.unsuspend"}),
+    (r"/api/admin/reports", {"get": "admin.reports"}),
+    (r"/api/admin/reports/(?P<report_id>[^/]+)/resolve", {"post": "admin.reports.resolve"}),
+    (r"/api/admin/audit", {"get": "admin.audit"}),
 ]
 
 

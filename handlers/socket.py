@@ -20,6 +20,7 @@ from chat.errors import BadRequest, ChatError, RateLimited, Unauthorized
 from chat.events import Event, EventQueue
 from chat.logs import USER_ID
 from chat.metrics import WEBSOCKET
+from chat.moderation import SUSPENDED
 from chat.service import ChatService
 from chat.validation import decode_json
 from handlers.base import EventEncoder, json_dumps
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 MAX_FRAME_BYTES = 64 * 1024  # the contract's frame limit; Tornado closes with 1009 beyond it
 CLOSE_UNAUTHORIZED = 4401  # no, bad or revoked token; auth timeout; session ended
+CLOSE_SUSPENDED = 4403  # the session ended because the account was suspended
 CLOSE_REPLACED = 4409  # another connection (or long-polling) took this queue over
 CLOSE_QUEUE_LOST = 4410  # the queue was dropped (overflow): reconnect, hello says resumed false
 CLOSE_POLICY = 1008  # kept flooding after being told to slow down
@@ -356,11 +358,11 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             # queue nobody else would.
             self.close(CLOSE_UNAUTHORIZED, "session ended")
 
-    def _end_session(self, reason: str) -> None:
+    def _end_session(self, reason: str, code: int = CLOSE_UNAUTHORIZED) -> None:
         # Also when the client stopped reading: Tornado drops a connection that has not
         # answered the close within 5 s, whatever is still buffered for it.
         if not self._gone():
-            self.close(CLOSE_UNAUTHORIZED, reason)
+            self.close(code, reason)
 
     def session_over(self) -> None:
         """The session ended (a logout): close unless session.ended is written first."""
@@ -557,7 +559,9 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             self.paused = True  # nothing after it: the queue closes next
             # Closed on the next turn of the loop: the reply to this socket's own logout,
             # which pushed the event, is sent in this one.
-            asyncio.get_running_loop().call_soon(self._end_session, "session ended")
+            suspended = event.get("reason") == SUSPENDED
+            code = CLOSE_SUSPENDED if suspended else CLOSE_UNAUTHORIZED
+            asyncio.get_running_loop().call_soon(self._end_session, "session ended", code)
             return False
         if self.unsent_bytes > EVENT_WRITE_AHEAD_BYTES:
             self.paused = True

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from chat.moderation import set_role_by_name
 from tests.conftest import RunningServer, ServerFactory
 
 # Every check but one: no server error, every status listed, every body, content type and
@@ -45,6 +46,9 @@ async def fuzz_server(make_server: ServerFactory, tmp_path: Path) -> tuple[Runni
     server = await make_server()
     me = await server.client().register("fuzzer")
     friend = await server.client().register("friend")
+    # A site moderator, so that the admin commands run past their 403: it cannot suspend
+    # itself, and cannot change roles (administrators only), so it keeps its session.
+    assert await set_role_by_name(server.store, "fuzzer", "moderator")
     mine = server.client(me["token"])
     friend_id = friend["user"]["id"]
     group = await mine.post("/api/groups", {"name": "fuzz", "member_ids": [friend_id]})

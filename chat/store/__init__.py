@@ -13,6 +13,7 @@ from chat.store.base import BULK_TIMEOUT_SECS, InFlight, db_errors
 from chat.store.conversations import ConversationStore
 from chat.store.files import FileStore
 from chat.store.lifecycle import LifecycleStore
+from chat.store.moderation import ModerationStore
 from chat.store.privacy import PrivacyStore
 from chat.store.replies import ReplyStore
 from chat.store.social import SocialStore
@@ -49,6 +50,7 @@ class Store:
         self.files = FileStore(self.db, self.in_flight)
         self.lifecycle = LifecycleStore(self.db, self.in_flight)
         self.replies = ReplyStore(self.db, self.in_flight)
+        self.moderation = ModerationStore(self.db, self.in_flight)
 
     async def ping(self) -> None:
         """Succeed if the database answers; DatabaseUnavailable otherwise."""
@@ -66,6 +68,7 @@ class Store:
             await self.privacy.ensure_indexes()
             await self.activity.ensure_indexes()
             await self.files.ensure_indexes()
+            await self.moderation.ensure_indexes()
 
     async def drop_database(self) -> None:
         """Remove all data of this database (tests)."""

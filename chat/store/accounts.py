@@ -63,6 +63,7 @@ def user_from_doc(doc: dict[str, Any]) -> User:
         friend_code=doc["friend_code"],
         created_at=doc["created_at"],
         last_seen=doc.get("last_seen"),
+        role=doc.get("role", "user"),
     )
 
 

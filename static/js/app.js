@@ -7,6 +7,7 @@ import { $, confirmAction, connectionBanner, toast } from './dom.js';
 import { Realtime } from './realtime.js';
 import { Store } from './store.js';
 import { sessionEndedText, setupAccount } from './views/account.js';
+import { reportMessage, setupAdmin } from './views/admin.js';
 import { setupAuth } from './views/auth.js';
 import { setupChat } from './views/chat.js';
 import { setupGroups } from './views/groups.js';
@@ -46,6 +47,7 @@ const chat = setupChat({
   actions,
   openGroupPanel: (id) => groups.openPanel(id),
   closeConversation,
+  reportMessage: (conversationId, m) => reportMessage(api, conversationId, m),
 });
 const privacy = setupPrivacy({ api, store, actions, openConversation });
 const settings = setupSettings({ privacy });
@@ -55,6 +57,7 @@ $('open-account').addEventListener('click', () => {
   account.open();
 });
 const notifier = new Notifier({ store, actions, openConversation });
+const admin = setupAdmin({ api, store });
 
 function route() {
   if (!store.me) return;
@@ -148,6 +151,7 @@ function endSession(message = '') {
   groups.closeAll();
   settings.close();
   account.close();
+  admin.reset();
   privacy.reset();
   notifier.reset();
   chat.reset();

@@ -19,6 +19,7 @@ const SOCKET_RETRY_AFTER_OUTAGE_MS = 2000;
 const BACKOFF_FIRST_MS = 300;
 const BACKOFF_MAX_MS = 10000;
 const CLOSE_UNAUTHORIZED = 4401;
+const CLOSE_SUSPENDED = 4403; // the account was suspended (session.ended says so first)
 // A socket can die without a close (sleep, a NAT forgetting it): after this long without a
 // frame the client asks the server something small, and reconnects if no answer comes.
 const IDLE_PROBE_MS = 30000;
@@ -220,8 +221,8 @@ export class Realtime {
       if (generation !== this.generation || this.stopped) return;
       this.socket = null;
       this.stopAcks();
-      if (close.code === CLOSE_UNAUTHORIZED) {
-        this.sessionEnded();
+      if (close.code === CLOSE_UNAUTHORIZED || close.code === CLOSE_SUSPENDED) {
+        this.sessionEnded(close.code === CLOSE_SUSPENDED ? 'suspended' : null);
         return;
       }
       if (greeted) {

@@ -9,6 +9,7 @@ const REASON_TEXT = {
   password_changed: 'Your password was changed in another session. Please sign in again.',
   revoked: 'This session was signed out from another one. Please sign in again.',
   account_deleted: 'Your account was deleted.',
+  suspended: 'Your account was suspended by a moderator. Signing in again tells why and until when.',
 };
 
 /** What to tell the user when the server ended the session, by session.ended's reason. */

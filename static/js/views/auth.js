@@ -2,6 +2,7 @@
 
 import { $, setFieldError, setupTabs, toast, withBusy } from '../dom.js';
 import { checkEmail, checkPassword, checkRequired, checkUsername } from '../validation.js';
+import { suspendedSignInText } from './admin.js';
 
 /** Wire the forms; `onSignedIn(reply)` gets the {user, token} answer. */
 export function setupAuth(api, onSignedIn) {
@@ -70,6 +71,8 @@ export function setupAuth(api, onSignedIn) {
         if (target) {
           setFieldError(target, err.message);
           target.focus();
+        } else if (err.code === 'suspended') {
+          formError.textContent = suspendedSignInText(err.details);
         } else if (err.status === 0 || err.status >= 500) {
           formError.textContent = err.message;
           toast(err.message, 'error');

@@ -18,7 +18,7 @@ const AT_BOTTOM_PX = 48; // closer than this to the bottom counts as "following"
 const COMPOSER_MAX_PX = 160;
 const GROUP_WITHIN_MS = 5 * 60 * 1000; // one sender's messages this close together form a group
 
-export function setupChat({ store, actions, openGroupPanel, closeConversation }) {
+export function setupChat({ store, actions, openGroupPanel, closeConversation, reportMessage = null }) {
   const scroller = $('messages');
   const list = $('message-list');
   const input = $('composer-input');
@@ -260,11 +260,14 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
     const stored = state === 'sent' && m.id;
     // A group's owner and admins may delete anyone's message (not edit it).
     const role = conv.members?.find((member) => member.user_id === store.me?.id)?.role;
-    const moderates = conv.kind === 'group' && (role === 'owner' || role === 'admin');
+    // So may the site's moderators and administrators (PROTOCOL.md section 8).
+    const siteStaff = store.me?.role === 'moderator' || store.me?.role === 'admin';
+    const moderates = conv.kind === 'group' && (role === 'owner' || role === 'admin' || siteStaff);
     const menu = stored && !editing;
     const onReply = () => replyBar.set(m);
+    const onReport = !mine && reportMessage ? () => reportMessage(conv.id, m) : null;
     return [
-      menu ? messageMenu({ canEdit: mine, canDelete: mine || moderates, onReply, onEdit: () => startEditing(item.key), onDelete: () => deleteMessage(conv.id, m), onClose: () => queueMicrotask(renderMessages) }) : null,
+      menu ? messageMenu({ canEdit: mine, canDelete: mine || moderates, onReply, onEdit: () => startEditing(item.key), onDelete: () => deleteMessage(conv.id, m), onReport, onClose: () => queueMicrotask(renderMessages) }) : null,
       m.reply_to ? replyQuote({ quote: m.reply_to, timeline: store.timeline(conv.id), nameOf: (id) => store.nameOf(id), onJump: (quote) => jumpTo(conv.id, quote.seq) }) : null,
       m.attachments?.length ? renderAttachments(m.attachments) : null,
       editing

@@ -20,12 +20,12 @@ export function editedMarker(m) {
 
 /**
  * The menu of a stored message: mine (Edit, Delete), or anyone's in a group I own or
- * administer (Delete). A button (shown on hover and focus, reachable by Tab
+ * administer or as a site moderator (Delete), and Report on anyone else's. A button (shown on hover and focus, reachable by Tab
  * from the message) opens it; arrow keys move in it, Escape closes it.
  * `onClose` runs once it closed (the chat view redraws what it held back meanwhile).
  * With `onReply`, Reply too (on anyone's message: views/replies.js).
  */
-export function messageMenu({ canEdit = true, canDelete = true, onReply, onEdit, onDelete, onClose }) {
+export function messageMenu({ canEdit = true, canDelete = true, onReply, onEdit, onDelete, onReport = null, onClose }) {
   const button = h('button', {
     type: 'button',
     class: 'msg-menu-button',
@@ -50,6 +50,7 @@ export function messageMenu({ canEdit = true, canDelete = true, onReply, onEdit,
     canEdit ? item('Edit', onEdit) : null,
     onReply ? item('Reply', onReply) : null,
     canDelete ? item('Delete', onDelete) : null,
+    onReport ? item('Report', onReport) : null,
   );
   const items = () => [...menu.querySelectorAll('[role="menuitem"]')];
   const outside = (event) => {
