@@ -64,6 +64,13 @@ COMMAND_ROUTES: list[tuple[str, dict[str, str]]] = [
         r"/api/groups/(?P<conversation_id>[^/]+)/members/(?P<user_id>[^/]+)",
         {"delete": "groups.remove_member", "patch": "groups.set_role"},
     ),
+    (
+        r"/api/keys/devices/(?P<device_id>[^/]+)",
+        {"put": "keys.devices.put", "delete": "keys.devices.delete"},
+    ),
+    (r"/api/keys/devices/(?P<device_id>[^/]+)/one-time-prekeys", {"post": "keys.prekeys.add"}),
+    (r"/api/keys/users/(?P<user_id>[^/]+)", {"get": "keys.user"}),
+    (r"/api/keys/claim", {"post": "keys.claim"}),
 ]
 
 

@@ -22,7 +22,7 @@ from chat.store.messages import Message, message_from_doc
 
 # What a deletion erases from the document (reactions: none are stored yet; when they are,
 # they go with the message too).
-ERASED_FIELDS = {"attachments": "", "reactions": ""}
+ERASED_FIELDS = {"attachments": "", "reactions": "", "envelopes": ""}
 
 
 def _message_key(conversation_id: str, message_id: str) -> dict[str, Any] | None:

@@ -62,6 +62,10 @@ class Message:
     edited_at: datetime | None = None  # the body's last edit (chat/lifecycle.py)
     deleted_at: datetime | None = None  # a tombstone since then: no body, no attachments
     deleted_by: str | None = None  # who deleted it: the author, or a group owner/admin
+    # An encrypted conversation's message (chat/e2e.py): the sending device, and one
+    # envelope per recipient device; its body stays empty.
+    sender_device: str | None = None
+    envelopes: tuple[dict[str, Any], ...] = dataclasses.field(default=(), hash=False)
 
     @property
     def deleted(self) -> bool:
@@ -88,6 +92,9 @@ class Message:
             shown["deleted"] = True
             shown["deleted_at"] = iso(self.deleted_at)
             shown["deleted_by"] = self.deleted_by
+        if self.sender_device is not None:  # envelopes are shown per device (chat/e2e.py)
+            shown["encrypted"] = True
+            shown["sender_device_id"] = self.sender_device
         return shown
 
 
@@ -103,6 +110,9 @@ def message_doc(message: Message) -> dict[str, Any]:
     }
     if message.attachments:  # a message without any stores what it always did
         doc["attachments"] = list(message.attachments)
+    if message.sender_device is not None:
+        doc["sender_device"] = message.sender_device
+        doc["envelopes"] = list(message.envelopes)
     return doc
 
 
@@ -119,6 +129,8 @@ def message_from_doc(doc: dict[str, Any]) -> Message:
         edited_at=doc.get("edited_at"),
         deleted_at=doc.get("deleted_at"),
         deleted_by=doc.get("deleted_by"),
+        sender_device=doc.get("sender_device"),
+        envelopes=tuple(doc.get("envelopes") or ()),
     )
 
 
