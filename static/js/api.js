@@ -93,6 +93,7 @@ export class Api {
       e.field || null,
       retryAfter,
     );
+    err.details = e; // the whole error object (e.g. devices_changed's devices)
     // Only the token in use when the request left counts: a newer sign-in is not undone. A
     // wrong password given to prove who one is (invalid_credentials) leaves the session be.
     const sessionRefused = status === 401 && e.code !== 'invalid_credentials';

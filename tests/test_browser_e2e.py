@@ -1,0 +1,126 @@
+"""End-to-end encryption interoperates: the browser's WebCrypto implementation
+(static/js/e2e/) and the Python reference client (tests/e2e_client.py) chat both ways in
+Chromium, over WebSocket and long-polling on the Python side; the browser's private keys are
+non-extractable and survive a reload in IndexedDB; a second browser device added mid-
+conversation gets the next message after the sender's 409."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, Page
+
+from tests.browser_helpers import close_all, launch, new_person, sign_in, token_of
+from tests.conftest import RunningServer
+from tests.test_conversations import join
+from tests.test_e2e import E2eMember, Poller, incoming
+
+OPEN_DEVICE = """async (userId) => {
+  const { Api } = await import('/static/js/api.js');
+  const { E2eClient } = await import('/static/js/e2e/client.js');
+  window.e2e = await E2eClient.open(new Api(), userId);
+  const d = window.e2e.device;
+  return {
+    deviceId: window.e2e.deviceId,
+    extractable: [d.identity, d.signing, d.spk].map((k) => k.privateKey.extractable),
+  };
+}"""
+
+READ_NEW = """async ([conversationId, afterSeq]) => {
+  const page = await window.e2e.api.request('GET', `/api/conversations/${conversationId}/messages`,
+    { query: { after_seq: afterSeq } });
+  const out = [];
+  for (const m of page.messages) {
+    if (m.sender_id === window.e2e.userId) continue;
+    const content = await window.e2e.read(m);
+    out.push([m.seq, content ? content.body : null]);
+  }
+  return out;
+}"""
+
+SEND = """async ([conversationId, text, key]) => {
+  const m = await window.e2e.send(conversationId, { body: text }, key);
+  return m.seq;
+}"""
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with launch() as b:
+        yield b
+
+
+async def me(server: RunningServer, page: Page) -> str:
+    api = server.client(await token_of(page))
+    reply = await api.get("/api/me")
+    user_id: str = reply.body["user"]["id"]
+    return user_id
+
+
+@pytest.mark.parametrize("transport", ["ws", "longpoll"])
+async def test_browser_and_python_chat_both_ways(
+    browser: Browser, server: RunningServer, transport: str
+) -> None:
+    bee = await new_person(browser, server, f"bee{transport}")
+    bee_id = await me(server, bee.page)
+    opened = await bee.page.evaluate(OPEN_DEVICE, bee_id)
+    assert opened["extractable"] == [False, False, False]  # private keys never leave
+    py = E2eMember(await join(server, "py", "rest" if transport == "longpoll" else "ws"))
+    await py.register()
+    poller = None
+    if transport == "longpoll":
+        poller = Poller(py.member)
+        await poller.start()
+    dm = (await py.call("conversations.open_dm", user_id=bee_id, encrypted=True)).expect()
+    cid = dm["conversation"]["id"]
+    seen = 0
+    for turn in range(3):
+        sent = [await py.send(cid, f"from python {turn}.{i}") for i in range(2)]
+        got = await bee.page.evaluate(READ_NEW, [cid, seen])
+        assert got == [[m["seq"], f"from python {turn}.{i}"] for i, m in enumerate(sent)]
+        seq = await bee.page.evaluate(SEND, [cid, f"from the browser {turn}", f"bee-{turn}"])
+        [message] = await incoming(py.member, poller, 1)
+        assert message["seq"] == seq and py.read(message) == f"from the browser {turn}"
+        seen = seq
+        if turn == 1:  # the keys and sessions are in IndexedDB: a reload keeps them
+            await bee.page.reload()
+            again = await bee.page.evaluate(OPEN_DEVICE, bee_id)
+            assert again["deviceId"] == opened["deviceId"]
+    assert bee.errors == []
+    await close_all(bee)
+
+
+async def test_a_second_browser_device_reads_after_the_senders_409(
+    browser: Browser, server: RunningServer
+) -> None:
+    bee = await new_person(browser, server, "beetwo")
+    bee_id = await me(server, bee.page)
+    first = await bee.page.evaluate(OPEN_DEVICE, bee_id)
+    py = E2eMember(await join(server, "pz"))
+    await py.register()
+    cid = (await py.call("conversations.open_dm", user_id=bee_id, encrypted=True)).expect()[
+        "conversation"
+    ]["id"]
+    one = await py.send(cid, "to one device")
+    assert await bee.page.evaluate(READ_NEW, [cid, 0]) == [[one["seq"], "to one device"]]
+    tablet = await new_person(browser, server, "beetwo", sign_up_now=False)
+    await sign_in(tablet.page, "beetwo")
+    second = await tablet.page.evaluate(OPEN_DEVICE, bee_id)
+    assert second["deviceId"] != first["deviceId"]
+    before = py.sends_409
+    two = await py.send(cid, "to both devices")
+    assert py.sends_409 == before + 1
+    for person in (bee, tablet):
+        got = await person.page.evaluate(READ_NEW, [cid, one["seq"]])
+        assert got == [[two["seq"], "to both devices"]]
+    # The tablet's history has the first message without an envelope for it.
+    tablet_api: Any = server.client(await token_of(tablet.page))
+    page = (await tablet_api.get(f"/api/conversations/{cid}/messages")).body["messages"]
+    assert page[0]["no_envelope"] is True
+    # The browser answers; the Python side reads it.
+    seq = await tablet.page.evaluate(SEND, [cid, "from the tablet", "tab-1"])
+    [message] = await incoming(py.member, None, 1)
+    assert message["seq"] == seq and py.read(message) == "from the tablet"
+    await close_all(bee, tablet)
