@@ -6,13 +6,27 @@ conversation gets the next message after the sender's 409."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import bson
 import pytest
-from playwright.async_api import Browser, Page
+from playwright.async_api import Browser, Page, expect
 
-from tests.browser_helpers import close_all, launch, new_person, sign_in, token_of
+from tests.browser_helpers import (
+    befriend,
+    bubble,
+    close_all,
+    expect_sent,
+    launch,
+    new_person,
+    person_row,
+    send,
+    sign_in,
+    tab,
+    token_of,
+)
 from tests.conftest import RunningServer
 from tests.test_conversations import join
 from tests.test_e2e import E2eMember, Poller, incoming
@@ -124,3 +138,39 @@ async def test_a_second_browser_device_reads_after_the_senders_409(
     [message] = await incoming(py.member, None, 1)
     assert message["seq"] == seq and py.read(message) == "from the tablet"
     await close_all(bee, tablet)
+
+
+async def test_two_people_chat_encrypted_in_the_app_and_compare_safety_numbers(
+    browser: Browser, server: RunningServer
+) -> None:
+    alice = await new_person(browser, server, "lockalice")
+    bob = await new_person(browser, server, "lockbob", query="?transport=longpoll")
+    await befriend(alice, bob)
+    await tab(alice, "People")
+    row = person_row(alice.page, "friend-list", bob.username)
+    await row.get_by_role("button", name=f"More actions for {bob.username}").click()
+    await row.get_by_role("button", name="New encrypted chat").click()
+    await expect(alice.page.locator("#chat-title")).to_have_text(f"🔒 {bob.username}")
+    secret = "MARKER-browser-violet-harbour"
+    await send(alice, secret)
+    await expect_sent(alice.page, secret)
+    await tab(bob, "Chats")
+    rows = bob.page.locator("#conversation-list button.conv")
+    await rows.filter(has=bob.page.locator(".lock")).click()
+    await expect(bubble(bob.page, secret)).to_be_visible()
+    await send(bob, "MARKER-reply-over-longpoll")
+    await expect(bubble(alice.page, "MARKER-reply-over-longpoll")).to_be_visible()
+    # Both see the same safety number.
+    numbers = []
+    for person in (alice, bob):
+        await person.page.get_by_role("button", name="Safety number").click()
+        text = await person.page.locator("#confirm-message").inner_text()
+        numbers.append(re.findall(r"(?:\d{5} ){11}\d{5}", text))
+        await person.page.get_by_role("button", name="Mark verified").click()
+    assert numbers[0] and numbers[0] == numbers[1]
+    # Nothing of it in the database.
+    for name in await server.store.db.list_collection_names():
+        async for doc in server.store.db[name].find():
+            assert b"MARKER" not in bson.encode(doc), name
+    assert alice.errors == [] and bob.errors == []
+    await close_all(alice, bob)

@@ -6,6 +6,7 @@ import { Notifier } from './notify.js';
 import { $, confirmAction, connectionBanner, toast } from './dom.js';
 import { Realtime } from './realtime.js';
 import { Store } from './store.js';
+import { E2eSession } from './e2e/session.js';
 import { sessionEndedText, setupAccount } from './views/account.js';
 import { setupAuth } from './views/auth.js';
 import { setupChat } from './views/chat.js';
@@ -97,6 +98,7 @@ document.addEventListener('visibilitychange', () => {
 
 function startSession(user) {
   store.me = user;
+  actions.e2e = new E2eSession(api, user); // this browser's device (e2e/): keys made on first sign-in
   store.emit('me');
   $('boot').hidden = true;
   auth.hide();

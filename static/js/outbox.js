@@ -219,7 +219,9 @@ export class OutboxActions {
       // Every attempt sends the same client_msg_id: the server returns the stored copy, never a second.
       const payload = { body: pending.body, client_msg_id: clientMsgId };
       if (pending.attachments?.length) payload.attachments = pending.attachments.map((a) => a.id);
-      const reply = await this.api.post(path`/api/conversations/${conversationId}/messages`, payload);
+      const reply = this.store.conversations.get(conversationId)?.encrypted
+        ? { message: await this.e2e.send(conversationId, pending.body, clientMsgId) } // e2e/session.js
+        : await this.api.post(path`/api/conversations/${conversationId}/messages`, payload);
       if (session === this.session) this.acceptMessage(reply.message); // not into the next user's state
       return 'sent';
     } catch (err) {

@@ -10,6 +10,7 @@ import { checkBody } from '../validation.js';
 import { setupEmojiPicker } from './emoji.js';
 import { setupComposerFiles, setupViewer } from './files.js';
 import { confirmDelete, editedMarker, messageEditor, messageMenu, tombstoneBubble } from './lifecycle.js';
+import { setupSafety } from './safety.js';
 
 const LOAD_OLDER_WITHIN_PX = 150; // start loading older messages this close to the top
 const AT_BOTTOM_PX = 48; // closer than this to the bottom counts as "following" new messages
@@ -37,8 +38,9 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
     const conv = store.conversations.get(current);
     if (!conv) return;
     const title = store.titleOf(conv);
-    $('chat-title').textContent = title;
+    $('chat-title').textContent = conv.encrypted ? `🔒 ${title}` : title; // end-to-end encrypted
     const partner = store.partnerOf(conv);
+    $('chat-safety').hidden = !(conv.encrypted && partner);
     const blocked = partner && store.blocked.has(partner);
     const status = partner && !blocked ? store.statusOf(partner) : null;
     $('chat-avatar').replaceWith(Object.assign(avatar(title, { status, group: !partner }), { id: 'chat-avatar' }));
@@ -75,6 +77,7 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
     renderComposer();
   });
   $('chat-members').addEventListener('click', () => openGroupPanel(current));
+  setupSafety({ store, actions, current: () => current });
   $('chat-back').addEventListener('click', () => closeConversation());
 
   // -- messages -------------------------------------------------------------------------------
