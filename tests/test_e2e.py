@@ -370,6 +370,7 @@ async def test_bad_envelopes_are_refused_and_nothing_is_stored(server: RunningSe
 
     await refused("validation_failed", "body", body="plain text", envelopes=[good])
     await refused("validation_failed", "body", body="plain text")
+    await refused("validation_failed", "attachments", envelopes=[good], attachments=["a" * 24])
     big = {**good, "ciphertext": b64e(bytes(16 * 1024 + 1))}
     await refused("validation_failed", "envelopes.ciphertext", envelopes=[big])
     short = {**good, "header": {**good["header"], "dh": b64e(bytes(31))}}
