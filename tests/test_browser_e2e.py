@@ -6,8 +6,11 @@ conversation gets the next message after the sender's 409."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import bson
@@ -161,6 +164,13 @@ async def test_two_people_chat_encrypted_in_the_app_and_compare_safety_numbers(
     await expect(bubble(bob.page, secret)).to_be_visible()
     await send(bob, "MARKER-reply-over-longpoll")
     await expect(bubble(alice.page, "MARKER-reply-over-longpoll")).to_be_visible()
+    # The export decrypted in the browser has the plaintext; the server's has none.
+    async with bob.page.expect_download() as info:
+        await bob.page.get_by_role("button", name="Download decrypted").click()
+    saved = await (await info.value).path()
+    doc = json.loads(await asyncio.to_thread(Path(saved).read_text))
+    bodies = [m["body"] for m in doc["conversations"][0]["messages"]]
+    assert bodies == [secret, "MARKER-reply-over-longpoll"]
     # Both see the same safety number.
     numbers = []
     for person in (alice, bob):

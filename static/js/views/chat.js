@@ -41,6 +41,7 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
     $('chat-title').textContent = conv.encrypted ? `🔒 ${title}` : title; // end-to-end encrypted
     const partner = store.partnerOf(conv);
     $('chat-safety').hidden = !(conv.encrypted && partner);
+    $('chat-export').hidden = !conv.encrypted; // the server's export holds ciphertext only
     const blocked = partner && store.blocked.has(partner);
     const status = partner && !blocked ? store.statusOf(partner) : null;
     $('chat-avatar').replaceWith(Object.assign(avatar(title, { status, group: !partner }), { id: 'chat-avatar' }));
