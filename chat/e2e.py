@@ -140,8 +140,6 @@ def require(data: Any, path: str) -> dict[str, Any]:
 
 def parse_prekeys(value: Any, field: str) -> list[Prekey]:
     """A list of one-time prekeys {id, key} (X25519 public keys), distinct ids."""
-    if value is None:
-        return []
     if not isinstance(value, list):
         raise ValidationFailed(f"{field} must be a list.", field=field)
     if len(value) > MAX_PREKEYS:
@@ -294,7 +292,8 @@ class E2eCommands(LifecycleCommands, MessageCommands):
         b64(data.get("identity_key"), "identity_key", size=KEY_BYTES)
         signing = b64(data.get("signing_key"), "signing_key", size=KEY_BYTES)
         signed = parse_signed_prekey(data.get("signed_prekey"), signing)
-        prekeys = parse_prekeys(data.get("one_time_prekeys"), "one_time_prekeys")
+        field = "one_time_prekeys"
+        prekeys = parse_prekeys(data[field], field) if field in data else []
         me = principal.user_id
         held = await self.store.e2e.prekey_count(me, device_id)
         self._check_room(held, prekeys)
@@ -368,17 +367,16 @@ class E2eCommands(LifecycleCommands, MessageCommands):
         own device is left out. Rate-limited per caller."""
         data = require_object(data)
         user_id = require_id(data, "user_id")
-        only = data.get("device_id")
-        if only is not None:
-            only = require_id(data, "device_id")
+        only = require_id(data, "device_id") if "device_id" in data else None
         wait = await self.key_claims.take(principal.user_id)
         if wait:
             raise RateLimited("Too many key claims; slow down.", retry_after_secs=wait)
-        if await self.store.users.get(user_id) is None:
+        devices = await self.store.e2e.devices_of([user_id])
+        if not devices and await self.store.users.get(user_id) is None:
             raise NotFound("No such user.", field="user_id")
-        mine = await self._device_id(principal)
+        mine = await self._device_id(principal) if user_id == principal.user_id else None
         bundles = []
-        for device in await self.store.e2e.devices_of([user_id]):
+        for device in devices:
             if (only is not None and device.device_id != only) or (
                 user_id == principal.user_id and device.device_id == mine
             ):

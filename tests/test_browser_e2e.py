@@ -34,6 +34,8 @@ from tests.conftest import RunningServer
 from tests.test_conversations import join
 from tests.test_e2e import E2eMember, Poller, incoming
 
+UNDECRYPTABLE = "This message cannot be decrypted on this device."  # e2e/session.js
+
 OPEN_DEVICE = """async (userId) => {
   const { Api } = await import('/static/js/api.js');
   const { E2eClient } = await import('/static/js/e2e/client.js');
@@ -179,9 +181,31 @@ async def test_two_people_chat_encrypted_in_the_app_and_compare_safety_numbers(
         numbers.append(re.findall(r"(?:\d{5} ){11}\d{5}", text))
         await person.page.get_by_role("button", name="Mark verified").click()
     assert numbers[0] and numbers[0] == numbers[1]
+    # Bob signs in on a tablet: Alice's next message meets a 409, and a notice says so.
+    tablet = await new_person(browser, server, bob.username, sign_up_now=False)
+    await sign_in(tablet.page, bob.username)
+    api = server.client(await token_of(alice.page))
+    for _ in range(100):
+        devices = (await api.get(f"/api/keys/users/{await me(server, bob.page)}")).body["devices"]
+        if len(devices) == 2:
+            break
+        await asyncio.sleep(0.1)
+    await send(alice, "MARKER-to-both-of-bobs")
+    await expect(alice.page.locator(".system-line")).to_contain_text(
+        f"{bob.username} added a device"
+    )
+    await tab(tablet, "Chats")
+    await (
+        tablet.page.locator("#conversation-list button.conv")
+        .filter(has=tablet.page.locator(".lock"))
+        .click()
+    )
+    await expect(bubble(tablet.page, "MARKER-to-both-of-bobs")).to_be_visible()
+    await expect(bubble(tablet.page, UNDECRYPTABLE)).to_have_count(2)  # from before it existed
+    await expect(bubble(bob.page, "MARKER-to-both-of-bobs")).to_be_visible()
     # Nothing of it in the database.
     for name in await server.store.db.list_collection_names():
         async for doc in server.store.db[name].find():
             assert b"MARKER" not in bson.encode(doc), name
     assert alice.errors == [] and bob.errors == []
-    await close_all(alice, bob)
+    await close_all(alice, bob, tablet)

@@ -182,7 +182,8 @@ async def test_a_device_is_listed_with_its_fingerprint_and_bound_to_its_session(
 async def test_50_concurrent_claims_of_10_keys_hand_each_out_once(
     make_server: ServerFactory,
 ) -> None:
-    server = await make_server(key_claims_per_user=100)
+    # 50 claims at once on a machine that may be busy: more time than one request's default.
+    server = await make_server(key_claims_per_user=100, db_timeout_ms=20_000)
     alice = E2eMember(await join(server, "cl", "rest"))
     bob = E2eMember(await join(server, "cm"))
     await bob.register(prekeys=10)

@@ -20,6 +20,29 @@ export class E2eClient {
     this.userId = userId;
     this.device = device;
     this.known = new Map(); // conversation id -> [{user_id, device_id}] to encrypt for
+    this.onDevicesChanged = null; // (conversationId, addedUserIds, removedUserIds): a notice
+  }
+
+  async knownDevices(conversationId) {
+    if (!this.known.has(conversationId)) {
+      this.known.set(conversationId, (await keystore.get(`known:${this.userId}:${conversationId}`)) || null);
+    }
+    return this.known.get(conversationId);
+  }
+
+  /** The devices the server listed: kept, and a change from the last list announced. */
+  async noteDevices(conversationId, devices) {
+    const before = await this.knownDevices(conversationId);
+    this.known.set(conversationId, devices);
+    await keystore.put(`known:${this.userId}:${conversationId}`, devices);
+    if (!before) return; // the first list: nothing changed that anyone saw
+    const ids = (list) => new Set(list.map((d) => `${d.user_id}:${d.device_id}`));
+    const was = ids(before);
+    const now = ids(devices);
+    const users = (list, other) => [...new Set(list.filter((d) => !other.has(`${d.user_id}:${d.device_id}`)).map((d) => d.user_id))];
+    const added = users(devices, was);
+    const removed = users(before, now);
+    if (added.length || removed.length) this.onDevicesChanged?.(conversationId, added, removed);
   }
 
   /** This browser's device for the signed-in user: made and registered on first use. */
@@ -74,7 +97,7 @@ export class E2eClient {
   async send(conversationId, content, clientMsgId) {
     const plaintext = enc.encode(JSON.stringify(content));
     const sealed = new Map();
-    let peers = this.known.get(conversationId) || [];
+    let peers = (await this.knownDevices(conversationId)) || [];
     for (let attempt = 0; attempt < 3; attempt++) {
       for (const peer of peers) {
         const id = `${peer.user_id}:${peer.device_id}`;
@@ -93,7 +116,7 @@ export class E2eClient {
       } catch (err) {
         if (err.code !== 'devices_changed') throw err;
         peers = err.details.devices;
-        this.known.set(conversationId, peers);
+        await this.noteDevices(conversationId, peers);
       }
     }
     throw new Error('The devices of this conversation keep changing.');

@@ -16,10 +16,12 @@ export class E2eSession {
     this.me = me;
     this.client = null;
     this.chain = Promise.resolve(); // decryptions and sends, one at a time
+    this.onDevicesChanged = null; // set by the app: a notice in the conversation
     // Made at sign-in, in the background; what needs it waits (a failure is kept, not thrown).
     this.ready = E2eClient.open(api, me.id).then(
       (client) => {
         this.client = client;
+        client.onDevicesChanged = (...change) => this.onDevicesChanged?.(...change);
         return client;
       },
       (err) => {
