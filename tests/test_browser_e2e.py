@@ -1,8 +1,9 @@
 """End-to-end encryption interoperates: the browser's WebCrypto implementation
-(static/js/e2e/) and the Python reference client (tests/e2e_client.py) chat both ways in
-Chromium, over WebSocket and long-polling on the Python side; the browser's private keys are
-non-extractable and survive a reload in IndexedDB; a second browser device added mid-
-conversation gets the next message after the sender's 409."""
+(static/js/e2e/; the app decrypts what arrives, the test sends with the app's device) and the
+Python reference client (tests/e2e_client.py) chat both ways in Chromium, over WebSocket and
+long-polling on the Python side; the browser's private keys are non-extractable and survive a
+reload in IndexedDB; a second browser device added mid-conversation gets the next message
+after the sender's 409; and two people chat encrypted in the app itself."""
 
 from __future__ import annotations
 
@@ -36,9 +37,14 @@ from tests.test_e2e import E2eMember, Poller, incoming
 
 UNDECRYPTABLE = "This message cannot be decrypted on this device."  # e2e/session.js
 
+# The app makes the device at sign-in; the test waits for it, then opens it too (a PUT again).
 OPEN_DEVICE = """async (userId) => {
   const { Api } = await import('/static/js/api.js');
   const { E2eClient } = await import('/static/js/e2e/client.js');
+  const keystore = await import('/static/js/e2e/keystore.js');
+  for (let i = 0; i < 100 && !(await keystore.get(`device:${userId}`)); i++) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
   window.e2e = await E2eClient.open(new Api(), userId);
   const d = window.e2e.device;
   return {
@@ -47,14 +53,19 @@ OPEN_DEVICE = """async (userId) => {
   };
 }"""
 
+# What the app decrypted of the others' messages after a seq, as it keeps it (by message id).
 READ_NEW = """async ([conversationId, afterSeq]) => {
+  const keystore = await import('/static/js/e2e/keystore.js');
   const page = await window.e2e.api.request('GET', `/api/conversations/${conversationId}/messages`,
     { query: { after_seq: afterSeq } });
   const out = [];
   for (const m of page.messages) {
     if (m.sender_id === window.e2e.userId) continue;
-    const content = await window.e2e.read(m);
-    out.push([m.seq, content ? content.body : null]);
+    let kept = null;
+    for (let i = 0; i < 200 && !(kept = await keystore.get(`plain:${m.id}`)); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    out.push([m.seq, kept ? kept.body : null]);
   }
   return out;
 }"""

@@ -6,6 +6,8 @@ import * as c from './crypto.js';
 import * as keystore from './keystore.js';
 
 const PREKEYS_UPLOADED = 50; // at first, and again when the server says keys.low
+const OPEN_ATTEMPTS = 5; // tabs of one session registering its device at once settle on one
+const OPEN_RETRY_MS = 200;
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
@@ -48,21 +50,29 @@ export class E2eClient {
   /** This browser's device for the signed-in user: made and registered on first use. */
   static async open(api, userId) {
     const key = `device:${userId}`;
-    let device = await keystore.get(key);
-    const fresh = !device;
-    if (fresh) device = await c.newDevice(randomId());
-    const path = `/api/keys/devices/${device.deviceId}`;
-    const body = await c.uploadBody(device, fresh ? PREKEYS_UPLOADED : 0);
-    try {
-      await api.request('PUT', path, { body });
-    } catch (err) {
-      if (err.code !== 'conflict') throw err;
-      // Signed in again: a new session. The device moves to it with the same keys.
-      await api.request('DELETE', path);
-      await api.request('PUT', path, { body: { ...body, one_time_prekeys: await c.newPrekeys(device, PREKEYS_UPLOADED) } });
+    for (let attempt = 0; attempt < OPEN_ATTEMPTS; attempt++) {
+      let device = await keystore.get(key);
+      const fresh = !device;
+      if (fresh) device = await c.newDevice(randomId());
+      const path = `/api/keys/devices/${device.deviceId}`;
+      const body = await c.uploadBody(device, fresh ? PREKEYS_UPLOADED : 0);
+      try {
+        await api.request('PUT', path, { body });
+      } catch (err) {
+        if (err.code !== 'conflict') throw err;
+        if (fresh) {
+          // Another tab of this session registered its device first: take that one.
+          await new Promise((resolve) => setTimeout(resolve, OPEN_RETRY_MS));
+          continue;
+        }
+        // Signed in again: a new session. The device moves to it with the same keys.
+        await api.request('DELETE', path);
+        await api.request('PUT', path, { body: { ...body, one_time_prekeys: await c.newPrekeys(device, PREKEYS_UPLOADED) } });
+      }
+      await keystore.put(key, device);
+      return new E2eClient(api, userId, device);
     }
-    await keystore.put(key, device);
-    return new E2eClient(api, userId, device);
+    throw new Error('This session is another device already (its keys are not in this browser).');
   }
 
   get deviceId() {
