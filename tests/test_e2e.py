@@ -461,3 +461,14 @@ async def test_a_removed_member_device_is_no_longer_encrypted_for(server: Runnin
     assert [e["device_id"] for e in message["envelopes"]] == []  # the sender's own: none
     news = await incoming(bob.member, None, 2)
     assert [bob.read(m) for m in news] == ["all three", "without carol"]
+
+
+async def test_deleting_an_encrypted_message_erases_its_envelopes(server: RunningServer) -> None:
+    alice, bob, dm = await e2e_pair(server, "rest")
+    sent = await alice.send(dm, "regret")
+    gone = await alice.call("messages.delete", conversation_id=dm, message_id=sent["id"])
+    assert gone.expect()["message"]["deleted"]
+    doc = await server.store.db["messages"].find_one({"client_msg_id": sent["client_msg_id"]})
+    assert doc is not None and "envelopes" not in doc
+    [shown] = (await history(bob.member, dm))["messages"]
+    assert shown["deleted"] and shown["envelopes"] == [] and "no_envelope" not in shown
