@@ -11,6 +11,7 @@ exactly the members' current devices, never their content, and gives each device
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import dataclasses
@@ -263,6 +264,19 @@ class E2eCommands(LifecycleCommands, MessageCommands):
             raise NotFound("This session has no such device.", field="device_id")
         return device
 
+    async def live_devices(self, user_ids: list[str]) -> list[Device]:
+        """The users' devices whose sessions are live: a device goes with its session (a
+        logout, a revocation, an expiry), as a Matrix device goes with its access token, so
+        nobody encrypts for a browser that can no longer read."""
+        devices = await self.store.e2e.devices_of(user_ids)
+        sessions = await asyncio.gather(*(self.store.sessions.get(d.session_id) for d in devices))
+        now = utcnow()
+        return [
+            d
+            for d, s in zip(devices, sessions, strict=True)
+            if s is not None and not s.revoked and s.expires_at > now
+        ]
+
     async def _device_id(self, principal: Principal) -> str | None:
         device = await self.store.e2e.device_of_session(principal.session_id)
         return device.device_id if device is not None else None
@@ -352,7 +366,7 @@ class E2eCommands(LifecycleCommands, MessageCommands):
         user_id = require_id(require_object(data), "user_id")
         if await self.store.users.get(user_id) is None:
             raise NotFound("No such user.", field="user_id")
-        devices = await self.store.e2e.devices_of([user_id])
+        devices = await self.live_devices([user_id])
         return {"user_id": user_id, "devices": [device_view(d) for d in devices]}
 
     @command(
@@ -371,7 +385,7 @@ class E2eCommands(LifecycleCommands, MessageCommands):
         wait = await self.key_claims.take(principal.user_id)
         if wait:
             raise RateLimited("Too many key claims; slow down.", retry_after_secs=wait)
-        devices = await self.store.e2e.devices_of([user_id])
+        devices = await self.live_devices([user_id])
         if not devices and await self.store.users.get(user_id) is None:
             raise NotFound("No such user.", field="user_id")
         mine = await self._device_id(principal) if user_id == principal.user_id else None
@@ -432,9 +446,7 @@ class E2eCommands(LifecycleCommands, MessageCommands):
         device = await self.store.e2e.device_of_session(principal.session_id)
         if device is None:
             raise NoDevice("Register this session's device (PUT /api/keys/devices) first.")
-        current = {
-            (d.user_id, d.device_id) for d in await self.store.e2e.devices_of(conv.member_ids)
-        }
+        current = {(d.user_id, d.device_id) for d in await self.live_devices(conv.member_ids)}
         current.discard((principal.user_id, device.device_id))
         given = {(e["user_id"], e["device_id"]) for e in envelopes}
         if given != current:

@@ -472,3 +472,13 @@ async def test_deleting_an_encrypted_message_erases_its_envelopes(server: Runnin
     assert doc is not None and "envelopes" not in doc
     [shown] = (await history(bob.member, dm))["messages"]
     assert shown["deleted"] and shown["envelopes"] == [] and "no_envelope" not in shown
+
+
+async def test_a_signed_out_device_is_no_longer_encrypted_for(server: RunningServer) -> None:
+    alice, bob, dm = await e2e_pair(server, "rest")
+    await alice.send(dm, "while bob is signed in")
+    assert (await bob.member.api.post("/api/auth/logout")).status == 200
+    assert (await alice.call("keys.user", user_id=bob.id)).expect()["devices"] == []
+    before = alice.sends_409
+    message = await alice.send(dm, "after bob signed out")
+    assert alice.sends_409 == before + 1 and message["seq"] == 2
