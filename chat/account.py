@@ -8,6 +8,7 @@ from typing import Any
 from chat import shapes
 from chat.accounts import AccountCommands
 from chat.commands import Principal, Reply, command
+from chat.e2e import E2eCommands
 from chat.errors import Forbidden, NotFound, Unauthorized
 from chat.groups import GroupCommands
 from chat.lifecycle import LifecycleCommands
@@ -65,6 +66,7 @@ def session_view(session: Session, current_id: str) -> Reply:
 class SelfServiceCommands(
     PrivacyCommands,
     RealtimeCommands,
+    E2eCommands,
     LifecycleCommands,
     MessageCommands,
     GroupCommands,

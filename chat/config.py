@@ -22,6 +22,10 @@ PRESENCE_ALIVE_SECS = 20.0
 HEARTBEAT_SECS = 25.0  # below the 30-60 s idle timeouts of common proxies
 AUTH_TIMEOUT_SECS = 10.0  # an unauthenticated socket is closed after this
 MAX_GROUP_SIZE = 1000
+# Prekey bundles one user may claim (chat/e2e.py), earned back over the window: a few per
+# contact added, far below what drains a device's 100 one-time prekeys.
+KEY_CLAIMS_PER_USER = 30
+KEY_CLAIM_WINDOW_SECS = 60.0
 # A session checked in the database is trusted this long without checking again, so a
 # long-polling client (which authenticates every poll) costs a read per interval, not per
 # poll. A logout in this process takes effect at once regardless.
@@ -111,6 +115,8 @@ class Settings:
     login_window_secs: float = LOGIN_WINDOW_SECS
     signups_per_address: int = SIGNUPS_PER_ADDRESS
     signup_window_secs: float = SIGNUP_WINDOW_SECS
+    key_claims_per_user: int = KEY_CLAIMS_PER_USER
+    key_claim_window_secs: float = KEY_CLAIM_WINDOW_SECS
     max_upload_bytes: int = MAX_UPLOAD_MB * 1024 * 1024
     uploads_per_user: int = UPLOADS_PER_USER
     upload_window_secs: float = UPLOAD_WINDOW_SECS

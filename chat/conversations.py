@@ -28,6 +28,7 @@ from chat.validation import (
     ID,
     LIMIT,
     Fields,
+    get_flag,
     get_limit,
     get_str,
     require_id,
@@ -44,6 +45,7 @@ class ExportPart:
     conversation: dict[str, Any]
     conversation_id: str
     max_seq: int
+    reader_device: str | None = None  # the reader's device (chat/e2e.py: its envelopes)
 
 
 def now_member(user: User, role: Role, joined_at: datetime) -> Member:
@@ -248,14 +250,16 @@ class ConversationCommands(ServiceBase):
 
     @command(
         "conversations.open_dm",
-        takes=Fields({"user_id": ID}, ("user_id",)),
+        takes=Fields({"user_id": ID, "encrypted": {"type": "boolean"}}, ("user_id",)),
         gives=shapes.CONVERSATION,
         errors=(403, 404),
     )
     async def open_dm(self, principal: Principal, data: Any) -> Reply:
-        """The one DM between the caller and user_id, created on first use (always 200)."""
+        """The one DM between the caller and user_id, created on first use (always 200);
+        encrypted: their one end-to-end encrypted DM instead (chat/e2e.py)."""
         data = require_object(data)
         other_id = require_id(data, "user_id")
+        encrypted = get_flag(data, "encrypted")
         if other_id == principal.user_id:
             raise ValidationFailed("You cannot open a conversation with yourself.", field="user_id")
         users = await self.store.users.get_many([principal.user_id, other_id])
@@ -270,6 +274,7 @@ class ConversationCommands(ServiceBase):
         conv = await self.store.conversations.open_dm(
             now_member(users[principal.user_id], "member", now),
             now_member(users[other_id], "member", now),
+            encrypted=encrypted,
         )
         self.presence.audience_changed((principal.user_id, other_id))  # DM partners see presence
         return {"conversation": await self.render(conv, principal.user_id)}

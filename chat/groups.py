@@ -26,6 +26,7 @@ from chat.validation import (
     ID,
     Fields,
     check_group_name,
+    get_flag,
     get_id_list,
     id_list,
     one_of,
@@ -77,7 +78,10 @@ class GroupCommands(ConversationCommands):
     @command(
         "groups.create",
         status=201,
-        takes=Fields({"name": GROUP_NAME, "member_ids": id_list()}, ("name",)),
+        takes=Fields(
+            {"name": GROUP_NAME, "member_ids": id_list(), "encrypted": {"type": "boolean"}},
+            ("name",),
+        ),
         gives=shapes.CONVERSATION,
         errors=(403, 404, 413),
     )
@@ -86,6 +90,7 @@ class GroupCommands(ConversationCommands):
         group.created goes to every member."""
         data = require_object(data)
         name = check_group_name(require_str(data, "name"))
+        encrypted = get_flag(data, "encrypted")  # end-to-end (chat/e2e.py), for good
         member_ids = [
             uid
             for uid in get_id_list(data, "member_ids", max_items=self.settings.max_group_size)
@@ -98,7 +103,7 @@ class GroupCommands(ConversationCommands):
             raise NotFound("Your account no longer exists.")
         now = utcnow()
         members = [now_member(me, "owner", now)] + [now_member(u, "member", now) for u in others]
-        conv = await self.store.conversations.create_group(name, members)
+        conv = await self.store.conversations.create_group(name, members, encrypted=encrypted)
         self.publish(conv.member_ids, {"type": "group.created", "conversation": conv.shared_dict()})
         return {"conversation": await self.render(conv, principal.user_id)}
 

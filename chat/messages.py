@@ -140,9 +140,16 @@ class MessageCommands(ReplyCommands, MentionCommands):
                 "client_msg_id": CLIENT_MSG_ID,
                 "attachments": id_list(MAX_ATTACHMENTS),
                 "reply_to": ID,
+                "envelopes": shapes.ENVELOPES,  # an encrypted conversation's (chat/e2e.py)
             },
             ("conversation_id",),
-            {"anyOf": [{"required": ["body"]}, {"required": ["attachments"]}]},
+            {
+                "anyOf": [
+                    {"required": ["body"]},
+                    {"required": ["attachments"]},
+                    {"required": ["envelopes"]},
+                ]
+            },
         ),
         gives=shapes.reply(message=shapes.ref("Message")),
         errors=(403, 404, 409),
@@ -155,8 +162,9 @@ class MessageCommands(ReplyCommands, MentionCommands):
         data = require_object(data)
         conversation_id = require_id(data, "conversation_id")
         file_ids = get_id_list(data, "attachments", max_items=MAX_ATTACHMENTS)
-        raw_body = get_str(data, "body", required=not file_ids) or ""
-        body = check_body(raw_body, allow_empty=bool(file_ids))
+        sealed = "envelopes" in data  # an encrypted conversation's send (chat/e2e.py)
+        raw_body = get_str(data, "body", required=not file_ids and not sealed) or ""
+        body = check_body(raw_body, allow_empty=bool(file_ids) or sealed)
         key = get_str(data, "client_msg_id", required=False)
         if key is None:
             key = GENERATED_KEY_PREFIX + secrets.token_hex(12)
@@ -169,6 +177,10 @@ class MessageCommands(ReplyCommands, MentionCommands):
         if await self._dm_blocked(conv, me):
             raise Blocked("You cannot message this user.")
         await self.check_dm_send(conv, me)  # chat/privacy.py: friends-only, requests
+        device: str | None = None
+        envelopes: tuple[dict[str, Any], ...] = ()
+        if sealed or conv.encrypted:
+            device, envelopes = await self.seal(principal, conv, data)  # chat/e2e.py
         if self._closing:
             raise DatabaseUnavailable("The server is shutting down; send again shortly.")
         reply_to = None if data.get("reply_to") is None else await self.reply_reference(conv, data)
@@ -191,6 +203,7 @@ class MessageCommands(ReplyCommands, MentionCommands):
                     draft = Message(
                         str(ObjectId()), conv.id, 0, me, body, key, utcnow(), attachments,
                         reply_to=reply_to, mentions=mentions,
+                        sender_device=device, envelopes=envelopes,
                     )  # fmt: skip
                     conv, slot, message = self._allocate(line, conv, draft)
                 # The storing goes on by itself: neither a timeout nor a closed connection
@@ -225,6 +238,13 @@ class MessageCommands(ReplyCommands, MentionCommands):
 
         storing.add_done_callback(settle)
         return await self._answer(await self._outcome(outcome), conv, me)
+
+    async def seal(
+        self, principal: Principal, conv: Conversation, data: dict[str, Any]
+    ) -> tuple[str | None, tuple[dict[str, Any], ...]]:
+        """Hook: the sending device and the checked envelopes of a send to an encrypted
+        conversation (chat/e2e.py); here, envelopes are refused."""
+        raise ValidationFailed("envelopes are for encrypted conversations.", field="envelopes")
 
     async def _outcome(self, outcome: asyncio.Future[Message]) -> Message:
         """The stored and published message, or DatabaseUnavailable once the database timeout
@@ -287,7 +307,8 @@ class MessageCommands(ReplyCommands, MentionCommands):
                 stored = dataclasses.replace(stored, reply_to=message.reply_to)
             self.metrics.message_stored(time.perf_counter() - started)
             self.activity.note(stored.conversation_id, stored.seq, stored.created_at)
-            if stored.attachments:  # each member's URLs are signed for it: one event each
+            # Each member's URLs are signed for it, its devices' envelopes are its own
+            if stored.attachments or stored.envelopes:  # (chat/e2e.py): one event each
                 self.sequencer.resolve(line, slot, [
                     ((uid,), {"type": "message.new", "message": self.present(stored, uid)})
                     for uid in member_ids

@@ -39,6 +39,15 @@ def nullable(schema: Schema) -> Schema:
     return {"anyOf": [schema, {"type": "null"}]}
 
 
+B64: Schema = {"type": "string", "contentEncoding": "base64"}
+KEY_ID: Schema = {"type": "integer", "minimum": 0, "maximum": 2**32 - 1}
+MAX_ENVELOPES = 200  # per message: one per device of a group's members (chat/e2e.py)
+ENVELOPES: Schema = {
+    "type": "array",
+    "maxItems": MAX_ENVELOPES,
+    "items": {"$ref": "#/components/schemas/Envelope"},
+}
+
 _PUBLIC_USER = {"id": ID, "username": {"type": "string"}, "last_seen": OPTIONAL_TIME}
 PRESENCE: Schema = {"type": "string", "enum": ["online", "offline"]}
 
@@ -116,7 +125,54 @@ COMPONENTS: dict[str, Schema] = {
                 },
             ),
             "mentions": list_of(ID),
+            "encrypted": {"type": "boolean"},
+            "sender_device_id": ID,
+            "envelopes": list_of(ref("Envelope")),
+            "no_envelope": {
+                "type": "boolean",
+                "description": "encrypted before this device existed: nothing for it",
+            },
         },
+    ),
+    "Envelope": obj(
+        {
+            "user_id": ID,
+            "device_id": ID,
+            "type": {"type": "string", "enum": ["prekey", "message"]},
+            "header": obj(
+                {"dh": B64, "pn": KEY_ID, "n": KEY_ID},
+                {
+                    "ik": B64,
+                    "ek": B64,
+                    "spk_id": KEY_ID,
+                    "opk_id": {"anyOf": [KEY_ID, {"type": "null"}]},
+                },
+            ),
+            "ciphertext": B64,
+        }
+    ),
+    "SignedPrekey": obj({"id": KEY_ID, "key": B64, "signature": B64}),
+    "Prekey": obj({"id": KEY_ID, "key": B64}),
+    "Device": obj(
+        {
+            "user_id": ID,
+            "device_id": ID,
+            "identity_key": B64,
+            "signing_key": B64,
+            "fingerprint": {"type": "string", "description": "SHA-256 of the identity key, hex"},
+            "created_at": TIME,
+        },
+        {"signed_prekey": ref("SignedPrekey"), "one_time_prekeys": {"type": "integer"}},
+    ),
+    "Bundle": obj(
+        {
+            "user_id": ID,
+            "device_id": ID,
+            "identity_key": B64,
+            "signing_key": B64,
+            "signed_prekey": ref("SignedPrekey"),
+            "one_time_prekey": nullable(ref("Prekey")),
+        }
     ),
     "Member": obj(
         {
@@ -143,6 +199,7 @@ COMPONENTS: dict[str, Schema] = {
             "reads": {"type": "object", "additionalProperties": SEQ},
             "request": {"type": "boolean"},
             "blocked": {"type": "boolean"},
+            "encrypted": {"type": "boolean", "description": "end-to-end encrypted"},
         },
     ),
     "Settings": obj({"dm_policy": {"type": "string", "enum": ["everyone", "friends"]}}),

@@ -167,6 +167,14 @@ def get_int(
     return value
 
 
+def get_flag(data: dict[str, Any], field: str) -> bool:
+    """A boolean field, False when absent."""
+    value = data.get(field, False)
+    if not isinstance(value, bool):
+        raise ValidationFailed(f"{field} must be true or false.", field=field)
+    return value
+
+
 def get_limit(data: dict[str, Any], default: int = 50) -> int:
     """A page size between 1 and PAGE_MAX."""
     value = get_int(data, "limit", default=default, minimum=1, maximum=PAGE_MAX)

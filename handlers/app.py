@@ -76,6 +76,13 @@ COMMAND_ROUTES: list[tuple[str, dict[str, str]]] = [
     (r"/api/admin/reports", {"get": "admin.reports"}),
     (r"/api/admin/reports/(?P<report_id>[^/]+)/resolve", {"post": "admin.reports.resolve"}),
     (r"/api/admin/audit", {"get": "admin.audit"}),
+    (
+        r"/api/keys/devices/(?P<device_id>[^/]+)",
+        {"put": "keys.devices.put", "delete": "keys.devices.delete"},
+    ),
+    (r"/api/keys/devices/(?P<device_id>[^/]+)/one-time-prekeys", {"post": "keys.prekeys.add"}),
+    (r"/api/keys/users/(?P<user_id>[^/]+)", {"get": "keys.user"}),
+    (r"/api/keys/claim", {"post": "keys.claim"}),
 ]
 
 

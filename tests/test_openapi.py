@@ -119,6 +119,7 @@ async def test_error_responses_have_the_contract_shape_and_codes(server: Running
     codes = responses["Error400"]["content"]["application/json"]["schema"]["allOf"][1]
     assert codes["properties"]["error"]["properties"]["code"]["enum"] == [
         "bad_request",
+        "encrypted_conversation",
         "validation_failed",
     ]
     assert responses["Error429"]["headers"]["Retry-After"]["required"] is True

@@ -11,6 +11,7 @@ from chat.store.accounts import SessionStore, UserStore, normalize_friend_code
 from chat.store.activity import ActivityStore
 from chat.store.base import BULK_TIMEOUT_SECS, InFlight, db_errors
 from chat.store.conversations import ConversationStore
+from chat.store.e2e import E2eStore
 from chat.store.files import FileStore
 from chat.store.lifecycle import LifecycleStore
 from chat.store.moderation import ModerationStore
@@ -51,6 +52,7 @@ class Store:
         self.lifecycle = LifecycleStore(self.db, self.in_flight)
         self.replies = ReplyStore(self.db, self.in_flight)
         self.moderation = ModerationStore(self.db, self.in_flight)
+        self.e2e = E2eStore(self.db, self.in_flight)
 
     async def ping(self) -> None:
         """Succeed if the database answers; DatabaseUnavailable otherwise."""
@@ -69,6 +71,7 @@ class Store:
             await self.activity.ensure_indexes()
             await self.files.ensure_indexes()
             await self.moderation.ensure_indexes()
+            await self.e2e.ensure_indexes()
 
     async def drop_database(self) -> None:
         """Remove all data of this database (tests)."""

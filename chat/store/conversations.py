@@ -92,6 +92,7 @@ class Conversation:
     version: int  # bumped by every membership or name change
     created_at: datetime
     last_activity_at: datetime
+    encrypted: bool = False  # end-to-end encrypted (chat/e2e.py), fixed at creation
 
     def member(self, user_id: str) -> Member | None:
         """The current membership of the user, or None."""
@@ -113,7 +114,7 @@ class Conversation:
 
     def shared_dict(self) -> dict[str, Any]:
         """What every member sees alike (the payload of group.* events)."""
-        return {
+        shown: dict[str, Any] = {
             "id": self.id,
             "kind": self.kind,
             "name": self.name,
@@ -122,6 +123,9 @@ class Conversation:
             "created_at": iso(self.created_at),
             "last_activity_at": iso(self.last_activity_at),
         }
+        if self.encrypted:
+            shown["encrypted"] = True
+        return shown
 
 
 def member_doc(member: Member) -> dict[str, Any]:
@@ -154,7 +158,11 @@ def conversation_from_doc(doc: dict[str, Any]) -> Conversation:
         version=doc.get("version", 0),
         created_at=doc["created_at"],
         last_activity_at=doc["last_activity_at"],
+        encrypted=doc.get("encrypted", False),
     )
+
+
+E2E_DM_SUFFIX = ":e2e"  # the pair's encrypted DM is a second DM, keyed apart
 
 
 def dm_key(a: str, b: str) -> str:
@@ -214,9 +222,10 @@ class ConversationStore(MessageStore):
         return conversation_from_doc(doc) if doc else None
 
     @translated
-    async def open_dm(self, a: Member, b: Member) -> Conversation:
-        """The one DM of the pair, created on first use; concurrent calls get the same one."""
-        key = dm_key(a.user_id, b.user_id)
+    async def open_dm(self, a: Member, b: Member, *, encrypted: bool = False) -> Conversation:
+        """The one DM of the pair (or their one encrypted DM), created on first use;
+        concurrent calls get the same one."""
+        key = dm_key(a.user_id, b.user_id) + (E2E_DM_SUFFIX if encrypted else "")
         # "kind" makes the query match the partial index's filter: without it neither MongoDB
         # nor SecantusDB may use the dm_key index, and each call scanned every conversation.
         doc = await self._conversations.find_one({"dm_key": key, "kind": "dm"})
@@ -237,6 +246,8 @@ class ConversationStore(MessageStore):
             "created_at": now,
             "last_activity_at": now,
         }
+        if encrypted:
+            doc["encrypted"] = True
         try:
             await self._conversations.insert_one(doc)
         except DuplicateKeyError:
@@ -248,7 +259,9 @@ class ConversationStore(MessageStore):
         return conversation_from_doc(doc)
 
     @translated
-    async def create_group(self, name: str, members: Sequence[Member]) -> Conversation:
+    async def create_group(
+        self, name: str, members: Sequence[Member], *, encrypted: bool = False
+    ) -> Conversation:
         """A new group with these members (the first is the owner)."""
         now = utcnow()
         doc = {
@@ -264,6 +277,8 @@ class ConversationStore(MessageStore):
             "created_at": now,
             "last_activity_at": now,
         }
+        if encrypted:
+            doc["encrypted"] = True
         await self._conversations.insert_one(doc)
         return conversation_from_doc(doc)
 
@@ -418,7 +433,7 @@ class ConversationStore(MessageStore):
             batch_size=len(user_ids),  # about one DM each: no second round trip
         )
         async for doc in cursor:
-            a, b = doc["dm_key"].split(":")
+            a, b = doc["dm_key"].split(":")[:2]  # an encrypted DM's key has a suffix
             partners.setdefault(a, set()).add(b)
             partners.setdefault(b, set()).add(a)
         return partners

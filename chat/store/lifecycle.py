@@ -21,8 +21,15 @@ from chat.store.base import Collections, InFlight, translated
 from chat.store.messages import Message, message_from_doc
 
 # What a deletion erases from the document (reactions: none are stored yet; when they are,
-# they go with the message too). A tombstone quotes nothing and mentions nobody.
-ERASED_FIELDS = {"attachments": "", "reactions": "", "reply_to": "", "mentions": ""}
+# they go with the message too). A tombstone quotes nothing, mentions nobody and keeps no
+# envelope.
+ERASED_FIELDS = {
+    "attachments": "",
+    "reactions": "",
+    "reply_to": "",
+    "mentions": "",
+    "envelopes": "",
+}
 
 
 def _message_key(conversation_id: str, message_id: str) -> dict[str, Any] | None:

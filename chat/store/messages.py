@@ -67,6 +67,10 @@ class Message:
     # deleted: true; None for a message that replies to none.
     reply_to: dict[str, Any] | None = dataclasses.field(default=None, hash=False)
     mentions: tuple[str, ...] = ()  # ids of the group members named by @username
+    # An encrypted conversation's message (chat/e2e.py): the sending device, and one
+    # envelope per recipient device; its body stays empty.
+    sender_device: str | None = None
+    envelopes: tuple[dict[str, Any], ...] = dataclasses.field(default=(), hash=False)
 
     @property
     def deleted(self) -> bool:
@@ -97,6 +101,9 @@ class Message:
             shown["reply_to"] = dict(self.reply_to)
         if self.mentions:
             shown["mentions"] = list(self.mentions)
+        if self.sender_device is not None:  # envelopes are shown per device (chat/e2e.py)
+            shown["encrypted"] = True
+            shown["sender_device_id"] = self.sender_device
         return shown
 
 
@@ -116,6 +123,9 @@ def message_doc(message: Message) -> dict[str, Any]:
         doc["reply_to"] = {k: message.reply_to[k] for k in REPLY_REF_FIELDS}
     if message.mentions:
         doc["mentions"] = list(message.mentions)
+    if message.sender_device is not None:
+        doc["sender_device"] = message.sender_device
+        doc["envelopes"] = list(message.envelopes)
     return doc
 
 
@@ -134,6 +144,8 @@ def message_from_doc(doc: dict[str, Any]) -> Message:
         deleted_by=doc.get("deleted_by"),
         reply_to=doc.get("reply_to"),
         mentions=tuple(doc.get("mentions") or ()),
+        sender_device=doc.get("sender_device"),
+        envelopes=tuple(doc.get("envelopes") or ()),
     )
 
 

@@ -345,8 +345,14 @@ export class Actions extends OutboxActions {
 
   // -- conversations --------------------------------------------------------------------------
 
-  async openDm(userId) {
-    const reply = await this.guard(this.api.post('/api/conversations/dm', { user_id: userId }), 'Could not open the conversation');
+  /** Encrypted messages decrypted for this device (e2e/session.js); the others as they are. */
+  async opened(messages) {
+    return this.e2e && messages.some((m) => m.encrypted) ? this.e2e.openAll(messages) : messages;
+  }
+
+  async openDm(userId, encrypted = false) {
+    const body = encrypted ? { user_id: userId, encrypted } : { user_id: userId };
+    const reply = await this.guard(this.api.post('/api/conversations/dm', body), 'Could not open the conversation');
     if (!reply) return null;
     const conv = this.store.upsertConversation(reply.conversation);
     this.noteReads(conv);
@@ -370,7 +376,7 @@ export class Actions extends OutboxActions {
     );
     if (!reply) return;
     const pendingBefore = timeline.pending.size;
-    timeline.add(reply.messages || []);
+    timeline.add(await this.opened(reply.messages || []));
     if (timeline.pending.size !== pendingBefore) this.saveOutbox();
     timeline.hasMore = Boolean(reply.has_more);
     timeline.loaded = true;
@@ -393,7 +399,7 @@ export class Actions extends OutboxActions {
     );
     timeline.loadingOlder = false;
     if (reply) {
-      timeline.add(reply.messages || []);
+      timeline.add(await this.opened(reply.messages || []));
       timeline.hasMore = Boolean(reply.has_more);
     }
     this.store.emit('timeline', conversationId);
@@ -413,7 +419,7 @@ export class Actions extends OutboxActions {
       );
       if (!reply) return;
       const pendingBefore = timeline.pending.size;
-      timeline.add(reply.messages || []);
+      timeline.add(await this.opened(reply.messages || []));
       if (timeline.pending.size !== pendingBefore) this.saveOutbox();
       this.store.emit('timeline', conversationId);
       if (!reply.has_more || !(reply.messages || []).length) break;
@@ -620,7 +626,11 @@ export class Actions extends OutboxActions {
     const store = this.store;
     switch (event.type) {
       case 'message.new':
-        this.acceptMessage(event.message);
+        if (event.message?.encrypted) this.opened([event.message]).then(([m]) => this.acceptMessage(m));
+        else this.acceptMessage(event.message);
+        break;
+      case 'keys.low':
+        this.e2e?.topUp().catch((err) => console.warn('could not add one-time prekeys', err));
         break;
       case 'message.updated':
       case 'message.deleted':

@@ -93,7 +93,7 @@ export class Api {
       e.field || null,
       retryAfter,
     );
-    err.details = e; // what else the error carries (a suspension's reason and until)
+    err.details = e; // the whole error object (a suspension's reason and until, devices_changed's devices)
     // Only the token in use when the request left counts: a newer sign-in is not undone. A
     // wrong password given to prove who one is (invalid_credentials) leaves the session be.
     const sessionRefused = status === 401 && e.code !== 'invalid_credentials';

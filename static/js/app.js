@@ -6,6 +6,8 @@ import { Notifier } from './notify.js';
 import { $, confirmAction, connectionBanner, toast } from './dom.js';
 import { Realtime } from './realtime.js';
 import { Store } from './store.js';
+import { E2eSession } from './e2e/session.js';
+import { addSystemLine } from './system.js';
 import { sessionEndedText, setupAccount } from './views/account.js';
 import { reportMessage, setupAdmin } from './views/admin.js';
 import { setupAuth } from './views/auth.js';
@@ -100,6 +102,12 @@ document.addEventListener('visibilitychange', () => {
 
 function startSession(user) {
   store.me = user;
+  actions.e2e = new E2eSession(api, user); // this browser's device (e2e/): keys made on first sign-in
+  actions.e2e.onDevicesChanged = (conversationId, added, removed) => {
+    const who = (id) => (id === user.id ? 'You' : store.nameOf(id));
+    for (const id of added) addSystemLine(store, conversationId, `${who(id)} added a device: compare safety numbers again`);
+    for (const id of removed) addSystemLine(store, conversationId, `${who(id)} removed a device`);
+  };
   store.emit('me');
   $('boot').hidden = true;
   auth.hide();

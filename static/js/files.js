@@ -46,7 +46,8 @@ export function attachmentSummary(attachments = []) {
 }
 
 /** The preview of a message: its text, or what its files are. */
-export const previewText = (m) => (m.deleted ? 'Message deleted' : m.body ? m.body.replace(/\s+/g, ' ') : attachmentSummary(m.attachments));
+export const previewText = (m) =>
+  m.deleted ? 'Message deleted' : m.body ? m.body.replace(/\s+/g, ' ') : m.encrypted ? 'Encrypted message' : attachmentSummary(m.attachments);
 
 /** [width, height] of a box of the image's aspect ratio that fits in maxWidth x maxHeight. */
 export function fitInside(width, height, maxWidth, maxHeight) {

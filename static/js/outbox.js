@@ -223,7 +223,9 @@ export class OutboxActions {
       const payload = { body: pending.body, client_msg_id: clientMsgId };
       if (pending.attachments?.length) payload.attachments = pending.attachments.map((a) => a.id);
       if (pending.reply_to) payload.reply_to = pending.reply_to.id;
-      const reply = await this.api.post(path`/api/conversations/${conversationId}/messages`, payload);
+      const reply = this.store.conversations.get(conversationId)?.encrypted
+        ? { message: await this.e2e.send(conversationId, pending.body, clientMsgId) } // e2e/session.js
+        : await this.api.post(path`/api/conversations/${conversationId}/messages`, payload);
       if (session === this.session) this.acceptMessage(reply.message); // not into the next user's state
       return 'sent';
     } catch (err) {

@@ -189,7 +189,12 @@ export class Store {
   }
 
   dmWith(userId) {
-    for (const conv of this.conversations.values()) if (this.partnerOf(conv) === userId) return conv;
+    for (const conv of this.conversations.values()) if (!conv.encrypted && this.partnerOf(conv) === userId) return conv;
+    return null;
+  }
+
+  encryptedDmWith(userId) {
+    for (const conv of this.conversations.values()) if (conv.encrypted && this.partnerOf(conv) === userId) return conv;
     return null;
   }
 

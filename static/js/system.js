@@ -27,6 +27,14 @@ export const systemLines = (timeline) => timeline.system || [];
 
 let nextLineId = 1;
 
+/** A line of our own in a conversation's timeline, after its newest message (e2e notices). */
+export function addSystemLine(store, conversationId, text) {
+  const timeline = store.timeline(conversationId);
+  const line = { id: nextLineId++, text, afterSeq: timeline.lastSeq, at: new Date().toISOString() };
+  timeline.system = [...systemLines(timeline), line];
+  store.emit('timeline', conversationId);
+}
+
 /** Turn a group event into system lines of its conversation (before the store applies it). */
 export function noteGroupEvent(store, event) {
   const conv = event.conversation;

@@ -12,6 +12,7 @@ import { setupComposerFiles, setupViewer } from './files.js';
 import { confirmDelete, editedMarker, messageEditor, messageMenu, tombstoneBubble } from './lifecycle.js';
 import { mentionsMe, setupMentions } from './mentions.js';
 import { highlightMessage, loadAround, quoteSignature, replyQuote, setupReplyBar } from './replies.js';
+import { setupSafety } from './safety.js';
 
 const LOAD_OLDER_WITHIN_PX = 150; // start loading older messages this close to the top
 const AT_BOTTOM_PX = 48; // closer than this to the bottom counts as "following" new messages
@@ -42,8 +43,10 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation, r
     const conv = store.conversations.get(current);
     if (!conv) return;
     const title = store.titleOf(conv);
-    $('chat-title').textContent = title;
+    $('chat-title').textContent = conv.encrypted ? `🔒 ${title}` : title; // end-to-end encrypted
     const partner = store.partnerOf(conv);
+    $('chat-safety').hidden = !(conv.encrypted && partner);
+    $('chat-export').hidden = !conv.encrypted; // the server's export holds ciphertext only
     const blocked = partner && store.blocked.has(partner);
     const status = partner && !blocked ? store.statusOf(partner) : null;
     $('chat-avatar').replaceWith(Object.assign(avatar(title, { status, group: !partner }), { id: 'chat-avatar' }));
@@ -80,6 +83,7 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation, r
     renderComposer();
   });
   $('chat-members').addEventListener('click', () => openGroupPanel(current));
+  setupSafety({ store, actions, current: () => current });
   $('chat-back').addEventListener('click', () => closeConversation());
 
   // -- messages -------------------------------------------------------------------------------
@@ -518,6 +522,8 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation, r
   $('composer').before(notice);
 
   function renderComposer() {
+    // No files in encrypted chats yet: the server would hold them in plaintext (docs/e2e.md).
+    $('attach-button').hidden = Boolean(store.conversations.get(current)?.encrypted);
     const partner = store.partnerOf(store.conversations.get(current));
     const mine = partner && store.blocked.has(partner);
     const theirs = partner && !mine && store.blockedBy.has(partner);

@@ -51,7 +51,7 @@ export function setupComposerFiles({ actions, input, current, onReady }) {
   // Drag and drop anywhere on the open conversation. Outside it, a dropped file must not
   // make the browser leave the page to show it.
   const carriesFiles = (event) => [...(event.dataTransfer?.types || [])].includes('Files');
-  const canAttach = () => Boolean(current()) && !form.hidden;
+  const canAttach = () => Boolean(current()) && !form.hidden && !button.hidden;
   let depth = 0;
   pane.addEventListener('dragenter', (event) => {
     if (!carriesFiles(event) || !canAttach()) return;

@@ -104,7 +104,7 @@ export function setupSidebar({ store, actions, openConversation }) {
           h(
             'span',
             { class: 'row-main' },
-            h('span', { class: 'row-top' }, h('span', { class: 'name', text: title }), partner ? h('span', { class: 'sr-only', text: `, ${store.statusOf(partner)}` }) : null, when ? h('time', { class: 'when', dateTime: c.last_message.created_at, text: shortWhen(when) }) : null),
+            h('span', { class: 'row-top' }, c.encrypted ? h('span', { class: 'lock', title: 'End-to-end encrypted', text: '🔒' }) : null, h('span', { class: 'name', text: title }), c.encrypted ? h('span', { class: 'sr-only', text: ', encrypted' }) : null, partner ? h('span', { class: 'sr-only', text: `, ${store.statusOf(partner)}` }) : null, when ? h('time', { class: 'when', dateTime: c.last_message.created_at, text: shortWhen(when) }) : null),
             h(
               'span',
               { class: 'row-bottom' },
@@ -212,6 +212,11 @@ export function setupSidebar({ store, actions, openConversation }) {
     if (conv) openConversation(conv.id);
   }
 
+  async function messageEncrypted(userId) {
+    const conv = store.encryptedDmWith(userId) || (await actions.openDm(userId, true));
+    if (conv) openConversation(conv.id);
+  }
+
   function personActions(userId) {
     switch (relationOf(userId)) {
       case 'blocked':
@@ -220,6 +225,7 @@ export function setupSidebar({ store, actions, openConversation }) {
         return [
           action('Message', () => message(userId), { kind: 'primary' }),
           ...moreMenu(userId, [
+            ['New encrypted chat', () => messageEncrypted(userId)],
             ['Remove friend', () => confirmRemoveFriend(userId)],
             ['Block', () => confirmBlock(userId)],
           ]),
@@ -239,7 +245,10 @@ export function setupSidebar({ store, actions, openConversation }) {
         return [
           action('Add friend', () => actions.requestFriend(userId), { kind: 'primary' }),
           action('Message', () => message(userId)),
-          ...moreMenu(userId, [['Block', () => confirmBlock(userId)]]),
+          ...moreMenu(userId, [
+            ['New encrypted chat', () => messageEncrypted(userId)],
+            ['Block', () => confirmBlock(userId)],
+          ]),
         ];
     }
   }
