@@ -10,10 +10,10 @@ from chat.accounts import AccountCommands
 from chat.commands import Principal, Reply, command
 from chat.errors import Forbidden, NotFound, Unauthorized
 from chat.groups import GroupCommands
-from chat.lifecycle import LifecycleCommands
 from chat.messages import MessageCommands
 from chat.models import Session, iso
 from chat.privacy import PrivacyCommands
+from chat.reactions import ReactionCommands
 from chat.realtime import RealtimeCommands
 from chat.social import SocialCommands, user_ref
 from chat.store.accounts import DELETED_USERNAME
@@ -65,7 +65,7 @@ def session_view(session: Session, current_id: str) -> Reply:
 class SelfServiceCommands(
     PrivacyCommands,
     RealtimeCommands,
-    LifecycleCommands,
+    ReactionCommands,
     MessageCommands,
     GroupCommands,
     SocialCommands,

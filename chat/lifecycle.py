@@ -18,7 +18,7 @@ import logging
 from typing import Any
 
 from chat import shapes
-from chat.attachments import FileCommands
+from chat.changes import ChangeCommands
 from chat.commands import Principal, Reply, command
 from chat.errors import Blocked, Conflict, DatabaseUnavailable, Forbidden, NotFound
 from chat.events import Event
@@ -33,7 +33,7 @@ GROUP_MODERATORS = ("owner", "admin")  # group roles that may delete anyone's me
 log = logging.getLogger(__name__)
 
 
-class LifecycleCommands(FileCommands):
+class LifecycleCommands(ChangeCommands):
     """messages.edit, messages.delete."""
 
     @command(
@@ -62,8 +62,10 @@ class LifecycleCommands(FileCommands):
         if await self._dm_blocked(conv, me):
             raise Blocked("You cannot message this user.")
         with self.sequencer.line(conv.id) as line:
-            async with line.lock:
-                edited = await self.store.lifecycle.edit(conv.id, message.id, me, body, utcnow())
+            async with line.lock, self.change_stamp(conv.id) as change:
+                edited = await self.store.lifecycle.edit(
+                    conv.id, message.id, me, body, utcnow(), change
+                )
                 if edited is None:  # deleted since it was read
                     raise Conflict("This message was deleted.")
                 self._announce(line, conv, "message.updated", edited)
@@ -90,8 +92,10 @@ class LifecycleCommands(FileCommands):
         if message.deleted:
             return {"message": self.present(message, me)}
         with self.sequencer.line(conv.id) as line:
-            async with line.lock:
-                before = await self.store.lifecycle.tombstone(conv.id, message.id, me, utcnow())
+            async with line.lock, self.change_stamp(conv.id) as change:
+                before = await self.store.lifecycle.tombstone(
+                    conv.id, message.id, me, utcnow(), change
+                )
                 if before is None:  # deleted meanwhile, by another request
                     current = await self.store.lifecycle.get(conv.id, message.id)
                     if current is None:
@@ -142,7 +146,7 @@ class LifecycleCommands(FileCommands):
         current = snapshot if snapshot is not None and snapshot.version >= conv.version else conv
         recipients = self.sequencer.recipients(line, current)
         slot = self.sequencer.reserve(line, 0)
-        if message.attachments:
+        if message.attachments or message.reactions:  # shown per reader
             self.sequencer.resolve(
                 line,
                 slot,

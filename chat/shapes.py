@@ -104,6 +104,16 @@ COMPONENTS: dict[str, Schema] = {
             "deleted": {"type": "boolean"},
             "deleted_at": TIME,
             "deleted_by": ID,
+            "reactions": list_of(
+                obj(
+                    {
+                        "emoji": {"type": "string"},
+                        "count": {"type": "integer", "minimum": 1},
+                        "user_ids": list_of(ID),
+                    },
+                    {"me": {"type": "boolean"}},
+                )
+            ),
         },
     ),
     "Member": obj(

@@ -34,6 +34,7 @@ STATUS_OF_CODE = {
     "dm_not_allowed": 403,
     "not_found": 404,
     "conflict": 409,
+    "too_many_reactions": 409,
     "too_large": 413,
     "group_full": 413,
     "rate_limited": 429,

@@ -10,10 +10,12 @@ from pymongo import AsyncMongoClient
 from chat.store.accounts import SessionStore, UserStore, normalize_friend_code
 from chat.store.activity import ActivityStore
 from chat.store.base import BULK_TIMEOUT_SECS, InFlight, db_errors
+from chat.store.changes import ChangeStore
 from chat.store.conversations import ConversationStore
 from chat.store.files import FileStore
 from chat.store.lifecycle import LifecycleStore
 from chat.store.privacy import PrivacyStore
+from chat.store.reactions import ReactionStore
 from chat.store.social import SocialStore
 
 __all__ = ["Store", "normalize_friend_code"]
@@ -47,6 +49,8 @@ class Store:
         self.privacy = PrivacyStore(self.db, self.in_flight)
         self.files = FileStore(self.db, self.in_flight)
         self.lifecycle = LifecycleStore(self.db, self.in_flight)
+        self.reactions = ReactionStore(self.db, self.in_flight)
+        self.changes = ChangeStore(self.db, self.in_flight)
 
     async def ping(self) -> None:
         """Succeed if the database answers; DatabaseUnavailable otherwise."""
@@ -64,6 +68,7 @@ class Store:
             await self.privacy.ensure_indexes()
             await self.activity.ensure_indexes()
             await self.files.ensure_indexes()
+            await self.changes.ensure_indexes()
 
     async def drop_database(self) -> None:
         """Remove all data of this database (tests)."""

@@ -62,6 +62,10 @@ class Message:
     edited_at: datetime | None = None  # the body's last edit (chat/lifecycle.py)
     deleted_at: datetime | None = None  # a tombstone since then: no body, no attachments
     deleted_by: str | None = None  # who deleted it: the author, or a group owner/admin
+    # (emoji, user ids) in the order the emoji were first used (chat/store/reactions.py).
+    reactions: tuple[tuple[str, tuple[str, ...]], ...] = dataclasses.field(default=(), hash=False)
+    change_seq: int = 0  # the number of its last change (chat/store/changes.py); 0: none
+    change_type: str | None = None  # what that change was: edited, deleted, reactions
 
     @property
     def deleted(self) -> bool:
@@ -88,7 +92,20 @@ class Message:
             shown["deleted"] = True
             shown["deleted_at"] = iso(self.deleted_at)
             shown["deleted_by"] = self.deleted_by
+        if self.reactions:
+            shown["reactions"] = reactions_view(self.reactions)
         return shown
+
+
+REACTION_USERS_SHOWN = 20  # user ids shown per emoji (the count says how many in all)
+
+
+def reactions_view(reactions: tuple[tuple[str, tuple[str, ...]], ...]) -> list[dict[str, Any]]:
+    """The contract's reactions, without `me` (which depends on the reader)."""
+    return [
+        {"emoji": e, "count": len(users), "user_ids": list(users[:REACTION_USERS_SHOWN])}
+        for e, users in reactions
+    ]
 
 
 def message_doc(message: Message) -> dict[str, Any]:
@@ -119,6 +136,9 @@ def message_from_doc(doc: dict[str, Any]) -> Message:
         edited_at=doc.get("edited_at"),
         deleted_at=doc.get("deleted_at"),
         deleted_by=doc.get("deleted_by"),
+        reactions=tuple((r["e"], tuple(r["u"])) for r in doc.get("reactions") or () if r["u"]),
+        change_seq=doc.get("change_seq", 0),
+        change_type=doc.get("change_type"),
     )
 
 
