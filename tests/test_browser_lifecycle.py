@@ -48,11 +48,15 @@ async def test_edit_and_delete_are_seen_live_by_the_other_person(
     await send(bob, "teh typo")
     await expect_sent(page, "teh typo")
     await expect(bubble(alice.page, "teh typo")).to_be_visible()
-    # Only my own stored messages have the menu.
+    # Every stored message has the menu (React, Copy); Edit and Delete only my own.
     await expect(
         bubble(page, "first").get_by_role("button", name="Message actions")
     ).to_be_visible()
-    await expect(alice.page.get_by_role("button", name="Message actions")).to_have_count(0)
+    theirs = bubble(alice.page, "teh typo")
+    await theirs.hover()
+    await theirs.get_by_role("button", name="Message actions").click()
+    await expect(alice.page.get_by_role("menuitem")).to_have_text(["React", "Copy"])
+    await alice.page.keyboard.press("Escape")
 
     # By keyboard: focus the message, Tab to its actions, Enter opens the menu on Edit.
     mine = bubble(page, "teh typo")

@@ -11,12 +11,15 @@ import { setupAuth } from './views/auth.js';
 import { setupChat } from './views/chat.js';
 import { setupGroups } from './views/groups.js';
 import { setupPrivacy } from './views/privacy.js';
+import { Reactions } from './views/reactions.js';
 import { setupSettings } from './views/settings.js';
 import { setupSidebar } from './views/sidebar.js';
 
 const api = new Api();
 const store = new Store();
 const actions = new Actions(api, store);
+const reactions = new Reactions({ api, store, actions });
+actions.changes = reactions; // the change cursor of each conversation loaded
 const forceLongPoll = new URLSearchParams(location.search).get('transport') === 'longpoll';
 let realtime = null;
 let signingOut = false; // our own sign-out: the session.ended it causes is no news
@@ -44,6 +47,7 @@ const groups = setupGroups({ store, actions, openConversation });
 const chat = setupChat({
   store,
   actions,
+  reactions,
   openGroupPanel: (id) => groups.openPanel(id),
   closeConversation,
 });
@@ -108,7 +112,7 @@ function startSession(user) {
       store.me = hello.user;
       store.emit('me');
       // A new queue may have missed events: read the state again (never silently stale).
-      if (!resumed) actions.resync().then(route);
+      if (!resumed) Promise.all([actions.resync(), reactions.catchUp()]).then(route);
     },
     onEvent: (event) => {
       actions.handleEvent(event);
@@ -150,6 +154,7 @@ function endSession(message = '') {
   account.close();
   privacy.reset();
   notifier.reset();
+  reactions.forget();
   chat.reset();
   sidebar.reset();
   actions.reset();

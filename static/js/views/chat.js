@@ -10,13 +10,14 @@ import { checkBody } from '../validation.js';
 import { setupEmojiPicker } from './emoji.js';
 import { setupComposerFiles, setupViewer } from './files.js';
 import { confirmDelete, editedMarker, messageEditor, messageMenu, tombstoneBubble } from './lifecycle.js';
+import { reactionChips, reactionMenuItems, setupLongPress } from './reactions.js';
 
 const LOAD_OLDER_WITHIN_PX = 150; // start loading older messages this close to the top
 const AT_BOTTOM_PX = 48; // closer than this to the bottom counts as "following" new messages
 const COMPOSER_MAX_PX = 160;
 const GROUP_WITHIN_MS = 5 * 60 * 1000; // one sender's messages this close together form a group
 
-export function setupChat({ store, actions, openGroupPanel, closeConversation }) {
+export function setupChat({ store, actions, reactions, openGroupPanel, closeConversation }) {
   const scroller = $('messages');
   const list = $('message-list');
   const input = $('composer-input');
@@ -28,6 +29,7 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
   let placedAt = 0; // scrollTop when `following` was last decided
   let editingKey = null; // the key of the message of mine being edited in place (views/lifecycle.js)
   const emojiPicker = setupEmojiPicker({ input }); // its button goes before the message box
+  setupLongPress(list); // a long touch opens a message's actions (views/reactions.js)
   const files = setupComposerFiles({ actions, input, current: () => current, onReady: (id) => id === current && send({ auto: true }) });
   const viewer = setupViewer(list);
 
@@ -185,7 +187,7 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
     if (item.kind !== 'msg') return `${item.kind}|${item.label}`;
     const { m } = item;
     const fileIds = (m.attachments || []).map((a) => a.id);
-    const life = [m.edited_at, m.deleted, item.key === editingKey];
+    const life = [m.edited_at, m.deleted, item.key === editingKey, m.reactions];
     return JSON.stringify([m.id, m.body, fileIds, item.state, item.delivery, item.label, item.showSender, item.groupStart, store.nameOf(item.sender), life]);
   }
 
@@ -255,14 +257,16 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
     // A group's owner and admins may delete anyone's message (not edit it).
     const role = conv.members?.find((member) => member.user_id === store.me?.id)?.role;
     const moderates = conv.kind === 'group' && (role === 'owner' || role === 'admin');
-    const menu = stored && !editing && (mine || moderates);
+    const menu = stored && !editing;
+    const extra = reactionMenuItems({ m, conv, reactions, picker: emojiPicker });
     return [
-      menu ? messageMenu({ canEdit: mine, onEdit: () => startEditing(item.key), onDelete: () => deleteMessage(conv.id, m), onClose: () => queueMicrotask(renderMessages) }) : null,
+      menu ? messageMenu({ canEdit: mine, canDelete: mine || moderates, extra, onEdit: () => startEditing(item.key), onDelete: () => deleteMessage(conv.id, m), onClose: () => queueMicrotask(renderMessages) }) : null,
       m.attachments?.length ? renderAttachments(m.attachments) : null,
       editing
         ? messageEditor({ m, onSave: (body) => saveEdit(conv.id, m, body), onCancel: () => stopEditing(item.key) })
         : // Message text is text: renderMarkup builds links and formatting as nodes, never HTML.
           m.body ? h('div', { class: 'bubble' }, renderMarkup(m.body)) : null,
+      stored ? reactionChips({ m, store, onToggle: (emoji) => reactions.toggle(conv.id, m, emoji) }) : null,
     ];
   }
 

@@ -23,8 +23,9 @@ export function editedMarker(m) {
  * administer (Delete). A button (shown on hover and focus, reachable by Tab
  * from the message) opens it; arrow keys move in it, Escape closes it.
  * `onClose` runs once it closed (the chat view redraws what it held back meanwhile).
+ * `extra` items ({text, run}) go between Edit and Delete: React and Copy (views/reactions.js) on any message.
  */
-export function messageMenu({ canEdit = true, onEdit, onDelete, onClose }) {
+export function messageMenu({ canEdit = true, canDelete = true, onEdit, onDelete, onClose, extra = [] }) {
   const button = h('button', {
     type: 'button',
     class: 'msg-menu-button',
@@ -32,10 +33,10 @@ export function messageMenu({ canEdit = true, onEdit, onDelete, onClose }) {
     tabIndex: -1,
     attrs: { 'aria-label': 'Message actions', 'aria-haspopup': 'menu', 'aria-expanded': 'false' },
   });
-  const item = (text, run) =>
+  const item = (text, run, danger = false) =>
     h('button', {
       type: 'button',
-      class: 'msg-menu-item',
+      class: danger ? 'msg-menu-item danger' : 'msg-menu-item',
       text,
       attrs: { role: 'menuitem', tabindex: '-1' },
       on: {
@@ -47,7 +48,8 @@ export function messageMenu({ canEdit = true, onEdit, onDelete, onClose }) {
     });
   const menu = h('div', { class: 'msg-menu', hidden: true, attrs: { role: 'menu', 'aria-label': 'Message actions' } },
     canEdit ? item('Edit', onEdit) : null,
-    item('Delete', onDelete),
+    extra.map((x) => item(x.text, x.run)),
+    canDelete ? item('Delete', onDelete, true) : null,
   );
   const items = () => [...menu.querySelectorAll('[role="menuitem"]')];
   const outside = (event) => {

