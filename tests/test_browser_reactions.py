@@ -6,6 +6,7 @@ catches up with messages.changes."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from urllib.parse import quote
 
 import pytest
 from playwright.async_api import Browser, expect
@@ -21,7 +22,8 @@ from tests.browser_helpers import (
     sign_in,
     wait_live,
 )
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, ServerFactory
+from tests.test_browser_realtime import cut_off, restore
 
 
 @pytest.fixture
@@ -34,7 +36,7 @@ async def test_a_reaction_is_seen_live_by_the_other_person(
     browser: Browser, server: RunningServer
 ) -> None:
     alice = await live_person(browser, server, "alice")
-    bob_api, cid = await dm_from_api(server, alice, "bob")  # bob wrote "first"
+    bob_api, _ = await dm_from_api(server, alice, "bob")  # bob wrote "first"
     bob = await new_person(browser, server, "bob", sign_up_now=False)
     await sign_in(bob.page, "bob", "correct horse")
     await wait_live(bob)
@@ -69,3 +71,28 @@ async def test_a_reaction_is_seen_live_by_the_other_person(
     assert alice.errors == [] and bob.errors == []
     bob_api.close()
     await close_all(alice, bob)
+
+
+async def test_after_a_lost_queue_the_page_gets_the_changes_it_missed(
+    browser: Browser, make_server: ServerFactory
+) -> None:
+    # A queue holds 5 unacknowledged events here: a longer absence loses it.
+    server = await make_server(queue_max_events=5)
+    alice = await live_person(browser, server, "alice", sockets="proxy")
+    bob, cid = await dm_from_api(server, alice, "bob")
+    first = (await bob.get(f"/api/conversations/{cid}/messages")).body["messages"][0]
+    await cut_off(alice)
+    url = f"/api/conversations/{cid}/messages/{first['id']}"
+    assert (await bob.patch(url, {"body": "first, edited"})).status == 200
+    for emoji in ("👍", "🎉", "😀", "🚀", "👀", "❤️"):
+        assert (await bob.put(f"{url}/reactions/{quote(emoji)}")).status == 200
+    await expect(alice.page.locator("#transport")).to_have_attribute("data-mode", "longpoll")
+    await restore(alice)
+    await wait_live(alice, "longpoll")
+    # No new message to read: only messages.changes brings the edit and the reactions.
+    edited = bubble(alice.page, "first, edited")
+    await expect(edited.locator(".reaction")).to_have_count(6)
+    await expect(edited.locator(".reaction-count").first).to_have_text("1")
+    assert alice.errors == []
+    bob.close()
+    await close_all(alice)
