@@ -126,11 +126,18 @@ async def test_strangers_removed_members_and_blocked_pairs_cannot_react(
     cid = (await open_dm(owner, eve))["id"]
     theirs = await send(eve, cid, "hi")
     ours = await send(owner, cid, "hi back")
+    shared = await make_group(owner, eve)
+    by_owner, by_eve = await send(owner, shared, "team"), await send(eve, shared, "here")
     (await owner.call("blocks.add", user_id=eve.id)).expect()
     (await react(owner, cid, theirs["id"], "👍")).fails(403, "blocked")
     (await react(eve, cid, ours["id"], "👍")).fails(403, "blocked")
     assert "reactions" not in (await history(owner, cid))["messages"][1]
-    assert [r["count"] for r in (await history(owner, gid))["messages"][0]["reactions"]] == [1]
+    # In a group they share, the same: a reaction is a personal signal (contract section 5).
+    (await react(owner, shared, by_eve["id"], "👍")).fails(403, "blocked")
+    (await react(eve, shared, by_owner["id"], "👍")).fails(403, "blocked")
+    (await react(eve, shared, by_eve["id"], "👍")).expect()  # her own message: no pair
+    counts = [r["count"] for r in (await history(owner, gid))["messages"][0]["reactions"]]
+    assert counts == [1]
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
