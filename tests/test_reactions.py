@@ -170,3 +170,30 @@ async def test_concurrent_reactions_are_each_counted_once(server: RunningServer)
     got = {r["emoji"]: r for r in (await history(owner, gid))["messages"][0]["reactions"]}
     assert got["👍"]["count"] == 8 and got["👎"]["count"] == 3 and got["🎉"]["count"] == 2
     assert sorted(got["👍"]["user_ids"]) == sorted(m.id for m in members)
+
+
+async def test_racing_writers_without_a_lock_count_each_reaction_once(
+    server: RunningServer,
+) -> None:
+    """What two processes do: the store's updates raced directly, with no line lock between
+    them. Every add counts once, and never more than 20 distinct emoji get in."""
+    alice = await join(server, "alice", online=False)
+    bob = await join(server, "bob", online=False)
+    cid = (await open_dm(alice, bob))["id"]
+    said = await send(alice, cid, "race")
+    reactions = server.store.reactions
+    users = [alice.id, bob.id] * 3
+    got = await asyncio.gather(
+        *[reactions.add(cid, said["id"], "👍", user, 1) for user in users],
+        *[reactions.add(cid, said["id"], f":r{i}:", bob.id, 1) for i in range(25)],
+        return_exceptions=True,
+    )
+    refused = [g for g in got if isinstance(g, Exception)]
+    assert refused and all(type(g).__name__ == "TooManyReactions" for g in refused)
+    stored = (await history(alice, cid))["messages"][0]["reactions"]
+    assert len(stored) == 20
+    thumbs = [r for r in stored if r["emoji"] == "👍"]
+    if thumbs:  # in: its 6 adds by two users count 2; 6 other emoji were refused
+        assert thumbs[0]["count"] == 2 and len(refused) == 6
+    else:  # out: its 6 adds were refused, and 5 of the others
+        assert len(refused) == 11
