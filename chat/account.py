@@ -11,10 +11,10 @@ from chat.commands import Principal, Reply, command
 from chat.e2e import E2eCommands
 from chat.errors import Forbidden, NotFound, Unauthorized
 from chat.groups import GroupCommands
-from chat.lifecycle import LifecycleCommands
 from chat.messages import MessageCommands
 from chat.models import Session, iso
 from chat.privacy import PrivacyCommands
+from chat.reactions import ReactionCommands
 from chat.realtime import RealtimeCommands
 from chat.social import SocialCommands, user_ref
 from chat.store.accounts import DELETED_USERNAME
@@ -67,7 +67,7 @@ class SelfServiceCommands(
     PrivacyCommands,
     RealtimeCommands,
     E2eCommands,
-    LifecycleCommands,
+    ReactionCommands,
     MessageCommands,
     GroupCommands,
     SocialCommands,

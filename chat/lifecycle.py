@@ -18,6 +18,7 @@ import logging
 from typing import Any
 
 from chat import shapes
+from chat.changes import ChangeCommands
 from chat.commands import Principal, Reply, command
 from chat.errors import Blocked, Conflict, DatabaseUnavailable, Forbidden, NotFound
 from chat.events import Event
@@ -33,7 +34,7 @@ GROUP_MODERATORS = ("owner", "admin")  # group roles that may delete anyone's me
 log = logging.getLogger(__name__)
 
 
-class LifecycleCommands(MentionCommands):
+class LifecycleCommands(ChangeCommands, MentionCommands):
     """messages.edit, messages.delete."""
 
     @command(
@@ -63,9 +64,9 @@ class LifecycleCommands(MentionCommands):
             raise Blocked("You cannot message this user.")
         mentions = await self.mentions_in(conv, me, body)  # whom the new text names
         with self.sequencer.line(conv.id) as line:
-            async with line.lock:
+            async with line.lock, self.change_stamp(conv.id) as change:
                 edited = await self.store.lifecycle.edit(
-                    conv.id, message.id, me, body, utcnow(), mentions
+                    conv.id, message.id, me, body, utcnow(), mentions, change
                 )
                 if edited is None:  # deleted since it was read
                     raise Conflict("This message was deleted.")
@@ -102,8 +103,10 @@ class LifecycleCommands(MentionCommands):
         caller checked that principal may (messages.delete, a report's resolution)."""
         me = principal.user_id
         with self.sequencer.line(conv.id) as line:
-            async with line.lock:
-                before = await self.store.lifecycle.tombstone(conv.id, message.id, me, utcnow())
+            async with line.lock, self.change_stamp(conv.id) as change:
+                before = await self.store.lifecycle.tombstone(
+                    conv.id, message.id, me, utcnow(), change
+                )
                 if before is None:  # deleted meanwhile, by another request
                     current = await self.store.lifecycle.get(conv.id, message.id)
                     if current is None:
@@ -160,7 +163,7 @@ class LifecycleCommands(MentionCommands):
         current = snapshot if snapshot is not None and snapshot.version >= conv.version else conv
         recipients = self.sequencer.recipients(line, current)
         slot = self.sequencer.reserve(line, 0)
-        if message.attachments:
+        if message.attachments or message.reactions:  # shown per reader
             self.sequencer.resolve(
                 line,
                 slot,

@@ -132,6 +132,16 @@ COMPONENTS: dict[str, Schema] = {
                 "type": "boolean",
                 "description": "encrypted before this device existed: nothing for it",
             },
+            "reactions": list_of(
+                obj(
+                    {
+                        "emoji": {"type": "string"},
+                        "count": {"type": "integer", "minimum": 1},
+                        "user_ids": list_of(ID),
+                    },
+                    {"me": {"type": "boolean"}},
+                )
+            ),
         },
     ),
     "Envelope": obj(

@@ -54,6 +54,12 @@ COMMAND_ROUTES: list[tuple[str, dict[str, str]]] = [
         r"/api/conversations/(?P<conversation_id>[^/]+)/messages/(?P<message_id>[^/]+)",
         {"patch": "messages.edit", "delete": "messages.delete"},
     ),
+    (
+        r"/api/conversations/(?P<conversation_id>[^/]+)/messages/(?P<message_id>[^/]+)"
+        r"/reactions/(?P<emoji>[^/]+)",
+        {"put": "reactions.add", "delete": "reactions.remove"},
+    ),
+    (r"/api/conversations/(?P<conversation_id>[^/]+)/changes", {"get": "messages.changes"}),
     (r"/api/conversations/(?P<conversation_id>[^/]+)/read", {"post": "conversations.read"}),
     (r"/api/conversations/(?P<conversation_id>[^/]+)/typing", {"post": "typing"}),
     (r"/api/conversations/(?P<conversation_id>[^/]+)/accept", {"post": "conversations.accept"}),

@@ -69,10 +69,12 @@ async def test_edit_and_delete_are_seen_live_by_the_other_person(
     seen = bubble(alice.page, "the typo, fixed")
     await expect(seen.locator(".edited")).to_have_text("edited")
     await expect(bubble(alice.page, "teh typo")).to_have_count(0)
-    # The others' messages offer Reply and Report (views/replies.js, views/admin.js).
+    # The others' messages offer Reply, React, Copy and Report.
     await seen.hover()
     await seen.get_by_role("button", name="Message actions").click()
-    await expect(alice.page.get_by_role("menuitem")).to_have_text(["Reply", "Report"])
+    await expect(alice.page.get_by_role("menuitem")).to_have_text(
+        ["Reply", "React", "Copy", "Report"]
+    )
     await alice.page.keyboard.press("Escape")
     await expect(alice.page.get_by_role("menuitem")).to_have_count(0)
 

@@ -37,6 +37,7 @@ STATUS_OF_CODE = {
     "devices_changed": 409,
     "no_device": 403,
     "encrypted_conversation": 400,
+    "too_many_reactions": 409,
     "too_large": 413,
     "group_full": 413,
     "rate_limited": 429,

@@ -392,6 +392,10 @@ async def test_bad_envelopes_are_refused_and_nothing_is_stored(server: RunningSe
     sent = await alice.send(dm, "fine")
     edit = await alice.call("messages.edit", conversation_id=dm, message_id=sent["id"], body="x")
     assert edit.status == 400 and edit.code == "encrypted_conversation"
+    # A reaction would be plaintext beside the ciphertext: refused there too.
+    for kind in ("reactions.add", "reactions.remove"):
+        react = await bob.call(kind, conversation_id=dm, message_id=sent["id"], emoji="👍")
+        assert react.status == 400 and react.code == "encrypted_conversation", kind
     # A session without a device cannot send there.
     login = await bob.member.api.post(
         "/api/auth/login", {"login": bob.member.name, "password": "correct horse"}

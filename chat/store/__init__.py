@@ -10,12 +10,14 @@ from pymongo import AsyncMongoClient
 from chat.store.accounts import SessionStore, UserStore, normalize_friend_code
 from chat.store.activity import ActivityStore
 from chat.store.base import BULK_TIMEOUT_SECS, InFlight, db_errors
+from chat.store.changes import ChangeStore
 from chat.store.conversations import ConversationStore
 from chat.store.e2e import E2eStore
 from chat.store.files import FileStore
 from chat.store.lifecycle import LifecycleStore
 from chat.store.moderation import ModerationStore
 from chat.store.privacy import PrivacyStore
+from chat.store.reactions import ReactionStore
 from chat.store.replies import ReplyStore
 from chat.store.social import SocialStore
 
@@ -53,6 +55,8 @@ class Store:
         self.replies = ReplyStore(self.db, self.in_flight)
         self.moderation = ModerationStore(self.db, self.in_flight)
         self.e2e = E2eStore(self.db, self.in_flight)
+        self.reactions = ReactionStore(self.db, self.in_flight)
+        self.changes = ChangeStore(self.db, self.in_flight)
 
     async def ping(self) -> None:
         """Succeed if the database answers; DatabaseUnavailable otherwise."""
@@ -72,6 +76,7 @@ class Store:
             await self.files.ensure_indexes()
             await self.moderation.ensure_indexes()
             await self.e2e.ensure_indexes()
+            await self.changes.ensure_indexes()
 
     async def drop_database(self) -> None:
         """Remove all data of this database (tests)."""

@@ -71,6 +71,10 @@ class Message:
     # envelope per recipient device; its body stays empty.
     sender_device: str | None = None
     envelopes: tuple[dict[str, Any], ...] = dataclasses.field(default=(), hash=False)
+    # (emoji, user ids) in the order the emoji were first used (chat/store/reactions.py).
+    reactions: tuple[tuple[str, tuple[str, ...]], ...] = dataclasses.field(default=(), hash=False)
+    change_seq: int = 0  # the number of its last change (chat/store/changes.py); 0: none
+    change_type: str | None = None  # what that change was: edited, deleted, reactions
 
     @property
     def deleted(self) -> bool:
@@ -104,7 +108,20 @@ class Message:
         if self.sender_device is not None:  # envelopes are shown per device (chat/e2e.py)
             shown["encrypted"] = True
             shown["sender_device_id"] = self.sender_device
+        if self.reactions:
+            shown["reactions"] = reactions_view(self.reactions)
         return shown
+
+
+REACTION_USERS_SHOWN = 20  # user ids shown per emoji (the count says how many in all)
+
+
+def reactions_view(reactions: tuple[tuple[str, tuple[str, ...]], ...]) -> list[dict[str, Any]]:
+    """The contract's reactions, without `me` (which depends on the reader)."""
+    return [
+        {"emoji": e, "count": len(users), "user_ids": list(users[:REACTION_USERS_SHOWN])}
+        for e, users in reactions
+    ]
 
 
 def message_doc(message: Message) -> dict[str, Any]:
@@ -146,6 +163,9 @@ def message_from_doc(doc: dict[str, Any]) -> Message:
         mentions=tuple(doc.get("mentions") or ()),
         sender_device=doc.get("sender_device"),
         envelopes=tuple(doc.get("envelopes") or ()),
+        reactions=tuple((r["e"], tuple(r["u"])) for r in doc.get("reactions") or () if r["u"]),
+        change_seq=doc.get("change_seq", 0),
+        change_type=doc.get("change_type"),
     )
 
 

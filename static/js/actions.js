@@ -370,6 +370,7 @@ export class Actions extends OutboxActions {
 
   async loadLatest(conversationId) {
     const timeline = this.store.timeline(conversationId);
+    await this.changes?.track(conversationId); // views/reactions.js: messages.changes' cursor
     const reply = await this.guard(
       this.api.get(path`/api/conversations/${conversationId}/messages`, { limit: HISTORY_PAGE }),
       'Could not load messages',
@@ -634,6 +635,7 @@ export class Actions extends OutboxActions {
         break;
       case 'message.updated':
       case 'message.deleted':
+      case 'message.reactions':
         if (event.message) this.acceptChange(event.message);
         break;
       case 'conversation.read': {

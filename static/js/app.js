@@ -14,12 +14,15 @@ import { setupAuth } from './views/auth.js';
 import { setupChat } from './views/chat.js';
 import { setupGroups } from './views/groups.js';
 import { setupPrivacy } from './views/privacy.js';
+import { Reactions } from './views/reactions.js';
 import { setupSettings } from './views/settings.js';
 import { setupSidebar } from './views/sidebar.js';
 
 const api = new Api();
 const store = new Store();
 const actions = new Actions(api, store);
+const reactions = new Reactions({ api, store, actions });
+actions.changes = reactions; // the change cursor of each conversation loaded
 const forceLongPoll = new URLSearchParams(location.search).get('transport') === 'longpoll';
 let realtime = null;
 let signingOut = false; // our own sign-out: the session.ended it causes is no news
@@ -47,6 +50,7 @@ const groups = setupGroups({ store, actions, openConversation });
 const chat = setupChat({
   store,
   actions,
+  reactions,
   openGroupPanel: (id) => groups.openPanel(id),
   closeConversation,
   reportMessage: (conversationId, m) => reportMessage(api, conversationId, m),
@@ -119,7 +123,7 @@ function startSession(user) {
       store.me = hello.user;
       store.emit('me');
       // A new queue may have missed events: read the state again (never silently stale).
-      if (!resumed) actions.resync().then(route);
+      if (!resumed) Promise.all([actions.resync(), reactions.catchUp()]).then(route);
     },
     onEvent: (event) => {
       actions.handleEvent(event);
@@ -162,6 +166,7 @@ function endSession(message = '') {
   admin.reset();
   privacy.reset();
   notifier.reset();
+  reactions.forget();
   chat.reset();
   sidebar.reset();
   actions.reset();

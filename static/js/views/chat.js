@@ -13,13 +13,14 @@ import { confirmDelete, editedMarker, messageEditor, messageMenu, tombstoneBubbl
 import { mentionsMe, setupMentions } from './mentions.js';
 import { highlightMessage, loadAround, quoteSignature, replyQuote, setupReplyBar } from './replies.js';
 import { setupSafety } from './safety.js';
+import { reactionChips, reactionMenuItems, setupLongPress } from './reactions.js';
 
 const LOAD_OLDER_WITHIN_PX = 150; // start loading older messages this close to the top
 const AT_BOTTOM_PX = 48; // closer than this to the bottom counts as "following" new messages
 const COMPOSER_MAX_PX = 160;
 const GROUP_WITHIN_MS = 5 * 60 * 1000; // one sender's messages this close together form a group
 
-export function setupChat({ store, actions, openGroupPanel, closeConversation, reportMessage = null }) {
+export function setupChat({ store, actions, reactions, openGroupPanel, closeConversation, reportMessage = null }) {
   const scroller = $('messages');
   const list = $('message-list');
   const input = $('composer-input');
@@ -34,6 +35,7 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation, r
   // Before the composer's keydown (Enter sends): the list takes Enter, Tab, Escape while open.
   const mentions = setupMentions({ input, members: () => mentionable(store.conversations.get(current)) });
   const replyBar = setupReplyBar({ input, nameOf: (id) => store.nameOf(id) });
+  setupLongPress(list); // a long touch opens a message's actions (views/reactions.js)
   const files = setupComposerFiles({ actions, input, current: () => current, onReady: (id) => id === current && send({ auto: true }) });
   const viewer = setupViewer(list);
 
@@ -194,7 +196,7 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation, r
     if (item.kind !== 'msg') return `${item.kind}|${item.label}`;
     const { m } = item;
     const fileIds = (m.attachments || []).map((a) => a.id);
-    const life = [m.edited_at, m.deleted, item.key === editingKey, quoteSignature(m, store.timeline(current))];
+    const life = [m.edited_at, m.deleted, item.key === editingKey, quoteSignature(m, store.timeline(current)), m.reactions];
     return JSON.stringify([m.id, m.body, fileIds, item.state, item.delivery, item.label, item.showSender, item.groupStart, store.nameOf(item.sender), life]);
   }
 
@@ -270,14 +272,16 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation, r
     const menu = stored && !editing;
     const onReply = () => replyBar.set(m);
     const onReport = !mine && reportMessage ? () => reportMessage(conv.id, m) : null;
+    const extra = reactionMenuItems({ m, conv, reactions, picker: emojiPicker });
     return [
-      menu ? messageMenu({ canEdit: mine, canDelete: mine || moderates, onReply, onEdit: () => startEditing(item.key), onDelete: () => deleteMessage(conv.id, m), onReport, onClose: () => queueMicrotask(renderMessages) }) : null,
+      menu ? messageMenu({ canEdit: mine, canDelete: mine || moderates, onReply, extra, onEdit: () => startEditing(item.key), onDelete: () => deleteMessage(conv.id, m), onReport, onClose: () => queueMicrotask(renderMessages) }) : null,
       m.reply_to ? replyQuote({ quote: m.reply_to, timeline: store.timeline(conv.id), nameOf: (id) => store.nameOf(id), onJump: (quote) => jumpTo(conv.id, quote.seq) }) : null,
       m.attachments?.length ? renderAttachments(m.attachments) : null,
       editing
         ? messageEditor({ m, onSave: (body) => saveEdit(conv.id, m, body), onCancel: () => stopEditing(item.key) })
         : // Message text is text: renderMarkup builds links and formatting as nodes, never HTML.
           m.body ? h('div', { class: 'bubble' }, renderMarkup(m.body)) : null,
+      stored ? reactionChips({ m, store, onToggle: (emoji) => reactions.toggle(conv.id, m, emoji) }) : null,
     ];
   }
 

@@ -72,6 +72,7 @@ export function setupEmojiPicker({ input, onInsert = () => {} }) {
   input.before(toggle);
   input.form.append(panel);
   let buttons = [];
+  let picking = null; // pick(onPick) waits for a choice: it goes there, not into the box
 
   function build() {
     if (buttons.length) return;
@@ -129,6 +130,7 @@ export function setupEmojiPicker({ input, onInsert = () => {} }) {
   function close({ focusInput = true } = {}) {
     if (panel.hidden) return;
     panel.hidden = true;
+    picking = null;
     toggle.setAttribute('aria-expanded', 'false');
     search.value = '';
     filter();
@@ -136,6 +138,12 @@ export function setupEmojiPicker({ input, onInsert = () => {} }) {
   }
 
   function insert(emoji) {
+    if (picking) {
+      const onPick = picking;
+      picking = null;
+      onPick(emoji);
+      return;
+    }
     // The box keeps its selection while the picker has the focus: the emoji replaces it.
     const start = input.selectionStart ?? input.value.length;
     const end = input.selectionEnd ?? start;
@@ -215,5 +223,11 @@ export function setupEmojiPicker({ input, onInsert = () => {} }) {
     return best;
   }
 
-  return { close: () => close({ focusInput: false }), toggle, panel };
+  /** Open the picker for a choice that goes to onPick (a reaction), not into the box. */
+  function pick(onPick) {
+    open();
+    picking = onPick;
+  }
+
+  return { close: () => close({ focusInput: false }), pick, toggle, panel };
 }

@@ -24,8 +24,9 @@ export function editedMarker(m) {
  * from the message) opens it; arrow keys move in it, Escape closes it.
  * `onClose` runs once it closed (the chat view redraws what it held back meanwhile).
  * With `onReply`, Reply too (on anyone's message: views/replies.js).
+ * `extra` items ({text, run}) go between Reply and Delete: React and Copy (views/reactions.js) on any message.
  */
-export function messageMenu({ canEdit = true, canDelete = true, onReply, onEdit, onDelete, onReport = null, onClose }) {
+export function messageMenu({ canEdit = true, canDelete = true, onReply, onEdit, onDelete, onReport = null, onClose, extra = [] }) {
   const button = h('button', {
     type: 'button',
     class: 'msg-menu-button',
@@ -33,10 +34,10 @@ export function messageMenu({ canEdit = true, canDelete = true, onReply, onEdit,
     tabIndex: -1,
     attrs: { 'aria-label': 'Message actions', 'aria-haspopup': 'menu', 'aria-expanded': 'false' },
   });
-  const item = (text, run) =>
+  const item = (text, run, danger = false) =>
     h('button', {
       type: 'button',
-      class: 'msg-menu-item',
+      class: danger ? 'msg-menu-item danger' : 'msg-menu-item',
       text,
       attrs: { role: 'menuitem', tabindex: '-1' },
       on: {
@@ -49,7 +50,8 @@ export function messageMenu({ canEdit = true, canDelete = true, onReply, onEdit,
   const menu = h('div', { class: 'msg-menu', hidden: true, attrs: { role: 'menu', 'aria-label': 'Message actions' } },
     canEdit ? item('Edit', onEdit) : null,
     onReply ? item('Reply', onReply) : null,
-    canDelete ? item('Delete', onDelete) : null,
+    extra.map((x) => item(x.text, x.run)),
+    canDelete ? item('Delete', onDelete, true) : null,
     onReport ? item('Report', onReport) : null,
   );
   const items = () => [...menu.querySelectorAll('[role="menuitem"]')];
