@@ -15,6 +15,7 @@ from typing import Any
 
 from chat import shapes
 from chat.commands import Principal, Reply, command
+from chat.e2e import EncryptedConversation
 from chat.errors import Blocked, Conflict, ValidationFailed
 from chat.lifecycle import LifecycleCommands
 from chat.store.messages import Message
@@ -104,6 +105,10 @@ class ReactionCommands(LifecycleCommands):
         emoji = check_emoji(require_str(data, "emoji"))
         me = principal.user_id
         conv, message = await self._access_message(principal, conversation_id, message_id)
+        if conv.encrypted:  # the emoji would be plaintext beside the ciphertext (docs/e2e.md)
+            raise EncryptedConversation(
+                "Messages of an encrypted conversation take no reactions: send a message."
+            )
         if message.deleted:
             raise Conflict("This message was deleted.")
         if await self._dm_blocked(conv, me) or (
