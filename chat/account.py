@@ -13,6 +13,7 @@ from chat.groups import GroupCommands
 from chat.lifecycle import LifecycleCommands
 from chat.messages import MessageCommands
 from chat.models import Session, iso
+from chat.notifications import NotificationCommands
 from chat.privacy import PrivacyCommands
 from chat.realtime import RealtimeCommands
 from chat.social import SocialCommands, user_ref
@@ -63,6 +64,7 @@ def session_view(session: Session, current_id: str) -> Reply:
 
 
 class SelfServiceCommands(
+    NotificationCommands,
     PrivacyCommands,
     RealtimeCommands,
     LifecycleCommands,

@@ -41,6 +41,7 @@ class ChatService(SelfServiceCommands):
         )
         service.init_realtime()
         service.init_files()
+        service.init_notifications()
         return service
 
     async def start_bus(self) -> None:

@@ -13,6 +13,7 @@ from chat.store.base import BULK_TIMEOUT_SECS, InFlight, db_errors
 from chat.store.conversations import ConversationStore
 from chat.store.files import FileStore
 from chat.store.lifecycle import LifecycleStore
+from chat.store.notifications import NotificationStore
 from chat.store.privacy import PrivacyStore
 from chat.store.replies import ReplyStore
 from chat.store.social import SocialStore
@@ -23,7 +24,9 @@ __all__ = ["Store", "normalize_friend_code"]
 class Store:
     """One database client and a wrapper per collection family."""
 
-    def __init__(self, uri: str, db_name: str, *, timeout_ms: int) -> None:
+    def __init__(
+        self, uri: str, db_name: str, *, timeout_ms: int, notification_ttl_days: float = 90
+    ) -> None:
         self.client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
             uri,
             tz_aware=True,
@@ -49,6 +52,7 @@ class Store:
         self.files = FileStore(self.db, self.in_flight)
         self.lifecycle = LifecycleStore(self.db, self.in_flight)
         self.replies = ReplyStore(self.db, self.in_flight)
+        self.notifications = NotificationStore(self.db, self.in_flight, notification_ttl_days)
 
     async def ping(self) -> None:
         """Succeed if the database answers; DatabaseUnavailable otherwise."""
@@ -66,6 +70,7 @@ class Store:
             await self.privacy.ensure_indexes()
             await self.activity.ensure_indexes()
             await self.files.ensure_indexes()
+            await self.notifications.ensure_indexes()
 
     async def drop_database(self) -> None:
         """Remove all data of this database (tests)."""
