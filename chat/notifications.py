@@ -31,6 +31,7 @@ from chat.validation import (
     LIMIT,
     Fields,
     Schema,
+    check_id,
     get_id_list,
     get_limit,
     get_str,
@@ -152,6 +153,8 @@ class NotificationCommands(AccountCommands):
         next page), with the unread count of all of them."""
         data = require_object(data)
         before = get_str(data, "before", required=False)
+        if before is not None:
+            check_id(before, "before")
         limit = get_limit(data)
         me = principal.user_id
         items, more = await self.store.notifications.page(me, before, limit)

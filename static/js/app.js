@@ -10,6 +10,7 @@ import { sessionEndedText, setupAccount } from './views/account.js';
 import { setupAuth } from './views/auth.js';
 import { setupChat } from './views/chat.js';
 import { setupGroups } from './views/groups.js';
+import { setupNotifications } from './views/notifications.js';
 import { setupPrivacy } from './views/privacy.js';
 import { setupSettings } from './views/settings.js';
 import { setupSidebar } from './views/sidebar.js';
@@ -55,6 +56,7 @@ $('open-account').addEventListener('click', () => {
   account.open();
 });
 const notifier = new Notifier({ store, actions, openConversation });
+const notifications = setupNotifications({ api, openConversation });
 
 function route() {
   if (!store.me) return;
@@ -109,11 +111,13 @@ function startSession(user) {
       store.emit('me');
       // A new queue may have missed events: read the state again (never silently stale).
       if (!resumed) actions.resync().then(route);
+      if (!resumed) notifications.load();
     },
     onEvent: (event) => {
       actions.handleEvent(event);
       privacy.onEvent(event);
       notifier.onEvent(event);
+      notifications.onEvent(event);
     },
     onStatus: (state) => {
       store.transport = state;
@@ -150,6 +154,7 @@ function endSession(message = '') {
   account.close();
   privacy.reset();
   notifier.reset();
+  notifications.reset();
   chat.reset();
   sidebar.reset();
   actions.reset();
