@@ -23,7 +23,8 @@ from chat.accounts import AccountCommands
 from chat.commands import Principal, Reply, command
 from chat.errors import NotFound, RateLimited, Unauthorized, ValidationFailed
 from chat.limits import AttemptLimiter
-from chat.models import iso
+from chat.models import User, iso
+from chat.store.accounts import DELETED_USERNAME
 from chat.store.messages import Message
 from chat.store.notifications import NewNotification, Notification
 from chat.validation import (
@@ -63,6 +64,11 @@ UNREAD: Schema = {"type": "integer", "minimum": 0}
 def new_service_key() -> str:
     """A fresh key, shown once: what the database keeps is its hash."""
     return "svc_" + secrets.token_urlsafe(SERVICE_KEY_BYTES)
+
+
+def actor_ref(actor_id: str, user: User | None) -> Reply:
+    """Who caused a notification: its id and current name (an erased account's as such)."""
+    return {"id": actor_id, "username": user.username if user else DELETED_USERNAME}
 
 
 def _text(data: dict[str, Any], field: str, maximum: int) -> str:
@@ -117,8 +123,7 @@ class NotificationCommands(AccountCommands):
     async def _actor(self, actor_id: str | None) -> Reply | None:
         if actor_id is None:
             return None
-        user = await self.known_users.get(actor_id)
-        return {"id": actor_id, "username": user.username if user else "Deleted user"}
+        return actor_ref(actor_id, await self.known_users.get(actor_id))
 
     @staticmethod
     def _shown(item: Notification, actor: Reply | None) -> Reply:
@@ -161,14 +166,12 @@ class NotificationCommands(AccountCommands):
         counts = await self.store.notifications.unread_counts([me])
         actor_ids = list({i.actor_id for i in items if i.actor_id is not None})
         users = await self.store.users.get_many(actor_ids) if actor_ids else {}
-        shown = []
-        for item in items:
-            actor = None
-            if item.actor_id is not None:
-                user = users.get(item.actor_id)
-                name = user.username if user else "Deleted user"
-                actor = {"id": item.actor_id, "username": name}
-            shown.append(self._shown(item, actor))
+        shown = [
+            self._shown(item, actor_ref(item.actor_id, users.get(item.actor_id)))
+            if item.actor_id is not None
+            else self._shown(item, None)
+            for item in items
+        ]
         return {"notifications": shown, "unread_count": counts[me], "has_more": more}
 
     @command(
