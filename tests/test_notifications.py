@@ -8,9 +8,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, ServerFactory
 from tests.test_conversations import TRANSPORTS, Member, join, send
 from tests.test_lifecycle import make_group
+from tests.test_write_path import QUIET, Profiler, profiler, writes
+
+__all__ = ["profiler"]  # the fixture of tests/test_write_path.py
 
 
 async def notifications(member: Member, **args: Any) -> dict[str, Any]:
@@ -132,3 +135,20 @@ async def test_read_notifications_expire_by_a_ttl_index(server: RunningServer) -
     indexes = await server.store.db["notifications"].index_information()
     ttl = [spec for spec in indexes.values() if "expireAfterSeconds" in spec]
     assert ttl == [{**ttl[0], "key": [("read_at", 1)], "expireAfterSeconds": 90 * 86400}]
+
+
+async def test_a_mention_of_several_members_is_one_insert(
+    make_server: ServerFactory, profiler: Profiler
+) -> None:
+    server = await make_server(**QUIET)
+    alice = await join(server, "alice", "ws")
+    members = [await join(server, f"m{i}", "ws") for i in range(3)]
+    gid = await make_group(alice, *members)
+    await send(alice, gid, "warm-up")
+    await profiler.start()
+    await send(alice, gid, " ".join(f"@{m.name}" for m in members))
+    ops = await profiler.ops()
+    assert [len(op["command"]["documents"]) for op in writes(ops, "notifications")] == [3]
+    for member in members:
+        assert (await member.event("notification.new"))["notification"]["kind"] == "group.added"
+        assert (await member.event("notification.new"))["notification"]["kind"] == "mention"
