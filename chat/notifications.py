@@ -22,7 +22,7 @@ from chat import shapes
 from chat.accounts import AccountCommands
 from chat.commands import Principal, Reply, command
 from chat.errors import NotFound, RateLimited, Unauthorized, ValidationFailed
-from chat.limits import AttemptLimiter
+from chat.limits import AttemptLimiter, Attempts
 from chat.models import User, iso
 from chat.store.accounts import DELETED_USERNAME
 from chat.store.messages import Message
@@ -82,7 +82,8 @@ class NotificationCommands(AccountCommands):
     """notifications.list, notifications.read; the notify hook; system notifications."""
 
     def init_notifications(self) -> None:
-        self.service_limiter = AttemptLimiter(
+        # Per key name; with --redis-url counted by every process (ChatService.share_limits).
+        self.service_limiter: Attempts = AttemptLimiter(
             self.settings.service_sends_per_key, self.settings.service_send_window_secs
         )
 
@@ -206,7 +207,7 @@ class NotificationCommands(AccountCommands):
         name = await self.store.notifications.key_named(key) if key else None
         if name is None:
             raise Unauthorized("Not a valid service key.")
-        wait = self.service_limiter.take_now(name)
+        wait = await self.service_limiter.take(name)
         if wait:
             raise RateLimited("Too many notifications from this service.", retry_after_secs=wait)
         data = require_object(data)

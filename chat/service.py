@@ -78,6 +78,7 @@ class ChatService(SelfServiceCommands):
             ("login_failures_by_account", "login.account"),
             ("login_failures_by_address", "login.address"),
             ("signups_by_address", "signup.address"),
+            ("service_limiter", "service.key"),
         ):
             alone = getattr(self, attr)
             assert isinstance(alone, AttemptLimiter)
