@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from chat import service_keys
 from chat.config import (
     DB_TIMEOUT_MS,
     DEFAULT_DB_NAME,
@@ -36,8 +37,11 @@ from chat.config import (
     MAX_UPLOAD_MB,
     METRICS_ADDRESS,
     MIN_SECRET_BYTES,
+    NOTIFICATION_TTL_DAYS,
     PRESENCE_GRACE_SECS,
     QUEUE_GRACE_SECS,
+    SERVICE_SEND_WINDOW_SECS,
+    SERVICE_SENDS_PER_KEY,
     SIGNUP_WINDOW_SECS,
     SIGNUPS_PER_ADDRESS,
     TYPING_BURST,
@@ -151,6 +155,7 @@ def log_gc_pauses() -> None:
 COMMANDS = {
     "serve": "run the server (the default: `chat-server --port 8888` is `serve`)",
     "admin": "grant or revoke a site role: admin grant USERNAME admin|moderator, admin revoke",
+    "service-key": "create NAME (prints the key once) | list | revoke NAME: keys of services",
 }
 
 
@@ -267,6 +272,12 @@ def parse_args(argv: Sequence[str] | None, prog: str = "chat-server") -> argpars
         ("--typing-per-sec", float, TYPING_PER_SEC, "N",
          "typing notifications per second one user may send, sustained"),
         ("--typing-burst", float, TYPING_BURST, "N", "... and at once"),
+        ("--service-sends-per-key", int, SERVICE_SENDS_PER_KEY, "N",
+         "system notifications per service key, earned back over --service-send-window"),
+        ("--service-send-window", float, SERVICE_SEND_WINDOW_SECS, "SECS",
+         "see the option above"),
+        ("--notification-ttl-days", float, NOTIFICATION_TTL_DAYS, "DAYS",
+         "a read notification is deleted this long after it was read"),
     )  # fmt: skip
     for name, kind, default, unit, meaning in limit_options:
         limits.add_argument(
@@ -407,7 +418,12 @@ async def serve(settings: Settings, ssl_context: ssl.SSLContext | None = None) -
     from handlers.proxy import ForwardedHTTPServer
     from handlers.socket import close_sockets
 
-    store = Store(settings.mongo_uri, settings.db_name, timeout_ms=settings.db_timeout_ms)
+    store = Store(
+        settings.mongo_uri,
+        settings.db_name,
+        timeout_ms=settings.db_timeout_ms,
+        notification_ttl_days=settings.notification_ttl_days,
+    )
     try:
         await store.ping()
         await store.ensure_indexes()
@@ -552,6 +568,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, rest = split_command(given)
     if command == "admin":
         return admin(rest)
+    key_action: tuple[str, str | None] | None = None
+    if command == "service-key":
+        action, name, rest = service_keys.split_action(rest)
+        key_action = (action, name)
     args = parse_args(rest, "chat-server" if rest == given else f"chat-server {command}")
     from handlers.logs import REDACT_SECRETS
 
@@ -619,8 +639,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         frame_burst=args.frame_burst,
         typing_per_sec=args.typing_per_sec,
         typing_burst=args.typing_burst,
+        service_sends_per_key=args.service_sends_per_key,
+        service_send_window_secs=args.service_send_window,
+        notification_ttl_days=args.notification_ttl_days,
     )
     try:
+        if key_action is not None:
+            return asyncio.run(service_keys.run(settings, *key_action))
         return asyncio.run(serve(settings, ssl_context))
     finally:
         if embedded is not None:

@@ -13,6 +13,7 @@ from chat.errors import Forbidden, NotFound, Unauthorized
 from chat.groups import GroupCommands
 from chat.messages import MessageCommands
 from chat.models import Session, iso
+from chat.notifications import NotificationCommands
 from chat.privacy import PrivacyCommands
 from chat.reactions import ReactionCommands
 from chat.realtime import RealtimeCommands
@@ -64,6 +65,7 @@ def session_view(session: Session, current_id: str) -> Reply:
 
 
 class SelfServiceCommands(
+    NotificationCommands,
     PrivacyCommands,
     RealtimeCommands,
     E2eCommands,

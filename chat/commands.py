@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -18,6 +18,7 @@ from chat.metrics import Metrics
 from chat.presence import Presence
 from chat.store import Store
 from chat.store.conversations import Conversation
+from chat.store.notifications import NewNotification
 from chat.validation import NO_FIELDS, Fields, Schema
 
 
@@ -164,6 +165,9 @@ class ServiceBase:
     async def is_blocked_between(self, a: str, b: str) -> bool:
         """True when either user blocked the other (the social graph overrides this)."""
         return False
+
+    async def notify(self, user_ids: Sequence[str], note: NewNotification) -> None:
+        """Give these users a notification (chat/notifications.py stores and publishes it)."""
 
     async def check_dm_open(self, user_id: str, other_id: str) -> None:
         """Raise when user_id may not start a DM with other_id (chat/privacy.py overrides)."""

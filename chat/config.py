@@ -54,6 +54,11 @@ LOG_FORMATS = ("text", "json")  # --log-format: text for people, json for log co
 # Where --metrics-port listens unless --metrics-address says otherwise: the metrics name the
 # deployment's traffic, which need not be public.
 METRICS_ADDRESS = "127.0.0.1"
+NOTIFICATION_TTL_DAYS = 90.0  # a read notification is kept this long after it is read
+# System notifications one service key may send, earned back over the window: a tournament
+# server announcing rounds stays far below; a runaway loop is stopped.
+SERVICE_SENDS_PER_KEY = 60
+SERVICE_SEND_WINDOW_SECS = 60.0
 MAX_UPLOAD_MB = 25  # an attachment's size at most (--max-upload-mb)
 # Uploads per user: this many at once, earned back over the window (a person sharing an
 # album of photos, not a script filling the database).
@@ -124,6 +129,9 @@ class Settings:
     frame_burst: float = FRAME_BURST
     typing_per_sec: float = TYPING_PER_SEC
     typing_burst: float = TYPING_BURST
+    notification_ttl_days: float = NOTIFICATION_TTL_DAYS
+    service_sends_per_key: int = SERVICE_SENDS_PER_KEY
+    service_send_window_secs: float = SERVICE_SEND_WINDOW_SECS
     # Origins allowed to open a WebSocket; empty means "same host as the request".
     allowed_origins: tuple[str, ...] = ()
     # Peers whose X-Forwarded-For / X-Real-IP / X-Forwarded-Proto are believed (reverse

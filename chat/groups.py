@@ -21,6 +21,7 @@ from chat.errors import (
 from chat.events import Event
 from chat.models import User, utcnow
 from chat.store.conversations import Conversation, Member, Role
+from chat.store.notifications import NewNotification
 from chat.validation import (
     GROUP_NAME,
     ID,
@@ -105,6 +106,7 @@ class GroupCommands(ConversationCommands):
         members = [now_member(me, "owner", now)] + [now_member(u, "member", now) for u in others]
         conv = await self.store.conversations.create_group(name, members, encrypted=encrypted)
         self.publish(conv.member_ids, {"type": "group.created", "conversation": conv.shared_dict()})
+        await self._notify_added(principal, conv, [u.id for u in others])
         return {"conversation": await self.render(conv, principal.user_id)}
 
     @command("groups.get", takes=IN_GROUP, gives=shapes.CONVERSATION, errors=(403, 404))
@@ -215,6 +217,7 @@ class GroupCommands(ConversationCommands):
         await self.access_group(principal, conversation_id)  # before revealing anything else
         users = await self._users_for(principal, user_ids, "user_ids")
         now = utcnow()
+        added_ids: list[str] = []  # who this change added, for their notifications
 
         def decide(conv: Conversation) -> _GroupChange | None:
             self._require_admin(conv, principal.user_id, "add members")
@@ -231,6 +234,7 @@ class GroupCommands(ConversationCommands):
             old: Conversation, new: Conversation, change: _GroupChange
         ) -> list[tuple[list[str], Event]]:
             added = [m.user_id for m in new.members if old.member(m.user_id) is None]
+            added_ids[:] = added
             event = {
                 "type": "group.member_added",
                 "conversation": new.shared_dict(),
@@ -240,7 +244,13 @@ class GroupCommands(ConversationCommands):
             return [(new.member_ids, event)]
 
         conv = await self._change_group(principal, conversation_id, decide, events)
+        await self._notify_added(principal, conv, added_ids)
         return {"conversation": await self.render(conv, principal.user_id)}
+
+    async def _notify_added(self, principal: Principal, conv: Conversation, ids: list[str]) -> None:
+        """A group.added notification to each user just made a member."""
+        note = NewNotification("group.added", principal.user_id, conv.id, {"name": conv.name})
+        await self.notify(ids, note)
 
     @command(
         "groups.remove_member", takes=GROUP_MEMBER, gives=shapes.CONVERSATION, errors=(403, 404)

@@ -42,6 +42,7 @@ class ChatService(ModerationCommands):
         )
         service.init_realtime()
         service.init_files()
+        service.init_notifications()
         return service
 
     async def start_bus(self) -> None:
@@ -79,6 +80,7 @@ class ChatService(ModerationCommands):
             ("login_failures_by_account", "login.account"),
             ("login_failures_by_address", "login.address"),
             ("signups_by_address", "signup.address"),
+            ("service_limiter", "service.key"),
         ):
             alone = getattr(self, attr)
             assert isinstance(alone, AttemptLimiter)

@@ -25,6 +25,7 @@ from chat.errors import Blocked, Conflict, NotFound, ValidationFailed
 from chat.models import User, iso
 from chat.store import normalize_friend_code
 from chat.store.accounts import FRIEND_CODE_ALPHABET, FRIEND_CODE_LEN
+from chat.store.notifications import NewNotification
 from chat.store.social import FriendRequest
 from chat.validation import (
     ID,
@@ -218,6 +219,8 @@ class SocialCommands(ServiceBase):
             [friend] = self.with_presence([users[other]])
             self.publish([me], {"type": "friend.accepted", "request": view, "user": friend})
         other_id = b if actor_id == a else a
+        note = NewNotification("friend.accepted", actor_id, data={"request_id": request.id})
+        await self.notify([other_id], note)
         [friend] = self.with_presence([users[other_id]])
         return {"request": view, "user": friend}
 
@@ -369,6 +372,8 @@ class SocialCommands(ServiceBase):
             view = request_view(created, users, "pending")
             # The recipient, and the sender's other tabs (they list outgoing requests).
             self.publish([target.id, me], {"type": "friend.request", "request": view})
+            note = NewNotification("friend.request", me, data={"request_id": created.id})
+            await self.notify([target.id], note)
             return {"request": view}
         raise Conflict("The request changed concurrently; try again.", field=field)
 

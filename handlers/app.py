@@ -19,6 +19,7 @@ from handlers.logs import access_logger, install_log_redaction
 from handlers.openapi import ApiDocsHandler, OpenApiHandler
 from handlers.pages import IndexHandler, StaticHandler
 from handlers.socket import MAX_FRAME_BYTES, ChatSocket, Heartbeat, end_session_sockets
+from handlers.system import SystemNotificationsHandler
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,6 +35,8 @@ COMMAND_ROUTES: list[tuple[str, dict[str, str]]] = [
     (r"/api/account/sessions", {"get": "account.sessions"}),
     (r"/api/account/sessions/(?P<session_id>[^/]+)", {"delete": "account.sessions.revoke"}),
     (r"/api/presence/subscribe", {"post": "presence.subscribe"}),
+    (r"/api/notifications", {"get": "notifications.list"}),
+    (r"/api/notifications/read", {"post": "notifications.read"}),
     (r"/api/users", {"get": "users.search"}),
     (r"/api/users/by-code/(?P<code>[^/]+)", {"get": "users.by_code"}),
     (r"/api/friends", {"get": "friends.list"}),
@@ -110,6 +113,7 @@ def make_app(
     routes += [
         (r"/api/conversations/(?P<conversation_id>[^/]+)/export", ConversationExportHandler, deps),
         (r"/api/export", AllExportHandler, deps),
+        (r"/api/system/notifications", SystemNotificationsHandler, deps),
         (r"/api/uploads", UploadHandler, deps),
         (r"/api/files/(?P<file_id>[^/]+)", FileHandler, deps),
         (r"/api/files/(?P<file_id>[^/]+)/(?P<variant>thumbnail)", FileHandler, deps),

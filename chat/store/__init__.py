@@ -16,6 +16,7 @@ from chat.store.e2e import E2eStore
 from chat.store.files import FileStore
 from chat.store.lifecycle import LifecycleStore
 from chat.store.moderation import ModerationStore
+from chat.store.notifications import NotificationStore
 from chat.store.privacy import PrivacyStore
 from chat.store.reactions import ReactionStore
 from chat.store.replies import ReplyStore
@@ -27,7 +28,9 @@ __all__ = ["Store", "normalize_friend_code"]
 class Store:
     """One database client and a wrapper per collection family."""
 
-    def __init__(self, uri: str, db_name: str, *, timeout_ms: int) -> None:
+    def __init__(
+        self, uri: str, db_name: str, *, timeout_ms: int, notification_ttl_days: float = 90
+    ) -> None:
         self.client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
             uri,
             tz_aware=True,
@@ -57,6 +60,7 @@ class Store:
         self.e2e = E2eStore(self.db, self.in_flight)
         self.reactions = ReactionStore(self.db, self.in_flight)
         self.changes = ChangeStore(self.db, self.in_flight)
+        self.notifications = NotificationStore(self.db, self.in_flight, notification_ttl_days)
 
     async def ping(self) -> None:
         """Succeed if the database answers; DatabaseUnavailable otherwise."""
@@ -77,6 +81,7 @@ class Store:
             await self.moderation.ensure_indexes()
             await self.e2e.ensure_indexes()
             await self.changes.ensure_indexes()
+            await self.notifications.ensure_indexes()
 
     async def drop_database(self) -> None:
         """Remove all data of this database (tests)."""

@@ -13,6 +13,7 @@ import { reportMessage, setupAdmin } from './views/admin.js';
 import { setupAuth } from './views/auth.js';
 import { setupChat } from './views/chat.js';
 import { setupGroups } from './views/groups.js';
+import { setupNotifications } from './views/notifications.js';
 import { setupPrivacy } from './views/privacy.js';
 import { Reactions } from './views/reactions.js';
 import { setupSettings } from './views/settings.js';
@@ -64,6 +65,7 @@ $('open-account').addEventListener('click', () => {
 });
 const notifier = new Notifier({ store, actions, openConversation });
 const admin = setupAdmin({ api, store });
+const notifications = setupNotifications({ api, openConversation });
 
 function route() {
   if (!store.me) return;
@@ -124,11 +126,13 @@ function startSession(user) {
       store.emit('me');
       // A new queue may have missed events: read the state again (never silently stale).
       if (!resumed) Promise.all([actions.resync(), reactions.catchUp()]).then(route);
+      if (!resumed) notifications.load();
     },
     onEvent: (event) => {
       actions.handleEvent(event);
       privacy.onEvent(event);
       notifier.onEvent(event);
+      notifications.onEvent(event);
     },
     onStatus: (state) => {
       store.transport = state;
@@ -167,6 +171,7 @@ function endSession(message = '') {
   privacy.reset();
   notifier.reset();
   reactions.forget();
+  notifications.reset();
   chat.reset();
   sidebar.reset();
   actions.reset();
