@@ -33,6 +33,9 @@ setup(
         "dev": [
             "pytest>=8",
             "pytest-asyncio>=0.24",
+            # ./test.sh runs the suite on two workers: most tests wait on sockets, processes
+            # and timers, so one process leaves the second core mostly idle.
+            "pytest-xdist==3.8.0",
             "mypy>=1.10",
             "ruff>=0.6",
             # Drives Debian's chromium (no browser download): the browser tests.

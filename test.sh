@@ -50,7 +50,14 @@ echo "== ruff" && .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy" && .venv/bin/mypy
 echo "== pytest"
 status=0
-.venv/bin/pytest "$@" || status=$?
+# The whole suite runs on CHAT_TEST_WORKERS processes (default 2, one per core; each starts its
+# own database): files are dealt out whole, so a file's tests share a worker. With arguments
+# (a file, -k, -m fuzz) it runs in this one process, unless they say -n themselves.
+workers=()
+if [ "$#" = 0 ] && [ "${CHAT_TEST_WORKERS:-2}" != 0 ]; then
+  workers=(-n "${CHAT_TEST_WORKERS:-2}" --dist loadfile)
+fi
+.venv/bin/pytest "${workers[@]}" "$@" || status=$?
 if [ "$status" = 5 ]; then
   echo "error: pytest collected no tests" >&2
   exit 1
