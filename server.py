@@ -41,6 +41,7 @@ from chat.config import (
     TYPING_PER_SEC,
     UPLOAD_WINDOW_SECS,
     UPLOADS_PER_USER,
+    VAPID_SUBJECT,
     Settings,
     parse_networks,
     redact_url,
@@ -48,6 +49,7 @@ from chat.config import (
 from chat.dbserver import DatabaseStartError, EmbeddedDatabase, make_private_dir, plan_embedded
 from chat.errors import DatabaseUnavailable
 from chat.logs import make_formatter
+from chat.push import load_or_create_vapid_key, vapid_from
 
 log = logging.getLogger("chat.server")
 
@@ -190,6 +192,20 @@ def parse_args(argv: Sequence[str] | None, prog: str = "chat-server") -> argpars
         default=os.environ.get("CHAT_SECRET"),
         help=f"key that signs session tokens, at least {MIN_SECRET_BYTES} bytes (env CHAT_SECRET). "
         "Without it one is generated and kept in the data dir so tokens survive restarts.",
+    )
+    push = parser.add_argument_group("Web Push (see docs/protocol.md)")
+    push.add_argument(
+        "--vapid-private-key",
+        default=os.environ.get("CHAT_VAPID_PRIVATE_KEY"),
+        help="the VAPID private key pushes are signed with, PEM or base64url (env "
+        "CHAT_VAPID_PRIVATE_KEY). Without it one is generated and kept in the data dir "
+        "(vapid-private-key.pem) so browsers' subscriptions survive restarts.",
+    )
+    push.add_argument(
+        "--vapid-subject",
+        default=os.environ.get("CHAT_VAPID_SUBJECT", VAPID_SUBJECT),
+        help="a mailto: or https: URL push services may contact about this server (env "
+        "CHAT_VAPID_SUBJECT, default %(default)s)",
     )
     parser.add_argument(
         "--allowed-origin",
@@ -482,6 +498,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(secret.encode()) < MIN_SECRET_BYTES:
         print(f"error: the secret must be at least {MIN_SECRET_BYTES} bytes long", file=sys.stderr)
         return 2
+    vapid_key = args.vapid_private_key or load_or_create_vapid_key(data_dir)
+    try:
+        vapid_from(vapid_key)
+    except ValueError as exc:  # not a P-256 key in any form py_vapid reads
+        print(f"error: --vapid-private-key is not a VAPID private key: {exc}", file=sys.stderr)
+        return 2
     embedded: EmbeddedDatabase | None = None
     uri = args.mongo_uri
     if not uri:
@@ -532,6 +554,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         frame_burst=args.frame_burst,
         typing_per_sec=args.typing_per_sec,
         typing_burst=args.typing_burst,
+        vapid_private_key=vapid_key,
+        vapid_subject=args.vapid_subject,
     )
     try:
         return asyncio.run(serve(settings, ssl_context))

@@ -286,9 +286,13 @@ class MessageCommands(FileCommands):
                 event: Event = {"type": "message.new", "message": stored.to_dict()}
                 self.sequencer.resolve(line, slot, (member_ids, event))
             await self.sequencer.published(slot)
+            self.message_published(stored, member_ids)
             if stored.attachments:
                 await self.attachments_stored(stored)
             return stored
+
+    def message_published(self, message: Message, member_ids: frozenset[str]) -> None:
+        """Hook: a new message reached its members' queues (chat/push.py pushes DMs)."""
 
     async def _reallocate(
         self, line: Line, message: Message

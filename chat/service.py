@@ -6,12 +6,12 @@ import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from chat.account import SelfServiceCommands
 from chat.auth import PasswordHasher, TokenCodec
 from chat.broker import GAP, Handler
 from chat.commands import Command, Principal, Reply
 from chat.config import Settings, redact_url
 from chat.limits import AttemptLimiter
+from chat.push import PushCommands
 from chat.store import Store
 
 if TYPE_CHECKING:
@@ -26,9 +26,10 @@ class BusUnavailable(Exception):
     """The configured Redis could not be reached at start-up."""
 
 
-class ChatService(SelfServiceCommands):
+class ChatService(PushCommands):
     """The core: validate, check access, store, then publish. Its commands come from one mixin
-    per domain; SelfServiceCommands (chat/account.py) stands on all of them."""
+    per domain; SelfServiceCommands (chat/account.py) stands on all of them, PushCommands
+    (chat/push.py) on that."""
 
     @classmethod
     def build(cls, settings: Settings, store: Store) -> ChatService:
@@ -41,6 +42,7 @@ class ChatService(SelfServiceCommands):
         )
         service.init_realtime()
         service.init_files()
+        service.init_push()
         return service
 
     async def start_bus(self) -> None:
@@ -99,5 +101,6 @@ class ChatService(SelfServiceCommands):
         """Stop background work; the store is closed by its owner."""
         await self.close_sends()
         await self.close_files()
+        await self.close_push()
         await self.close_realtime()
         await self.bus.close()

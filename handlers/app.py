@@ -18,6 +18,7 @@ from handlers.headers import ResponseHeaders
 from handlers.logs import access_logger, install_log_redaction
 from handlers.openapi import ApiDocsHandler, OpenApiHandler
 from handlers.pages import IndexHandler, StaticHandler
+from handlers.push import ServiceWorkerHandler
 from handlers.socket import MAX_FRAME_BYTES, ChatSocket, Heartbeat, end_session_sockets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,6 +65,8 @@ COMMAND_ROUTES: list[tuple[str, dict[str, str]]] = [
         r"/api/groups/(?P<conversation_id>[^/]+)/members/(?P<user_id>[^/]+)",
         {"delete": "groups.remove_member", "patch": "groups.set_role"},
     ),
+    (r"/api/push/vapid-public-key", {"get": "push.vapid_public_key"}),
+    (r"/api/push/subscriptions", {"post": "push.subscribe", "delete": "push.unsubscribe"}),
 ]
 
 
@@ -91,6 +94,7 @@ def make_app(
         (r"/api/openapi.json", OpenApiHandler, deps),
         (r"/api/docs", ApiDocsHandler, deps),
         (r"/api/.*", ApiNotFoundHandler, deps),
+        (r"/sw.js", ServiceWorkerHandler),
         (r"/", IndexHandler, {"max_upload_bytes": service.settings.max_upload_bytes}),
     ]
     return tornado.web.Application(

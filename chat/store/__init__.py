@@ -14,6 +14,7 @@ from chat.store.conversations import ConversationStore
 from chat.store.files import FileStore
 from chat.store.lifecycle import LifecycleStore
 from chat.store.privacy import PrivacyStore
+from chat.store.push import PushStore
 from chat.store.social import SocialStore
 
 __all__ = ["Store", "normalize_friend_code"]
@@ -47,6 +48,7 @@ class Store:
         self.privacy = PrivacyStore(self.db, self.in_flight)
         self.files = FileStore(self.db, self.in_flight)
         self.lifecycle = LifecycleStore(self.db, self.in_flight)
+        self.push = PushStore(self.db, self.in_flight)
 
     async def ping(self) -> None:
         """Succeed if the database answers; DatabaseUnavailable otherwise."""
@@ -64,6 +66,7 @@ class Store:
             await self.privacy.ensure_indexes()
             await self.activity.ensure_indexes()
             await self.files.ensure_indexes()
+            await self.push.ensure_indexes()
 
     async def drop_database(self) -> None:
         """Remove all data of this database (tests)."""
