@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 
+from chat.push import load_or_create_vapid_key, public_key_b64, vapid_from
 from tests.client import ApiClient, WsClient
 from tests.conftest import RunningServer, ServerFactory
 from tests.push_service import BrowserKeys, PushService, check_vapid
@@ -165,3 +168,14 @@ async def test_invalid_subscriptions_are_refused(
 ) -> None:
     bob, _ = await signed_in(server, "bob")
     assert (await bob.post("/api/push/subscriptions", body)).status == 400
+
+
+def test_the_vapid_key_is_made_once_in_the_data_dir(tmp_path: Path) -> None:
+    pem = load_or_create_vapid_key(tmp_path)
+    path = tmp_path / "vapid-private-key.pem"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert load_or_create_vapid_key(tmp_path) == pem  # a restart keeps the subscriptions
+    key = public_key_b64(vapid_from(pem))
+    raw = vapid_from(pem).private_key.private_numbers().private_value.to_bytes(32, "big")
+    as_b64 = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    assert public_key_b64(vapid_from(as_b64)) == key  # --vapid-private-key in base64url
