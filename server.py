@@ -202,6 +202,12 @@ def parse_args(argv: Sequence[str] | None, prog: str = "chat-server") -> argpars
         "(vapid-private-key.pem) so browsers' subscriptions survive restarts.",
     )
     push.add_argument(
+        "--push-private-endpoints",
+        action="store_true",
+        help="accept push subscriptions whose endpoint is on loopback or a private network "
+        "(a push service of your own there); off, the server never POSTs inside it",
+    )
+    push.add_argument(
         "--vapid-subject",
         default=os.environ.get("CHAT_VAPID_SUBJECT", VAPID_SUBJECT),
         help="a mailto: or https: URL push services may contact about this server (env "
@@ -556,6 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         typing_burst=args.typing_burst,
         vapid_private_key=vapid_key,
         vapid_subject=args.vapid_subject,
+        push_private_endpoints=args.push_private_endpoints,
     )
     try:
         return asyncio.run(serve(settings, ssl_context))

@@ -142,6 +142,9 @@ class Settings:
     vapid_private_key: str | None = None
     vapid_subject: str = VAPID_SUBJECT
     push_retry_first_secs: float = PUSH_RETRY_FIRST_SECS
+    # Subscriptions whose endpoint is on loopback or a private network (a push service of
+    # one's own there; the tests'): off, a client cannot aim the server's POSTs inside.
+    push_private_endpoints: bool = False
 
     @property
     def tls(self) -> bool:

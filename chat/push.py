@@ -17,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import ipaddress
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -48,7 +50,10 @@ PUSH_TTL_SECS = 3600  # the push service may hold a push this long for an offlin
 PUSH_TIMEOUT_SECS = 10.0
 PREVIEW_CHARS = 120  # of a message's text in a notification
 ENDPOINT_MAX = 2048
-KEY_MAX = 256
+# A browser's keys, base64url: a 65-byte uncompressed P-256 point (its first byte 4, so "B")
+# and a 16-byte auth secret, with or without padding.
+P256DH_RE = re.compile(r"B[A-Za-z0-9_-]{86}=?")
+AUTH_RE = re.compile(r"[A-Za-z0-9_-]{22}(==)?")
 GONE = (404, 410)  # the push service no longer knows the subscription
 
 
@@ -89,33 +94,46 @@ def public_key_b64(vapid: Vapid02) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def _b64url_bytes(value: str, field: str) -> bytes:
+def _b64url_bytes(value: str, field: str, pattern: re.Pattern[str]) -> bytes:
+    """The bytes of a base64url key of the shape `pattern` says (the OpenAPI document's)."""
+    if not pattern.fullmatch(value):
+        raise ValidationFailed(f"{field} is not a key of the right size.", field=field)
+    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+
+
+def private_host(host: str) -> bool:
+    """Whether the host is this machine or a private network's, by its name or IP literal: a
+    server must not be made to POST into its own network by a subscription (a name that
+    resolves there is not caught: a firewall rule for the push threads' egress is)."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
+        return True
     try:
-        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    except ValueError as exc:
-        raise ValidationFailed(f"{field} must be base64url.", field=field) from exc
+        return not ipaddress.ip_address(host).is_global
+    except ValueError:
+        return False  # a name
 
 
-def check_subscription(data: Any) -> tuple[str, str, str]:
+def check_subscription(data: Any, *, allow_private: bool = False) -> tuple[str, str, str]:
     """(endpoint, p256dh, auth) of a PushSubscription's JSON, or ValidationFailed: an http(s)
-    URL, a P-256 public point (65 bytes) and a 16-byte auth secret."""
+    URL (not of a private host unless allowed), a P-256 public point (65 bytes) and a 16-byte
+    auth secret."""
     data = require_object(data)
     endpoint = require_str(data, "endpoint")
     parts = urlsplit(endpoint)
     if len(endpoint) > ENDPOINT_MAX or parts.scheme not in ("https", "http") or not parts.hostname:
         raise ValidationFailed("endpoint must be an http(s) URL.", field="endpoint")
+    if not allow_private and private_host(parts.hostname):
+        raise ValidationFailed("endpoint must be a public push service.", field="endpoint")
     keys = data.get("keys")
     if not isinstance(keys, dict):
         raise ValidationFailed("keys must be an object with p256dh and auth.", field="keys")
     p256dh = get_str(keys, "p256dh") or ""
     auth = get_str(keys, "auth") or ""
-    if len(p256dh) > KEY_MAX or len(auth) > KEY_MAX:
-        raise ValidationFailed("keys are too long.", field="keys")
-    point = _b64url_bytes(p256dh, "p256dh")
+    point = _b64url_bytes(p256dh, "p256dh", P256DH_RE)
     if len(point) != 65 or point[0] != 4:
         raise ValidationFailed("p256dh must be an uncompressed P-256 point.", field="p256dh")
-    if len(_b64url_bytes(auth, "auth")) != 16:
-        raise ValidationFailed("auth must be 16 bytes.", field="auth")
+    _b64url_bytes(auth, "auth", AUTH_RE)
     return endpoint, p256dh, auth
 
 
@@ -210,8 +228,13 @@ class PushService:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-SUBSCRIPTION = {"type": "string", "maxLength": ENDPOINT_MAX}
-KEYS = shapes.obj({"p256dh": {"type": "string"}, "auth": {"type": "string"}})
+ENDPOINT = {"type": "string", "maxLength": ENDPOINT_MAX, "pattern": "^https?://[^/?#]"}
+KEYS = shapes.obj(
+    {
+        "p256dh": {"type": "string", "pattern": f"^{P256DH_RE.pattern}$"},
+        "auth": {"type": "string", "pattern": f"^{AUTH_RE.pattern}$"},
+    }
+)
 
 
 class PushCommands(SelfServiceCommands):
@@ -242,25 +265,28 @@ class PushCommands(SelfServiceCommands):
     @command(
         "push.subscribe",
         status=201,
-        takes=Fields({"endpoint": SUBSCRIPTION, "keys": KEYS}, ("endpoint", "keys")),
+        takes=Fields({"endpoint": ENDPOINT, "keys": KEYS}, ("endpoint", "keys")),
         gives=shapes.EMPTY,
     )
     async def subscribe_push(self, principal: Principal, data: Any) -> Reply:
         """Store a browser's PushSubscription for this session (replacing the endpoint's
         earlier one); it is deleted when the session ends."""
-        endpoint, p256dh, auth = check_subscription(data)
+        allow = self.settings.push_private_endpoints
+        endpoint, p256dh, auth = check_subscription(data, allow_private=allow)
         sub = Subscription(endpoint, principal.user_id, principal.session_id, p256dh, auth)
         await self.store.push.save(sub, utcnow())
         return {}
 
     @command(
         "push.unsubscribe",
-        takes=Fields({"endpoint": SUBSCRIPTION}),
+        takes=Fields({"endpoint": {"type": "string", "maxLength": ENDPOINT_MAX}}),
         gives=shapes.reply(deleted={"type": "integer", "minimum": 0}),
     )
     async def unsubscribe_push(self, principal: Principal, data: Any) -> Reply:
         """Delete this session's subscription at `endpoint`, or all of them without one."""
         endpoint = get_str(require_object(data), "endpoint", required=False)
+        if endpoint is not None and len(endpoint) > ENDPOINT_MAX:
+            raise ValidationFailed("endpoint is too long.", field="endpoint")
         deleted = await self.store.push.delete_session(principal.session_id, endpoint)
         return {"deleted": deleted}
 

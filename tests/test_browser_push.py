@@ -24,7 +24,7 @@ import pytest
 from playwright.async_api import Browser, Page, Worker, expect
 
 from tests.browser_helpers import bubble, close_all, launch, new_person, sign_up, token_of
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, ServerFactory
 from tests.push_service import BrowserKeys, PushService
 
 
@@ -32,6 +32,12 @@ from tests.push_service import BrowserKeys, PushService
 async def browser() -> AsyncIterator[Browser]:
     async with launch() as b:
         yield b
+
+
+@pytest.fixture
+async def server(make_server: ServerFactory) -> RunningServer:
+    """The tests' push service is on loopback."""
+    return await make_server(push_private_endpoints=True)
 
 
 @pytest.fixture

@@ -18,6 +18,12 @@ from tests.push_service import BrowserKeys, PushService, check_vapid
 
 
 @pytest.fixture
+async def server(make_server: ServerFactory) -> RunningServer:
+    """The tests' push service is on loopback."""
+    return await make_server(push_private_endpoints=True)
+
+
+@pytest.fixture
 def push_service() -> Iterator[PushService]:
     service = PushService()
     service.start()
@@ -114,7 +120,7 @@ async def test_410_deletes_the_subscription(
 async def test_500_is_retried_with_back_off(
     make_server: ServerFactory, push_service: PushService
 ) -> None:
-    server = await make_server(push_retry_first_secs=0.05)
+    server = await make_server(push_retry_first_secs=0.05, push_private_endpoints=True)
     alice, _ = await signed_in(server, "alice")
     bob, bob_id = await signed_in(server, "bob")
     keys = await subscribe(bob, push_service, "bob")
@@ -161,11 +167,16 @@ async def test_group_messages_are_not_pushed(
         {"endpoint": "ftp://x/y", "keys": {"p256dh": "x", "auth": "y"}},
         {"endpoint": "https://push.example/1"},
         {"endpoint": "https://push.example/1", "keys": {"p256dh": "AAAA", "auth": "AAAA"}},
+        {"endpoint": "http://127.0.0.1:1/x", "keys": BrowserKeys.generate().public()},
+        {"endpoint": "https://10.1.2.3/x", "keys": BrowserKeys.generate().public()},
+        {"endpoint": "https://[::1]/x", "keys": BrowserKeys.generate().public()},
+        {"endpoint": "https://db.internal/x", "keys": BrowserKeys.generate().public()},
     ],
 )
 async def test_invalid_subscriptions_are_refused(
-    server: RunningServer, body: dict[str, Any]
+    make_server: ServerFactory, body: dict[str, Any]
 ) -> None:
+    server = await make_server()  # private endpoints refused, as by default
     bob, _ = await signed_in(server, "bob")
     assert (await bob.post("/api/push/subscriptions", body)).status == 400
 
