@@ -48,6 +48,7 @@ from chat.config import (
     TYPING_PER_SEC,
     UPLOAD_WINDOW_SECS,
     UPLOADS_PER_USER,
+    VAPID_SUBJECT,
     Settings,
     parse_networks,
     redact_url,
@@ -55,6 +56,7 @@ from chat.config import (
 from chat.dbserver import DatabaseStartError, EmbeddedDatabase, make_private_dir, plan_embedded
 from chat.errors import DatabaseUnavailable
 from chat.logs import make_formatter
+from chat.push import load_or_create_vapid_key, vapid_from
 
 log = logging.getLogger("chat.server")
 
@@ -206,6 +208,26 @@ def parse_args(argv: Sequence[str] | None, prog: str = "chat-server") -> argpars
         default=os.environ.get("CHAT_SECRET"),
         help=f"key that signs session tokens, at least {MIN_SECRET_BYTES} bytes (env CHAT_SECRET). "
         "Without it one is generated and kept in the data dir so tokens survive restarts.",
+    )
+    push = parser.add_argument_group("Web Push (see docs/protocol.md)")
+    push.add_argument(
+        "--vapid-private-key",
+        default=os.environ.get("CHAT_VAPID_PRIVATE_KEY"),
+        help="the VAPID private key pushes are signed with, PEM or base64url (env "
+        "CHAT_VAPID_PRIVATE_KEY). Without it one is generated and kept in the data dir "
+        "(vapid-private-key.pem) so browsers' subscriptions survive restarts.",
+    )
+    push.add_argument(
+        "--push-private-endpoints",
+        action="store_true",
+        help="accept push subscriptions whose endpoint is on loopback or a private network "
+        "(a push service of your own there); off, the server never POSTs inside it",
+    )
+    push.add_argument(
+        "--vapid-subject",
+        default=os.environ.get("CHAT_VAPID_SUBJECT", VAPID_SUBJECT),
+        help="a mailto: or https: URL push services may contact about this server (env "
+        "CHAT_VAPID_SUBJECT, default %(default)s)",
     )
     parser.add_argument(
         "--allowed-origin",
@@ -592,6 +614,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(secret.encode()) < MIN_SECRET_BYTES:
         print(f"error: the secret must be at least {MIN_SECRET_BYTES} bytes long", file=sys.stderr)
         return 2
+    vapid_key = args.vapid_private_key or load_or_create_vapid_key(data_dir)
+    try:
+        vapid_from(vapid_key)
+    except ValueError as exc:  # not a P-256 key in any form py_vapid reads
+        print(f"error: --vapid-private-key is not a VAPID private key: {exc}", file=sys.stderr)
+        return 2
     opened = open_database(args.mongo_uri, data_dir)
     if opened is None:
         return 1
@@ -642,6 +670,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         service_sends_per_key=args.service_sends_per_key,
         service_send_window_secs=args.service_send_window,
         notification_ttl_days=args.notification_ttl_days,
+        vapid_private_key=vapid_key,
+        vapid_subject=args.vapid_subject,
+        push_private_endpoints=args.push_private_endpoints,
     )
     try:
         if key_action is not None:

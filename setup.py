@@ -25,6 +25,10 @@ setup(
         # EXIF/GPS and comments, and get a thumbnail; Pillow is the maintained decoder for
         # PNG, JPEG, WebP and GIF (animation included) and ships wheels with those codecs.
         "Pillow>=10.4,<13",
+        # Web Push (chat/push.py): pywebpush encrypts payloads (RFC 8291, via http-ece) and
+        # signs VAPID tokens (RFC 8292, via py-vapid), both on cryptography; pinned, as its
+        # 2.x releases changed its signature before. It also pulls in requests and aiohttp.
+        "pywebpush==2.0.3",
     ],
     extras_require={
         # The embedded default database. GPL-2.0: we start it as a separate

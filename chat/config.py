@@ -71,6 +71,9 @@ FRAME_BURST = 60.0
 TYPING_PER_SEC = 2.0
 TYPING_BURST = 10.0
 UPLOAD_WINDOW_SECS = 600.0
+# Who runs this server, in each VAPID token (RFC 8292): push services write here about abuse.
+VAPID_SUBJECT = "mailto:admin@localhost"
+PUSH_RETRY_FIRST_SECS = 1.0  # a failed push is retried after this, then twice as long...
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -148,6 +151,14 @@ class Settings:
     # GET /metrics (Prometheus) on a port of its own; None: not served at all.
     metrics_port: int | None = None
     metrics_address: str = METRICS_ADDRESS
+    # Web Push (chat/push.py): the VAPID private key (PEM or base64url); None: a key made at
+    # start-up and lost at exit (server.py passes the data dir's, or --vapid-private-key).
+    vapid_private_key: str | None = None
+    vapid_subject: str = VAPID_SUBJECT
+    push_retry_first_secs: float = PUSH_RETRY_FIRST_SECS
+    # Subscriptions whose endpoint is on loopback or a private network (a push service of
+    # one's own there; the tests'): off, a client cannot aim the server's POSTs inside.
+    push_private_endpoints: bool = False
 
     @property
     def tls(self) -> bool:

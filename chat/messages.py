@@ -317,11 +317,15 @@ class MessageCommands(ReplyCommands, MentionCommands):
                 event: Event = {"type": "message.new", "message": stored.to_dict()}
                 self.sequencer.resolve(line, slot, (member_ids, event))
             await self.sequencer.published(slot)
+            self.message_published(stored, member_ids)
             if stored.attachments:
                 await self.attachments_stored(stored)
             if stored.mentions:
                 await self.notify_mentions(stored)
             return stored
+
+    def message_published(self, message: Message, member_ids: frozenset[str]) -> None:
+        """Hook: a new message reached its members' queues (chat/push.py pushes DMs)."""
 
     async def _reallocate(
         self, line: Line, message: Message

@@ -12,6 +12,7 @@ from chat.commands import Command, Principal, Reply
 from chat.config import Settings, redact_url
 from chat.limits import AttemptLimiter
 from chat.moderation import ModerationCommands
+from chat.push import PushCommands
 from chat.realtime import PRESENCE_SUBSCRIBE
 from chat.store import Store
 
@@ -27,9 +28,10 @@ class BusUnavailable(Exception):
     """The configured Redis could not be reached at start-up."""
 
 
-class ChatService(ModerationCommands):
+class ChatService(ModerationCommands, PushCommands):
     """The core: validate, check access, store, then publish. Its commands come from one mixin
-    per domain; ModerationCommands (chat/moderation.py) stands on all of them."""
+    per domain; ModerationCommands (chat/moderation.py) and PushCommands (chat/push.py)
+    stand on all of them."""
 
     @classmethod
     def build(cls, settings: Settings, store: Store) -> ChatService:
@@ -43,6 +45,7 @@ class ChatService(ModerationCommands):
         service.init_realtime()
         service.init_files()
         service.init_notifications()
+        service.init_push()
         return service
 
     async def start_bus(self) -> None:
@@ -111,5 +114,6 @@ class ChatService(ModerationCommands):
         """Stop background work; the store is closed by its owner."""
         await self.close_sends()
         await self.close_files()
+        await self.close_push()
         await self.close_realtime()
         await self.bus.close()

@@ -18,6 +18,7 @@ from handlers.headers import ResponseHeaders
 from handlers.logs import access_logger, install_log_redaction
 from handlers.openapi import ApiDocsHandler, OpenApiHandler
 from handlers.pages import IndexHandler, StaticHandler
+from handlers.push import ServiceWorkerHandler
 from handlers.socket import MAX_FRAME_BYTES, ChatSocket, Heartbeat, end_session_sockets
 from handlers.system import SystemNotificationsHandler
 
@@ -92,6 +93,8 @@ COMMAND_ROUTES: list[tuple[str, dict[str, str]]] = [
     (r"/api/keys/devices/(?P<device_id>[^/]+)/one-time-prekeys", {"post": "keys.prekeys.add"}),
     (r"/api/keys/users/(?P<user_id>[^/]+)", {"get": "keys.user"}),
     (r"/api/keys/claim", {"post": "keys.claim"}),
+    (r"/api/push/vapid-public-key", {"get": "push.vapid_public_key"}),
+    (r"/api/push/subscriptions", {"post": "push.subscribe", "delete": "push.unsubscribe"}),
 ]
 
 
@@ -120,6 +123,7 @@ def make_app(
         (r"/api/openapi.json", OpenApiHandler, deps),
         (r"/api/docs", ApiDocsHandler, deps),
         (r"/api/.*", ApiNotFoundHandler, deps),
+        (r"/sw.js", ServiceWorkerHandler),
         (r"/", IndexHandler, {"max_upload_bytes": service.settings.max_upload_bytes}),
     ]
     return tornado.web.Application(

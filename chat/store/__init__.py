@@ -18,6 +18,7 @@ from chat.store.lifecycle import LifecycleStore
 from chat.store.moderation import ModerationStore
 from chat.store.notifications import NotificationStore
 from chat.store.privacy import PrivacyStore
+from chat.store.push import PushStore
 from chat.store.reactions import ReactionStore
 from chat.store.replies import ReplyStore
 from chat.store.social import SocialStore
@@ -61,6 +62,7 @@ class Store:
         self.reactions = ReactionStore(self.db, self.in_flight)
         self.changes = ChangeStore(self.db, self.in_flight)
         self.notifications = NotificationStore(self.db, self.in_flight, notification_ttl_days)
+        self.push = PushStore(self.db, self.in_flight)
 
     async def ping(self) -> None:
         """Succeed if the database answers; DatabaseUnavailable otherwise."""
@@ -82,6 +84,7 @@ class Store:
             await self.e2e.ensure_indexes()
             await self.changes.ensure_indexes()
             await self.notifications.ensure_indexes()
+            await self.push.ensure_indexes()
 
     async def drop_database(self) -> None:
         """Remove all data of this database (tests)."""

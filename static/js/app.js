@@ -3,6 +3,7 @@
 import { Actions } from './actions.js';
 import { Api } from './api.js';
 import { Notifier } from './notify.js';
+import { WebPush } from './push.js';
 import { $, confirmAction, connectionBanner, toast } from './dom.js';
 import { Realtime } from './realtime.js';
 import { Store } from './store.js';
@@ -57,7 +58,8 @@ const chat = setupChat({
   reportMessage: (conversationId, m) => reportMessage(api, conversationId, m),
 });
 const privacy = setupPrivacy({ api, store, actions, openConversation });
-const settings = setupSettings({ privacy });
+const webPush = new WebPush({ api, openConversation });
+const settings = setupSettings({ privacy, webPush });
 const account = setupAccount({ api, onDeleted: () => endSession('Your account was deleted.') });
 $('open-account').addEventListener('click', () => {
   settings.close();
@@ -118,6 +120,7 @@ function startSession(user) {
   $('boot').hidden = true;
   auth.hide();
   $('main-view').hidden = false;
+  webPush.resume();
   realtime = new Realtime({
     api,
     forceLongPoll,
@@ -218,6 +221,8 @@ $('logout').addEventListener('click', async (event) => {
     // Signed out here anyway; the token is dropped from this browser.
     if (err.status !== 401) toast(`Sign-out could not reach the server: ${err.message}`, 'error');
   } finally {
+    webPush.signedOut().catch(() => {}); // the server deleted this session's subscription
+
     button.disabled = false;
   }
   endSession();

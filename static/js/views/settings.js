@@ -28,7 +28,7 @@ const PERMISSION_TEXT = {
   unsupported: 'This browser cannot show notifications.',
 };
 
-export function setupSettings({ privacy }) {
+export function setupSettings({ privacy, webPush }) {
   const dialog = $('settings-dialog');
   const desktop = $('setting-desktop');
   const sound = $('setting-sound');
@@ -47,6 +47,7 @@ export function setupSettings({ privacy }) {
     const theme = savedTheme();
     for (const radio of dialog.querySelectorAll('input[name="theme"]')) radio.checked = radio.value === theme;
     showPermission();
+    $('setting-push').checked = webPush.wanted;
     setFieldError(policy, '');
     policy.disabled = true;
     dialog.showModal();
@@ -60,6 +61,7 @@ export function setupSettings({ privacy }) {
     policy.disabled = false;
   }
 
+  setupPushSetting(webPush);
   $('open-settings').addEventListener('click', open);
   $('settings-close').addEventListener('click', () => dialog.close());
   desktop.addEventListener('change', () => saveNotifyPrefs({ desktop: desktop.checked }));
@@ -105,4 +107,24 @@ export function setupSettings({ privacy }) {
       if (dialog.open) dialog.close();
     },
   };
+}
+
+/** The push switch (static/js/push.js): on asks permission and subscribes, off unsubscribes. */
+function setupPushSetting(webPush) {
+  const box = $('setting-push');
+  const status = $('push-status');
+  box.addEventListener('change', async () => {
+    box.disabled = true;
+    status.textContent = '';
+    try {
+      if (box.checked) await webPush.enable();
+      else await webPush.disable();
+      status.textContent = box.checked ? 'Push notifications are on for this browser.' : '';
+    } catch (err) {
+      box.checked = webPush.wanted;
+      status.textContent = `Push notifications: ${err.message}`;
+    } finally {
+      box.disabled = false;
+    }
+  });
 }
