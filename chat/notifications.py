@@ -105,6 +105,10 @@ class NotificationCommands(AccountCommands):
             shown = self._shown(item, actor)
             event = {"type": "notification.new", "notification": shown}
             self.publish([item.user_id], {**event, "unread_count": counts[item.user_id]})
+        self.notified([item.user_id for item in stored], note, actor)
+
+    def notified(self, user_ids: Sequence[str], note: NewNotification, actor: Reply | None) -> None:
+        """Stored and published for these users: where a push goes out (chat/push.py)."""
 
     async def notify_mentions(self, message: Message) -> None:
         """A mention notification to each member the message names (one insert for all)."""

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,6 +38,7 @@ from chat.errors import ChatError, ValidationFailed
 from chat.models import utcnow
 from chat.store import Store
 from chat.store.messages import Message
+from chat.store.notifications import NewNotification
 from chat.store.push import Subscription
 from chat.validation import Fields, get_str, require_object, require_str
 
@@ -237,6 +239,24 @@ KEYS = shapes.obj(
 )
 
 
+def push_payload(note: NewNotification, actor: Reply | None) -> dict[str, Any] | None:
+    """What a notification's push shows, or None for the kinds that are not pushed."""
+    who = actor["username"] if actor else "Someone"
+    data = note.data
+    if note.kind == "mention":
+        title, body = f"{who} mentioned you", str(data.get("excerpt", ""))
+    elif note.kind == "invitation":
+        title, body = f"{who} invites you", str(data.get("game", ""))
+    elif note.kind == "system":
+        title, body = str(data.get("title", "")), str(data.get("body", ""))
+    else:
+        return None
+    payload: dict[str, Any] = {"type": note.kind, "title": title, "body": body[:PREVIEW_CHARS]}
+    if note.conversation_id is not None:
+        payload["conversation_id"] = note.conversation_id
+    return payload
+
+
 class PushCommands(SelfServiceCommands):
     """push.vapid_public_key, push.subscribe, push.unsubscribe; a DM's message.new pushed to
     its offline recipients. Above every domain: a session's end reaches its subscriptions."""
@@ -329,6 +349,16 @@ class PushCommands(SelfServiceCommands):
             text = message.body or ("(attachment)" if message.attachments else "")
             payload["body"] = text[:PREVIEW_CHARS]
         for uid in user_ids:
+            self.push.offer(uid, payload)
+
+    def notified(self, user_ids: Sequence[str], note: NewNotification, actor: Reply | None) -> None:
+        """A mention, an invitation or a system notification reaches the users with no tab
+        open as a push too (PROTOCOL.md section 10); the other kinds wait in the list."""
+        super().notified(user_ids, note, actor)
+        payload = push_payload(note, actor)
+        if payload is None:
+            return
+        for uid in self.offline(set(user_ids)):
             self.push.offer(uid, payload)
 
     async def close_push(self) -> None:

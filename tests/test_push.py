@@ -190,3 +190,25 @@ def test_the_vapid_key_is_made_once_in_the_data_dir(tmp_path: Path) -> None:
     raw = vapid_from(pem).private_key.private_numbers().private_value.to_bytes(32, "big")
     as_b64 = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
     assert public_key_b64(vapid_from(as_b64)) == key  # --vapid-private-key in base64url
+
+
+async def test_a_mention_is_pushed_and_a_friend_request_is_not(
+    server: RunningServer, push_service: PushService
+) -> None:
+    alice, _ = await signed_in(server, "alice")
+    bob, bob_id = await signed_in(server, "bob")
+    keys = await subscribe(bob, push_service, "bob")
+    friend = await alice.post("/api/friends/requests", {"user_id": bob_id})
+    assert friend.status == 201, friend.body
+    group = await alice.post("/api/groups", {"name": "g", "member_ids": [bob_id]})
+    assert group.status == 201, group.body
+    conversation_id = group.body["conversation"]["id"]
+    await send(alice, conversation_id, "lunch, @bob?")
+    [push] = await push_service.wait_for("bob")
+    payload = keys.decrypt(push.body)
+    assert payload["type"] == "mention"
+    assert payload["title"] == "alice mentioned you"
+    assert payload["body"] == "lunch, @bob?"
+    assert payload["conversation_id"] == conversation_id
+    await asyncio.sleep(0.3)  # nothing else comes: neither the request nor being added
+    assert len(push_service.received["bob"]) == 1
