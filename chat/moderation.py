@@ -29,6 +29,7 @@ from chat.validation import (
     ID,
     LIMIT,
     Fields,
+    check_id,
     get_limit,
     get_str,
     one_of,
@@ -476,6 +477,8 @@ class ModerationCommands(SelfServiceCommands):
         data = require_object(data)
         await self._staff(principal)
         before = get_str(data, "before", required=False)
+        if before is not None:
+            check_id(before, "before")
         entries, has_more = await self.store.moderation.audit_page(before, get_limit(data))
         ids = {e["actor_id"] for e in entries} | {e["target_id"] for e in entries}
         return {"entries": entries, "users": await self._names(ids), "has_more": has_more}
