@@ -76,6 +76,12 @@ async def kill_cycles(
     counts = []
     for _ in range(cycles):
         before = acknowledged()
+        # Traffic first (after a restart the clients take a moment to find the database
+        # again, longer on a busy machine), then the pause: every kill lands mid-traffic.
+        for _ in range(600):
+            if acknowledged() > before:
+                break
+            await asyncio.sleep(0.05)
         await asyncio.sleep(rng.uniform(*pause))
         pid = db.pid
         assert pid is not None
