@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, ParamSpec, TypeVar
 
 from bson import ObjectId
@@ -76,6 +77,7 @@ class InFlight:
         self.count = 0
         self.failed = 0
         self._idle: asyncio.Event | None = None  # created in the loop, on first wait
+        self.pacer = BulkPacer()  # uploads' chunks give way to messages
 
     def failures(self) -> int:
         """Operations that failed on the database's side (unreachable, timed out, or refused
@@ -112,6 +114,63 @@ class InFlight:
             await asyncio.sleep(0)  # let whoever was woken start its next operation
             if not self.count:
                 return True
+
+
+class BulkPacer:
+    """Bulk writes (the chunks of uploads) step aside for interactive ones (messages).
+
+    On a database with a core or two, a chunk insert holds it for milliseconds, and uploads
+    at full speed take every core: a message then waits behind chunks, and its latency
+    grows several times over (bench.uploads). So while messages are being written (one in
+    the last ACTIVE_SECS), a chunk insert does not start while a message insert is in flight,
+    and the chunks take at most SHARE of the time: after a chunk that took t, the next waits
+    t * (1 - SHARE) / SHARE. Bulk writes are never held longer than MAX_WAIT_SECS each, so an
+    upload slows down under chat traffic but always ends. With no messages, nothing waits.
+    Callers serialize their bulk writes (the chunk lane), so the share is the whole store's."""
+
+    SHARE = 0.25
+    ACTIVE_SECS = 1.0
+    MAX_WAIT_SECS = 0.5
+
+    def __init__(self) -> None:
+        self._writing = 0  # message inserts in flight
+        self._last_write = -math.inf  # when the last one ended
+        self._next_bulk = 0.0  # when the next bulk write may start, while messages flow
+        self._quiet: asyncio.Event | None = None  # set when no message insert is in flight
+
+    @contextlib.contextmanager
+    def interactive(self) -> Iterator[None]:
+        """Around an interactive write."""
+        self._writing += 1
+        try:
+            yield
+        finally:
+            self._writing -= 1
+            self._last_write = time.monotonic()
+            if not self._writing and self._quiet is not None:
+                self._quiet.set()
+
+    def _active(self, now: float) -> bool:
+        return self._writing > 0 or now - self._last_write < self.ACTIVE_SECS
+
+    @contextlib.asynccontextmanager
+    async def bulk(self) -> AsyncIterator[None]:
+        """Around a bulk write: waits for its turn while messages flow."""
+        now = time.monotonic()
+        if self._active(now):
+            deadline = now + self.MAX_WAIT_SECS
+            if self._next_bulk > now:
+                await asyncio.sleep(min(self._next_bulk, deadline) - now)
+            while self._writing and (remaining := deadline - time.monotonic()) > 0:
+                self._quiet = asyncio.Event()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._quiet.wait(), remaining)
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            ended = time.monotonic()
+            self._next_bulk = ended + (ended - started) * (1 - self.SHARE) / self.SHARE
 
 
 class Collections:

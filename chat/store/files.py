@@ -142,7 +142,7 @@ class FileWriter:
             await self._insert(chunk)
 
     async def _insert(self, chunk: bytes) -> None:
-        async with self._lane:
+        async with self._lane, self._in_flight.pacer.bulk():
             with self._in_flight.operation(), db_errors():
                 await self._chunks.insert_one(
                     {"files_id": self._oid, "n": self._count, "data": chunk}

@@ -205,7 +205,8 @@ class MessageStore(Collections):
         docs = [message_doc(m) for m in messages]
         outcomes: list[InsertOutcome] = [(m, True) for m in messages]
         try:
-            await self._messages.insert_many(docs, ordered=False)
+            with self.in_flight.pacer.interactive():
+                await self._messages.insert_many(docs, ordered=False)
         except BulkWriteError as exc:
             details = exc.details or {}
             if details.get("writeConcernErrors"):  # written, but not yet as durable as asked
