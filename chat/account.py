@@ -10,6 +10,7 @@ from chat.accounts import AccountCommands
 from chat.commands import Principal, Reply, command
 from chat.errors import Forbidden, NotFound, Unauthorized
 from chat.groups import GroupCommands
+from chat.invitations import InvitationCommands
 from chat.lifecycle import LifecycleCommands
 from chat.messages import MessageCommands
 from chat.models import Session, iso
@@ -65,6 +66,7 @@ def session_view(session: Session, current_id: str) -> Reply:
 class SelfServiceCommands(
     PrivacyCommands,
     RealtimeCommands,
+    InvitationCommands,
     LifecycleCommands,
     MessageCommands,
     GroupCommands,

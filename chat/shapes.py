@@ -115,6 +115,21 @@ COMPONENTS: dict[str, Schema] = {
                 },
             ),
             "mentions": list_of(ID),
+            "kind": {"type": "string", "enum": ["invitation"]},
+            "invitation": obj(
+                {
+                    "id": ID,
+                    "game": {"type": "string"},
+                    "from": ID,
+                    "status": {
+                        "type": "string",
+                        "enum": ["pending", "accepted", "declined", "cancelled", "expired"],
+                    },
+                    "expires_at": TIME,
+                    "data": {"type": "object"},
+                },
+                {"to": ID, "match_id": {"type": "string"}, "answered_by": ID, "answered_at": TIME},
+            ),
         },
     ),
     "Member": obj(

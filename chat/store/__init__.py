@@ -12,6 +12,7 @@ from chat.store.activity import ActivityStore
 from chat.store.base import BULK_TIMEOUT_SECS, InFlight, db_errors
 from chat.store.conversations import ConversationStore
 from chat.store.files import FileStore
+from chat.store.invitations import InvitationStore
 from chat.store.lifecycle import LifecycleStore
 from chat.store.privacy import PrivacyStore
 from chat.store.replies import ReplyStore
@@ -48,6 +49,7 @@ class Store:
         self.privacy = PrivacyStore(self.db, self.in_flight)
         self.files = FileStore(self.db, self.in_flight)
         self.lifecycle = LifecycleStore(self.db, self.in_flight)
+        self.invitations = InvitationStore(self.db, self.in_flight)
         self.replies = ReplyStore(self.db, self.in_flight)
 
     async def ping(self) -> None:

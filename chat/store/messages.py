@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pymongo
@@ -67,6 +67,10 @@ class Message:
     # deleted: true; None for a message that replies to none.
     reply_to: dict[str, Any] | None = dataclasses.field(default=None, hash=False)
     mentions: tuple[str, ...] = ()  # ids of the group members named by @username
+    # A message of another kind than text ("invitation": chat/invitations.py), with what that
+    # kind stores (its expires_at a datetime); None for an ordinary message.
+    kind: str | None = None
+    invitation: dict[str, Any] | None = dataclasses.field(default=None, hash=False)
 
     @property
     def deleted(self) -> bool:
@@ -97,7 +101,26 @@ class Message:
             shown["reply_to"] = dict(self.reply_to)
         if self.mentions:
             shown["mentions"] = list(self.mentions)
+        if self.kind is not None:
+            shown["kind"] = self.kind
+        if self.invitation is not None:
+            shown["invitation"] = invitation_view(self.invitation)
         return shown
+
+
+def invitation_view(stored: dict[str, Any]) -> dict[str, Any]:
+    """The invitation as shown: a pending one whose time is up reads as expired, whether or
+    not the expiry was written yet (chat/invitations.py)."""
+    shown = dict(stored)
+    expires_at = stored["expires_at"]
+    if expires_at.tzinfo is None:  # as read back from the database
+        expires_at = expires_at.replace(tzinfo=UTC)
+    if shown["status"] == "pending" and expires_at <= utcnow():
+        shown["status"] = "expired"
+    for field in ("expires_at", "answered_at"):
+        if isinstance(shown.get(field), datetime):
+            shown[field] = iso(shown[field])
+    return shown
 
 
 def message_doc(message: Message) -> dict[str, Any]:
@@ -116,6 +139,10 @@ def message_doc(message: Message) -> dict[str, Any]:
         doc["reply_to"] = {k: message.reply_to[k] for k in REPLY_REF_FIELDS}
     if message.mentions:
         doc["mentions"] = list(message.mentions)
+    if message.kind is not None:
+        doc["kind"] = message.kind
+    if message.invitation is not None:
+        doc["invitation"] = dict(message.invitation)
     return doc
 
 
@@ -134,6 +161,8 @@ def message_from_doc(doc: dict[str, Any]) -> Message:
         deleted_by=doc.get("deleted_by"),
         reply_to=doc.get("reply_to"),
         mentions=tuple(doc.get("mentions") or ()),
+        kind=doc.get("kind"),
+        invitation=doc.get("invitation"),
     )
 
 
