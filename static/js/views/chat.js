@@ -10,6 +10,7 @@ import { checkBody } from '../validation.js';
 import { setupEmojiPicker } from './emoji.js';
 import { setupComposerFiles, setupViewer } from './files.js';
 import { confirmDelete, editedMarker, messageEditor, messageMenu, tombstoneBubble } from './lifecycle.js';
+import { invitationCard, invitationSignature, setupInviteAction } from './invitations.js';
 import { mentionsMe, setupMentions } from './mentions.js';
 import { highlightMessage, loadAround, quoteSignature, replyQuote, setupReplyBar } from './replies.js';
 
@@ -190,7 +191,7 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
     if (item.kind !== 'msg') return `${item.kind}|${item.label}`;
     const { m } = item;
     const fileIds = (m.attachments || []).map((a) => a.id);
-    const life = [m.edited_at, m.deleted, item.key === editingKey, quoteSignature(m, store.timeline(current))];
+    const life = [m.edited_at, m.deleted, item.key === editingKey, quoteSignature(m, store.timeline(current)), invitationSignature(m)];
     return JSON.stringify([m.id, m.body, fileIds, item.state, item.delivery, item.label, item.showSender, item.groupStart, store.nameOf(item.sender), life]);
   }
 
@@ -256,6 +257,7 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
   function messageContent(item, conv) {
     const { m, state, mine } = item;
     if (m.deleted) return [tombstoneBubble()];
+    if (m.invitation) return [invitationCard({ m, me: store.me?.id, conv, nameOf: (id) => store.nameOf(id), onAnswer: (id, verb) => actions.answerInvitation(id, verb) })];
     const editing = item.key === editingKey;
     const stored = state === 'sent' && m.id;
     // A group's owner and admins may delete anyone's message (not edit it).
@@ -513,6 +515,7 @@ export function setupChat({ store, actions, openGroupPanel, closeConversation })
   // notice saying so.
   const notice = h('div', { class: 'composer-notice', id: 'composer-notice', hidden: true, attrs: { role: 'status' } });
   $('composer').before(notice);
+  setupInviteAction({ actions, store });
 
   function renderComposer() {
     const partner = store.partnerOf(store.conversations.get(current));
