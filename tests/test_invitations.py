@@ -59,6 +59,7 @@ async def test_accept_reaches_both_and_a_later_answer_conflicts(
     assert page["messages"][-1]["invitation"] == done["invitation"]
     listed = (await bob.call("conversations.list")).expect()["conversations"]
     assert listed[0]["last_message"]["body"] == "Invitation: chess"
+    assert listed[0]["last_message"]["invitation"] == done["invitation"]
     # A message without kind is exactly as before.
     assert "kind" not in page["messages"][0] and "invitation" not in page["messages"][0]
 
@@ -106,6 +107,8 @@ async def test_expiry_is_shown_and_published(server: RunningServer) -> None:
     assert got[1]["message"]["invitation"]["status"] == "expired"
     (await answer(bob, "accept", inv["id"])).fails(409, "conflict")
     assert (await history(alice, cid))["messages"][0]["invitation"]["status"] == "expired"
+    exported = await alice.api.get(f"/api/conversations/{cid}/export")
+    assert exported.body["conversations"][0]["messages"][0]["invitation"]["status"] == "expired"
 
 
 async def test_twenty_concurrent_answers_one_wins_for_everyone(server: RunningServer) -> None:
