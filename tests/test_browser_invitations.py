@@ -19,6 +19,7 @@ from tests.browser_helpers import (
     wait_live,
 )
 from tests.conftest import RunningServer
+from tests.test_browser_a11y import AXE, Audit
 from tests.test_browser_settings import RECORDER, expect_notes, stranger
 
 
@@ -42,6 +43,17 @@ async def test_an_invitation_accepted_in_one_browser_changes_in_the_other(
     await expect(mine).to_contain_text("left")
     await expect(mine.get_by_role("button", name="Cancel the invitation to chess")).to_be_visible()
     await expect(theirs).to_contain_text("alice invited you to chess")
+    # axe finds nothing serious on the cards, nor on the dialog (light and dark).
+    audit = Audit(bob.page)
+    await bob.page.evaluate(AXE.read_text())  # evaluate is not held to the page's CSP
+    await audit.check("a pending invitation")
+    await bob.page.get_by_role("button", name="Invite to a game").click()
+    await audit.check("the invitation dialog")
+    await (
+        bob.page.get_by_role("dialog", name="Invite to a game")
+        .get_by_role("button", name="Cancel")
+        .click()
+    )
     await theirs.get_by_role("button", name="Accept the invitation to chess").click()
     await expect(theirs).to_have_attribute("data-status", "accepted")
     await expect(mine).to_have_attribute("data-status", "accepted")
