@@ -233,6 +233,16 @@ class InvitationCommands(LifecycleCommands, MessageCommands):
         if conv is not None:
             await self._settle(conv, invitation_id, "expired", {})
 
+    async def close_sends(self) -> None:
+        """Shutting down: the expiry timers stop too (the invitations still read as expired
+        once their time is up)."""
+        for timer in self._expiry_timers.values():
+            timer.cancel()
+        self._expiry_timers.clear()
+        for task in list(self._expiring):
+            task.cancel()
+        await super().close_sends()
+
     async def notify_invitation(self, message: Message, kind: str) -> None:
         """Hook for the notification centre: kind "invitation" when one is sent (for the
         invited), "invitation.answered" when it is accepted or declined (for the inviter).
