@@ -11,6 +11,7 @@ from chat.commands import Principal, Reply, command
 from chat.e2e import E2eCommands
 from chat.errors import Forbidden, NotFound, Unauthorized
 from chat.groups import GroupCommands
+from chat.invitations import InvitationCommands
 from chat.messages import MessageCommands
 from chat.models import Session, iso
 from chat.notifications import NotificationCommands
@@ -70,6 +71,7 @@ class SelfServiceCommands(
     RealtimeCommands,
     E2eCommands,
     ReactionCommands,
+    InvitationCommands,
     MessageCommands,
     GroupCommands,
     SocialCommands,

@@ -154,11 +154,14 @@ class MessageCommands(ReplyCommands, MentionCommands):
         gives=shapes.reply(message=shapes.ref("Message")),
         errors=(403, 404, 409),
     )
-    async def send_message(self, principal: Principal, data: Any) -> Reply:
+    async def send_message(
+        self, principal: Principal, data: Any, extra: dict[str, Any] | None = None
+    ) -> Reply:
         """Store the message at the conversation's next seq, publish message.new to every
         member in seq order, then reply; a retried client_msg_id returns the stored message.
         A reply (reply_to) costs one read more (chat/replies.py); a group message naming
-        members stores their ids as mentions (chat/mentions.py)."""
+        members stores their ids as mentions (chat/mentions.py). extra: Message fields of
+        another kind of message (chat/invitations.py), sent the same way."""
         data = require_object(data)
         conversation_id = require_id(data, "conversation_id")
         file_ids = get_id_list(data, "attachments", max_items=MAX_ATTACHMENTS)
@@ -205,6 +208,8 @@ class MessageCommands(ReplyCommands, MentionCommands):
                         reply_to=reply_to, mentions=mentions,
                         sender_device=device, envelopes=envelopes,
                     )  # fmt: skip
+                    if extra:
+                        draft = dataclasses.replace(draft, **extra)
                     conv, slot, message = self._allocate(line, conv, draft)
                 # The storing goes on by itself: neither a timeout nor a closed connection
                 # abandons a write whose outcome is not known yet.

@@ -142,6 +142,21 @@ COMPONENTS: dict[str, Schema] = {
                     {"me": {"type": "boolean"}},
                 )
             ),
+            "kind": {"type": "string", "enum": ["invitation"]},
+            "invitation": obj(
+                {
+                    "id": ID,
+                    "game": {"type": "string"},
+                    "from": ID,
+                    "status": {
+                        "type": "string",
+                        "enum": ["pending", "accepted", "declined", "cancelled", "expired"],
+                    },
+                    "expires_at": TIME,
+                    "data": {"type": "object"},
+                },
+                {"to": ID, "match_id": {"type": "string"}, "answered_by": ID, "answered_at": TIME},
+            ),
         },
     ),
     "Envelope": obj(

@@ -65,6 +65,13 @@ COMMAND_ROUTES: list[tuple[str, dict[str, str]]] = [
     ),
     (r"/api/conversations/(?P<conversation_id>[^/]+)/changes", {"get": "messages.changes"}),
     (r"/api/conversations/(?P<conversation_id>[^/]+)/read", {"post": "conversations.read"}),
+    (
+        r"/api/conversations/(?P<conversation_id>[^/]+)/invitations",
+        {"post": "invitations.send"},
+    ),
+    (r"/api/invitations/(?P<invitation_id>[^/]+)/accept", {"post": "invitations.accept"}),
+    (r"/api/invitations/(?P<invitation_id>[^/]+)/decline", {"post": "invitations.decline"}),
+    (r"/api/invitations/(?P<invitation_id>[^/]+)/cancel", {"post": "invitations.cancel"}),
     (r"/api/conversations/(?P<conversation_id>[^/]+)/typing", {"post": "typing"}),
     (r"/api/conversations/(?P<conversation_id>[^/]+)/accept", {"post": "conversations.accept"}),
     (r"/api/groups", {"post": "groups.create"}),

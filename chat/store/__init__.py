@@ -14,6 +14,7 @@ from chat.store.changes import ChangeStore
 from chat.store.conversations import ConversationStore
 from chat.store.e2e import E2eStore
 from chat.store.files import FileStore
+from chat.store.invitations import InvitationStore
 from chat.store.lifecycle import LifecycleStore
 from chat.store.moderation import ModerationStore
 from chat.store.notifications import NotificationStore
@@ -56,6 +57,7 @@ class Store:
         self.privacy = PrivacyStore(self.db, self.in_flight)
         self.files = FileStore(self.db, self.in_flight)
         self.lifecycle = LifecycleStore(self.db, self.in_flight)
+        self.invitations = InvitationStore(self.db, self.in_flight)
         self.replies = ReplyStore(self.db, self.in_flight)
         self.moderation = ModerationStore(self.db, self.in_flight)
         self.e2e = E2eStore(self.db, self.in_flight)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pymongo
@@ -75,6 +75,10 @@ class Message:
     reactions: tuple[tuple[str, tuple[str, ...]], ...] = dataclasses.field(default=(), hash=False)
     change_seq: int = 0  # the number of its last change (chat/store/changes.py); 0: none
     change_type: str | None = None  # what that change was: edited, deleted, reactions
+    # A message of another kind than text ("invitation": chat/invitations.py), with what that
+    # kind stores (its expires_at a datetime); None for an ordinary message.
+    kind: str | None = None
+    invitation: dict[str, Any] | None = dataclasses.field(default=None, hash=False)
 
     @property
     def deleted(self) -> bool:
@@ -110,6 +114,10 @@ class Message:
             shown["sender_device_id"] = self.sender_device
         if self.reactions:
             shown["reactions"] = reactions_view(self.reactions)
+        if self.kind is not None:
+            shown["kind"] = self.kind
+        if self.invitation is not None:
+            shown["invitation"] = invitation_view(self.invitation)
         return shown
 
 
@@ -122,6 +130,21 @@ def reactions_view(reactions: tuple[tuple[str, tuple[str, ...]], ...]) -> list[d
         {"emoji": e, "count": len(users), "user_ids": list(users[:REACTION_USERS_SHOWN])}
         for e, users in reactions
     ]
+
+
+def invitation_view(stored: dict[str, Any]) -> dict[str, Any]:
+    """The invitation as shown: a pending one whose time is up reads as expired, whether or
+    not the expiry was written yet (chat/invitations.py)."""
+    shown = dict(stored)
+    expires_at = stored["expires_at"]
+    if expires_at.tzinfo is None:  # as read back from the database
+        expires_at = expires_at.replace(tzinfo=UTC)
+    if shown["status"] == "pending" and expires_at <= utcnow():
+        shown["status"] = "expired"
+    for field in ("expires_at", "answered_at"):
+        if isinstance(shown.get(field), datetime):
+            shown[field] = iso(shown[field])
+    return shown
 
 
 def message_doc(message: Message) -> dict[str, Any]:
@@ -143,6 +166,10 @@ def message_doc(message: Message) -> dict[str, Any]:
     if message.sender_device is not None:
         doc["sender_device"] = message.sender_device
         doc["envelopes"] = list(message.envelopes)
+    if message.kind is not None:
+        doc["kind"] = message.kind
+    if message.invitation is not None:
+        doc["invitation"] = dict(message.invitation)
     return doc
 
 
@@ -166,6 +193,8 @@ def message_from_doc(doc: dict[str, Any]) -> Message:
         reactions=tuple((r["e"], tuple(r["u"])) for r in doc.get("reactions") or () if r["u"]),
         change_seq=doc.get("change_seq", 0),
         change_type=doc.get("change_type"),
+        kind=doc.get("kind"),
+        invitation=doc.get("invitation"),
     )
 
 

@@ -490,6 +490,21 @@ export class Actions extends OutboxActions {
     return reply?.message || null;
   }
 
+  /** Invite the conversation to a game (views/invitations.js); the message, or null. */
+  async sendInvitation(conversationId, game, ttlSecs) {
+    const url = path`/api/conversations/${conversationId}/invitations`;
+    const reply = await this.guard(this.api.post(url, { game, ttl_secs: ttlSecs }), 'Could not send the invitation');
+    if (reply?.message) this.acceptMessage(reply.message);
+    return reply?.message || null;
+  }
+
+  /** Accept, decline or cancel an invitation; the message as changed, or null. */
+  async answerInvitation(invitationId, verb) {
+    const reply = await this.guard(this.api.post(path`/api/invitations/${invitationId}/${verb}`, {}), 'Could not answer the invitation');
+    if (reply?.message) this.acceptChange(reply.message);
+    return reply?.message || null;
+  }
+
   /** The user has this conversation in front of them. */
   isWatching(conversationId) {
     return this.store.activeId === conversationId && document.visibilityState === 'visible';
@@ -636,6 +651,7 @@ export class Actions extends OutboxActions {
       case 'message.updated':
       case 'message.deleted':
       case 'message.reactions':
+      case 'invitation.updated':
         if (event.message) this.acceptChange(event.message);
         break;
       case 'conversation.read': {

@@ -10,6 +10,7 @@ import { checkBody } from '../validation.js';
 import { setupEmojiPicker } from './emoji.js';
 import { setupComposerFiles, setupViewer } from './files.js';
 import { confirmDelete, editedMarker, messageEditor, messageMenu, tombstoneBubble } from './lifecycle.js';
+import { invitationCard, invitationSignature, setupInviteAction } from './invitations.js';
 import { mentionsMe, setupMentions } from './mentions.js';
 import { highlightMessage, loadAround, quoteSignature, replyQuote, setupReplyBar } from './replies.js';
 import { setupSafety } from './safety.js';
@@ -196,7 +197,7 @@ export function setupChat({ store, actions, reactions, openGroupPanel, closeConv
     if (item.kind !== 'msg') return `${item.kind}|${item.label}`;
     const { m } = item;
     const fileIds = (m.attachments || []).map((a) => a.id);
-    const life = [m.edited_at, m.deleted, item.key === editingKey, quoteSignature(m, store.timeline(current)), m.reactions];
+    const life = [m.edited_at, m.deleted, item.key === editingKey, quoteSignature(m, store.timeline(current)), m.reactions, invitationSignature(m)];
     return JSON.stringify([m.id, m.body, fileIds, item.state, item.delivery, item.label, item.showSender, item.groupStart, store.nameOf(item.sender), life]);
   }
 
@@ -262,6 +263,7 @@ export function setupChat({ store, actions, reactions, openGroupPanel, closeConv
   function messageContent(item, conv) {
     const { m, state, mine } = item;
     if (m.deleted) return [tombstoneBubble()];
+    if (m.invitation) return [invitationCard({ m, me: store.me?.id, conv, nameOf: (id) => store.nameOf(id), onAnswer: (id, verb) => actions.answerInvitation(id, verb) })];
     const editing = item.key === editingKey;
     const stored = state === 'sent' && m.id;
     // A group's owner and admins may delete anyone's message (not edit it).
@@ -524,6 +526,7 @@ export function setupChat({ store, actions, reactions, openGroupPanel, closeConv
   // notice saying so.
   const notice = h('div', { class: 'composer-notice', id: 'composer-notice', hidden: true, attrs: { role: 'status' } });
   $('composer').before(notice);
+  setupInviteAction({ actions, store });
 
   function renderComposer() {
     // No files in encrypted chats yet: the server would hold them in plaintext (docs/e2e.md).
