@@ -34,6 +34,7 @@ from chat.messages import MessageCommands
 from chat.models import utcnow
 from chat.store.conversations import Conversation
 from chat.store.messages import Message
+from chat.store.notifications import NewNotification
 from chat.validation import (
     CLIENT_MSG_ID,
     ID,
@@ -244,6 +245,24 @@ class InvitationCommands(LifecycleCommands, MessageCommands):
         await super().close_sends()
 
     async def notify_invitation(self, message: Message, kind: str) -> None:
-        """Hook for the notification centre: kind "invitation" when one is sent (for the
-        invited), "invitation.answered" when it is accepted or declined (for the inviter).
-        Nothing yet."""
+        """The notification centre's part (chat/notifications.py): "invitation" when one is
+        sent, for the invited (`to`, else every other member); "invitation.answered" when it
+        is accepted or declined, for the inviter."""
+        invitation = message.invitation or {}
+        inviter = invitation.get("from", message.sender_id)
+        if kind == "invitation":
+            actor = inviter
+            if invitation.get("to"):
+                user_ids = [invitation["to"]]
+            else:
+                conv = await self.store.conversations.get(message.conversation_id)
+                user_ids = [u for u in (conv.member_ids if conv else []) if u != inviter]
+        else:
+            actor, user_ids = invitation.get("answered_by"), [inviter]
+        data = {"message_id": message.id, "game": invitation.get("game", "")}
+        if kind != "invitation":
+            data["status"] = invitation.get("status", "")
+        note = NewNotification(
+            kind, actor_id=actor, conversation_id=message.conversation_id, data=data
+        )
+        await self.notify(user_ids, note)

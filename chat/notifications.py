@@ -40,7 +40,15 @@ from chat.validation import (
     require_object,
 )
 
-KINDS = ("friend.request", "friend.accepted", "group.added", "mention", "system")
+KINDS = (
+    "friend.request",
+    "friend.accepted",
+    "group.added",
+    "mention",
+    "invitation",
+    "invitation.answered",
+    "system",
+)
 EXCERPT_CHARS = 140  # of a mentioning message, shown in the list
 TITLE_MAX = 200
 TEXT_MAX = 2000  # a system notification's body

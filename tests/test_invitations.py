@@ -157,3 +157,22 @@ async def test_blocks_removed_members_and_to_in_a_group(server: RunningServer) -
     assert (await answer(dan, "accept", open_one["id"])).expect()["message"]["invitation"][
         "status"
     ] == "accepted"
+
+
+async def test_an_invitation_and_its_answer_are_notifications(server: RunningServer) -> None:
+    alice = await join(server, "alice", "rest")
+    bob = await join(server, "bob", "rest")
+    cid = (await open_dm(alice, bob))["id"]
+    inv = (await invite(alice, cid, game="go")).expect(201)["message"]["invitation"]
+    [note] = (await bob.call("notifications.list")).expect()["notifications"]
+    assert (note["kind"], note["actor"]["id"], note["conversation_id"]) == (
+        "invitation",
+        alice.id,
+        cid,
+    )
+    assert note["data"]["game"] == "go" and note["data"]["message_id"] == inv["id"]
+    assert (await alice.call("notifications.list")).expect()["notifications"] == []
+    (await answer(bob, "decline", inv["id"])).expect()
+    [answered] = (await alice.call("notifications.list")).expect()["notifications"]
+    assert (answered["kind"], answered["actor"]["id"]) == ("invitation.answered", bob.id)
+    assert answered["data"]["status"] == "declined"

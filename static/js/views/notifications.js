@@ -20,6 +20,10 @@ export function notificationText(n) {
       return `${who} added you to ${data.name ?? 'a group'}`;
     case 'mention':
       return data.excerpt ? `${who} mentioned you: ${data.excerpt}` : `${who} mentioned you`;
+    case 'invitation':
+      return `${who} invited you to ${data.game || 'a game'}`;
+    case 'invitation.answered':
+      return `${who} ${data.status === 'accepted' ? 'accepted' : 'declined'} your invitation to ${data.game || 'a game'}`;
     case 'system':
       return [data.title, data.body].filter(Boolean).join(': ');
     default:
