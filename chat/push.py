@@ -299,21 +299,29 @@ class PushCommands(SelfServiceCommands):
 
     @command(
         "push.unsubscribe",
-        takes=Fields({"endpoint": {"type": "string", "maxLength": ENDPOINT_MAX}}),
+        takes=Fields({"endpoint": {"type": "string", "minLength": 1, "maxLength": ENDPOINT_MAX}}),
         gives=shapes.reply(deleted={"type": "integer", "minimum": 0}),
     )
     async def unsubscribe_push(self, principal: Principal, data: Any) -> Reply:
         """Delete this session's subscription at `endpoint`, or all of them without one."""
         endpoint = get_str(require_object(data), "endpoint", required=False)
-        if endpoint is not None and len(endpoint) > ENDPOINT_MAX:
-            raise ValidationFailed("endpoint is too long.", field="endpoint")
+        # A query's control characters are turned into spaces and stripped before this (as
+        # Tornado reads arguments): what is left empty was no endpoint either.
+        if endpoint is not None and not 1 <= len(endpoint) <= ENDPOINT_MAX:
+            raise ValidationFailed(
+                f"endpoint must be 1-{ENDPOINT_MAX} characters.", field="endpoint"
+            )
         deleted = await self.store.push.delete_session(principal.session_id, endpoint)
         return {"deleted": deleted}
 
     async def session_ended(self, session_id: str, reason: str | None = None) -> None:
         """A session's end (logout, revocation, password change) deletes its subscriptions:
-        its browser is no longer signed in."""
+        its browser is no longer signed in. In the background: the logout's own reply must
+        not wait behind it (the session's socket closes right after session.ended)."""
         await super().session_ended(session_id, reason)
+        self.in_background(self._forget_subscriptions(session_id))
+
+    async def _forget_subscriptions(self, session_id: str) -> None:
         try:
             await self.store.push.delete_session(session_id)
         except ChatError as exc:

@@ -141,6 +141,10 @@ async def test_logout_and_unsubscribe_delete_the_subscription(
     query = urlencode({"endpoint": push_service.endpoint("one")})
     reply = await bob.delete(f"/api/push/subscriptions?{query}")
     assert reply.body == {"deleted": 1}
+    # An endpoint of control characters only (read as empty), or too long: a 400, not a no-op.
+    for bad in ("\b" * 2056, "x" * 2049):
+        reply = await bob.delete(f"/api/push/subscriptions?{urlencode({'endpoint': bad})}")
+        assert reply.status == 400 and reply.body["error"]["field"] == "endpoint", reply.body
     await subscribe(bob, push_service, "two")
     assert (await bob.post("/api/auth/logout")).status == 200
     await eventually_no_subscription(server)
