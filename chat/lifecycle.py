@@ -89,7 +89,13 @@ class LifecycleCommands(ChangeCommands, MentionCommands):
         conversation_id = require_id(data, "conversation_id")
         message_id = require_id(data, "message_id")
         me = principal.user_id
-        conv, message = await self._access_message(principal, conversation_id, message_id)
+        try:
+            conv, message = await self._access_message(principal, conversation_id, message_id)
+        except (NotFound, Forbidden):
+            found = await self._staff_access(principal, conversation_id, message_id)
+            if found is None:
+                raise
+            conv, message = found
         if not await self._may_delete(principal, conv, message):
             raise Forbidden("Only the author or a group owner or admin can delete this message.")
         if message.deleted:
@@ -135,6 +141,19 @@ class LifecycleCommands(ChangeCommands, MentionCommands):
         if message is None or message.seq > self._visible_seq(conv.id, max_seq):
             raise NotFound("No such message.")
         return conv, message
+
+    async def _staff_access(
+        self, principal: Principal, conversation_id: str, message_id: str
+    ) -> tuple[Conversation, Message] | None:
+        """A group's message for a site moderator who is not a member of the group (section
+        8: site moderators may delete any group message); None for anyone else."""
+        if not await self.is_site_moderator(principal):
+            return None
+        conv = await self.store.conversations.get(conversation_id)
+        if conv is None or conv.kind != "group":
+            return None
+        message = await self.store.lifecycle.get(conv.id, message_id)
+        return None if message is None else (conv, message)
 
     async def _may_delete(self, principal: Principal, conv: Conversation, message: Message) -> bool:
         """The author, a group's owner or admin, or a site moderator."""

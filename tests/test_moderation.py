@@ -308,6 +308,15 @@ async def test_a_site_moderator_deletes_any_group_message_and_it_is_logged(
     message = await send(bob, gid, "off topic")
     fields = {"conversation_id": gid, "message_id": message["id"]}
     (await moderator.call("messages.delete", **fields)).expect()
+    # In a group the moderator is not a member of too; a plain user outside it sees nothing.
+    outside = await owner.call("groups.create", name="elsewhere", member_ids=[bob.id])
+    other_gid = outside.expect(201)["conversation"]["id"]
+    spam = await send(bob, other_gid, "spam")
+    elsewhere = {"conversation_id": other_gid, "message_id": spam["id"]}
+    stranger = await join(server, "stranger")
+    (await stranger.call("messages.delete", **elsewhere)).fails(404)
+    tomb = (await moderator.call("messages.delete", **elsewhere)).expect()["message"]
+    assert tomb["deleted"] is True and tomb["deleted_by"] == moderator.id
     # Not in a DM: there a moderator is a member like any other.
     plain = await join(server, "plain")
     cid = (await open_dm(moderator, plain))["id"]
@@ -315,7 +324,10 @@ async def test_a_site_moderator_deletes_any_group_message_and_it_is_logged(
     (await moderator.call("messages.delete", conversation_id=cid, message_id=theirs["id"])).fails(
         403
     )
-    assert acts(await audit(moderator))[1:] == [("message.delete", message["id"], None)]
+    assert acts(await audit(moderator))[1:] == [
+        ("message.delete", message["id"], None),
+        ("message.delete", spam["id"], None),
+    ]
 
 
 # -- several processes --------------------------------------------------------------------
