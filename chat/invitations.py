@@ -81,7 +81,7 @@ class InvitationCommands(LifecycleCommands, MessageCommands):
                 "game": GAME,
                 "data": {"type": "object"},
                 "ttl_secs": integer(TTL_MIN_SECS, TTL_MAX_SECS),
-                "to": ID,
+                "to": shapes.nullable(ID),  # null as absent: any member may answer
                 "client_msg_id": CLIENT_MSG_ID,
             },
             ("conversation_id", "game"),

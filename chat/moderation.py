@@ -284,7 +284,9 @@ class ModerationCommands(SelfServiceCommands):
             {
                 "user_id": ID,
                 "reason": REASON,
-                "until": {**shapes.TIME, "description": "when it ends (default: when lifted)"},
+                "until": shapes.nullable(
+                    {**shapes.TIME, "description": "when it ends (absent or null: when lifted)"}
+                ),
             },
             ("user_id", "reason"),
         ),
