@@ -117,7 +117,7 @@ export function setupInviteAction({ actions, store }) {
   }
   const button = h('button', {
     type: 'button',
-    class: 'btn invite-open',
+    class: 'btn ghost small invite-open',
     id: 'invite-open',
     text: '🎲',
     title: 'Invite to a game',
@@ -131,5 +131,5 @@ export function setupInviteAction({ actions, store }) {
       },
     },
   });
-  $('composer-send').before(button);
+  $('chat-members').before(button); // in the header: the composer row is full on a phone
 }
