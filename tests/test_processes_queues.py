@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import tornado.httpclient
+import tornado.websocket
 
 from tests.client import ApiClient, WsClient
 from tests.test_processes import RedisServer, redis_server, redis_url
@@ -53,7 +54,10 @@ class Reader:
                 break
             self.take(frame["id"], frame["event"])
             if frame["id"] % 5 == 0:
-                await ws.send({"type": "ack", "last_event_id": frame["id"]})
+                try:
+                    await ws.send({"type": "ack", "last_event_id": frame["id"]})
+                except tornado.websocket.WebSocketClosedError as exc:  # closed since the event
+                    raise ConnectionError("closed while acknowledging") from exc
 
     async def poll_for(self, host: str, seconds: float) -> None:
         """Long-poll host for this long, resuming the queue (never a new one's hello)."""
