@@ -196,35 +196,30 @@ async def poll_through(front: Front) -> tuple[int, Sent, Sent]:
         sent.append((frame["data"]["message"]["seq"], f"b{n}"))
     got: list[tuple[int, str]] = []
     hellos = 0
-    for _ in range(2 * MESSAGES):  # polls of one queue, to whichever process nginx picks
-        if len(got) >= MESSAGES:
-            break
-        poll = await alice_api.get(
-            f"/api/events?timeout=2&queue_id={queue_id}&last_event_id={cursor}"
+
+    async def poll(timeout: int) -> None:
+        nonlocal queue_id, cursor, hellos
+        reply = await alice_api.get(
+            f"/api/events?timeout={timeout}&queue_id={queue_id}&last_event_id={cursor}"
         )
-        assert poll.status == 200, poll.body
-        for item in poll.body["events"]:
+        assert reply.status == 200, reply.body
+        for item in reply.body["events"]:
             event = item["event"]
             hellos += event["type"] == "hello"
             if event["type"] == "message.new":
                 got.append((event["message"]["seq"], event["message"]["body"]))
             cursor = item["id"]
-        queue_id = poll.body["queue_id"]
+        queue_id = reply.body["queue_id"]
+
+    for _ in range(2 * MESSAGES):  # polls of one queue, to whichever process nginx picks
+        if len(got) >= MESSAGES:
+            break
+        await poll(2)
     # A few more polls, each to whichever process nginx picks: whatever the timing (one poll
     # may have carried every message), the polls reached both processes, and none of them
     # brings an event again.
     for _ in range(4):
-        poll = await alice_api.get(
-            f"/api/events?timeout=0&queue_id={queue_id}&last_event_id={cursor}"
-        )
-        assert poll.status == 200, poll.body
-        for item in poll.body["events"]:
-            event = item["event"]
-            hellos += event["type"] == "hello"
-            if event["type"] == "message.new":
-                got.append((event["message"]["seq"], event["message"]["body"]))
-            cursor = item["id"]
-        queue_id = poll.body["queue_id"]
+        await poll(0)
     return hellos, got, sent
 
 
