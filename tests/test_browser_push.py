@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page, Worker, expect
+from playwright.async_api import Browser, Page, Route, Worker, expect
 
 from tests.browser_helpers import bubble, close_all, launch, new_person, sign_up, token_of
 from tests.conftest import RunningServer, ServerFactory
@@ -178,5 +178,33 @@ async def test_service_worker_setting_push_and_click(
             break
         await asyncio.sleep(0.1)
     assert await stored(server) == []
+    assert alice.errors == []
+    await close_all(alice)
+
+
+async def test_click_opens_a_conversation_the_tab_has_not_loaded(
+    browser: Browser, server: RunningServer
+) -> None:
+    """The push can be about a conversation that began after the tab loaded its list: the click
+    still opens it (the tab fetches the list again), it is not dropped as unknown."""
+    alice = await new_person(browser, server, "alice")
+    page = alice.page
+    worker = await worker_of(page)
+    token = await token_of(page)
+    alice_id = (await server.client(token).get("/api/me")).body["user"]["id"]
+    bob = server.client()
+    await bob.register("bob")
+
+    # The tab's list is slow to come: the click comes before the list has the new DM.
+    async def slow_list(route: Route) -> None:
+        await asyncio.sleep(1.5)
+        await route.continue_()
+
+    await page.route("**/api/conversations", slow_list)
+    dm = (await bob.post("/api/conversations/dm", {"user_id": alice_id})).body["conversation"]
+
+    await worker.evaluate(f"openConversation({json.dumps(dm['id'])})")
+    await expect(page).to_have_url(f"{server.base_url}/#c={dm['id']}")
+    await expect(page.locator("#chat-title")).to_have_text("bob")
     assert alice.errors == []
     await close_all(alice)

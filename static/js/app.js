@@ -33,7 +33,10 @@ let signingOut = false; // our own sign-out: the session.ended it causes is no n
 const conversationInHash = () => new URLSearchParams(location.hash.slice(1)).get('c');
 const wide = matchMedia('(min-width: 760px)'); // the two-pane layout (app.css)
 
-function openConversation(id) {
+async function openConversation(id) {
+  // A push or a notification can name a conversation begun since the list loaded: fetch the
+  // list first, or route() would drop the id as unknown.
+  if (store.conversationsLoaded && !store.conversations.has(id)) await actions.loadConversations();
   if (conversationInHash() === id) route();
   else location.hash = `c=${encodeURIComponent(id)}`;
 }
