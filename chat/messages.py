@@ -9,7 +9,7 @@ import contextlib
 import dataclasses
 import secrets
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bson import ObjectId
 
@@ -53,6 +53,9 @@ from chat.validation import (
     require_id,
     require_object,
 )
+
+if TYPE_CHECKING:
+    from chat.broker.redis_seqs import RedisSeqs  # only with Redis
 
 # Messages inserted by one database write at most (group commit): sends that arrive while a
 # write is in flight go together in the next one.
@@ -121,6 +124,8 @@ class MessageCommands(ReplyCommands, MentionCommands):
         # Sends being stored, by (sender, client_msg_id): a retry meanwhile awaits the same
         # outcome instead of storing again; and the tasks that store them.
         self._sends: dict[tuple[str, str], asyncio.Future[Message]] = {}
+        # Several processes: the seq counters in Redis (ChatService.share_limits).
+        self.shared_seqs: RedisSeqs | None = None
         self._storing: set[asyncio.Task[Message]] = set()
         self._closing = False
         self._writes: GroupCommit[Message, tuple[Message, bool]] = GroupCommit(
@@ -210,7 +215,7 @@ class MessageCommands(ReplyCommands, MentionCommands):
                     )  # fmt: skip
                     if extra:
                         draft = dataclasses.replace(draft, **extra)
-                    conv, slot, message = self._allocate(line, conv, draft)
+                    conv, slot, message = await self._allocate(line, conv, draft)
                 # The storing goes on by itself: neither a timeout nor a closed connection
                 # abandons a write whose outcome is not known yet.
                 recipients = self.sequencer.recipients(line, conv)
@@ -304,9 +309,11 @@ class MessageCommands(ReplyCommands, MentionCommands):
             except BaseException:
                 if current is not None:
                     self.sequencer.resolve(line, current, None)  # not stored: a gap in seq
+                    self.seq_unused(message)
                 raise
             if not ours:  # the key's message was stored by another send, which publishes it
                 self.sequencer.resolve(line, slot, None)
+                self.seq_unused(message)
                 return stored
             if message.reply_to is not None:  # stored by an earlier attempt: shown as sent
                 stored = dataclasses.replace(stored, reply_to=message.reply_to)
@@ -332,6 +339,12 @@ class MessageCommands(ReplyCommands, MentionCommands):
     def message_published(self, message: Message, member_ids: frozenset[str]) -> None:
         """Hook: a new message reached its members' queues (chat/push.py pushes DMs)."""
 
+    def seq_unused(self, message: Message) -> None:
+        """The message's seq holds nothing (a gap): other processes' later messages of the
+        conversation need not wait for it in Redis (chat/broker/redis_queues.py)."""
+        if self.shared_queues is not None:
+            self.shared_queues.skip(message.conversation_id, message.seq)
+
     async def _reallocate(
         self, line: Line, message: Message
     ) -> tuple[Slot, Message, frozenset[str]]:
@@ -347,7 +360,7 @@ class MessageCommands(ReplyCommands, MentionCommands):
             # The members as read now; the seq after every one taken here or there.
             conv = dataclasses.replace(fresh, last_seq=max(fresh.last_seq, latest, known))
             line.snapshot = None
-            conv, slot, message = self._allocate(line, conv, message)
+            conv, slot, message = await self._allocate(line, conv, message)
             return slot, message, self.sequencer.recipients(line, conv)
 
     async def close_sends(self) -> None:
@@ -374,12 +387,13 @@ class MessageCommands(ReplyCommands, MentionCommands):
             message = (await self.with_quotes([message]))[0]
         return {"message": self.present(message, user_id)}
 
-    def _allocate(
+    async def _allocate(
         self, line: Line, conv: Conversation, draft: Message
     ) -> tuple[Conversation, Slot, Message]:
         """Take the next seq after the last this process knows, in memory (holding the line's
-        lock): the conversation as of that seq, whose members are exactly those who get the
-        message, its slot in the line, and the message at that seq. The insert is the only
+        lock), or from the counter the processes share (chat/broker/redis_seqs.py): the
+        conversation as of that seq, whose members are exactly those who get the message, its
+        slot in the line, and the message at that seq. The insert is the only database
         write: the unique (conversation_id, seq) index refuses a seq another process took."""
         snapshot = line.snapshot
         current = conv
@@ -392,6 +406,8 @@ class MessageCommands(ReplyCommands, MentionCommands):
             line.snapshot = current
             raise Forbidden("You are no longer a member of this conversation.")
         seq = current.last_seq + 1
+        if self.shared_seqs is not None:
+            seq = await self.shared_seqs.take(current.id, current.last_seq) or seq
         current = dataclasses.replace(current, last_seq=seq, last_activity_at=draft.created_at)
         line.snapshot = current
         slot = self.sequencer.reserve(line, seq)

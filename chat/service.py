@@ -78,6 +78,7 @@ class ChatService(ModerationCommands, PushCommands):
     def share_limits(self, redis: Redis) -> None:
         """Count the sign-in, sign-up and typing limits with every process, in Redis."""
         from chat.broker.redis_limits import RedisAttempts, RedisTypingThrottle
+        from chat.broker.redis_seqs import RedisSeqs
 
         for attr, name in (
             ("login_failures_by_account", "login.account"),
@@ -91,6 +92,7 @@ class ChatService(ModerationCommands, PushCommands):
         self.typing_throttle = RedisTypingThrottle(
             redis, self.settings.typing_per_sec, self.settings.typing_burst
         )
+        self.shared_seqs = RedisSeqs(redis)  # and the conversations' seqs
 
     def heard_message(self, message: dict[str, Any]) -> None:
         """Another process's message.new: its seq is taken, so that this process's next send

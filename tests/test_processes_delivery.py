@@ -19,6 +19,7 @@ from tests.test_server_process import stop
 
 __all__ = ["redis_server", "redis_url"]  # the fixtures of test_processes, shared
 
+PARALLEL = 3  # sends in flight per sender
 GRACE = "1"  # --presence-grace: seconds a closed connection still counts as online
 
 
@@ -115,6 +116,45 @@ async def test_messages_typing_and_group_events_reach_users_on_other_processes(
     mine = [e for e in await carol_lp.poll(timeout=1) if e["type"] == "message.new"]
     assert [e["message"]["body"] for e in mine] == ["from carol"]
 
+
+
+async def test_a_conversation_written_through_two_processes_reaches_members_in_seq_order(
+    processes: list[tuple[Any, str]],
+) -> None:
+    """Two processes allocate seqs of one group at once; a member on a third gets every
+    message.new once and in seq order, though each process publishes its own as soon as it is
+    stored (Redis holds a later seq back until the earlier one is published)."""
+    (_, a), (_, b), (_, c) = processes
+    alice = await ApiClient(f"http://{a}").register("alice")
+    bob = await ApiClient(f"http://{b}").register("bob")
+    carol = await ApiClient(f"http://{c}").register("carol")
+    group = await ApiClient(f"http://{a}", alice["token"]).post(
+        "/api/groups",
+        {"name": "race", "member_ids": [bob["user"]["id"], carol["user"]["id"]]},
+    )
+    group_id = group.body["conversation"]["id"]
+    bob_ws = await WsClient.connect(f"ws://{b}/ws")
+    await bob_ws.auth(bob["token"])
+
+    async def send(host: str, token: str, name: str) -> None:
+        api = ApiClient(f"http://{host}", token)
+        for i in range(60):
+            replies = await asyncio.gather(
+                *(
+                    api.post(
+                        f"/api/conversations/{group_id}/messages", {"body": f"{name} {i} {j}"}
+                    )
+                    for j in range(PARALLEL)
+                )
+            )
+            assert [r.status for r in replies] == [201] * PARALLEL, [r.body for r in replies]
+
+    await asyncio.gather(send(a, alice["token"], "alice"), send(c, carol["token"], "carol"))
+    seqs = []
+    while len(seqs) < 120 * PARALLEL:
+        frame = await bob_ws.event("message.new", timeout=10)
+        seqs.append(frame["event"]["message"]["seq"])
+    assert seqs == list(range(1, 120 * PARALLEL + 1))
 
 async def presence_asked(host: str, token: str, username: str) -> str:
     """The user's presence as a process answers it in a search (from its memory)."""

@@ -112,5 +112,8 @@ class SharedQueues(Protocol):
     async def settled(self) -> None:
         """Return once the events published so far are stored (bounded)."""
 
+    def skip(self, conversation_id: str, seq: int) -> None:
+        """The seq holds no message: the conversation's later ones do not wait for it."""
+
     async def close(self) -> None:
         """Store what is waiting, then stop."""

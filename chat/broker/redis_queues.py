@@ -17,6 +17,13 @@ the queues whose transports it holds, so the transports (handlers/socket.py, han
 read a queue exactly as without Redis. A nudge that does not follow the local copy's last id
 (a subscription lost and back) is a gap: the copy reads the stream from Redis first.
 
+A message.new is held in Redis until the one before it in its conversation is published
+(``chat:cs:<conversation>`` the last published seq, ``chat:ch:<conversation>`` those held):
+processes allocate seqs from one counter (chat/broker/redis_seqs.py) but each publishes its
+own as soon as they are stored, so without this two processes writing to one conversation
+delivered its messages out of order. A seq that holds nothing is announced (skip()), one that
+never comes holds the later ones HOLD_MS at most.
+
 Everything a process publishes goes to Redis from one task, in order (like the bus). When Redis
 cannot take some events, the queues they were meant for are dropped as soon as Redis answers
 again, before any later event: their clients start new queues (resumed: false) and read the
@@ -30,13 +37,14 @@ import contextlib
 import json
 import logging
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from chat.broker.redis import RECONNECT_SECS, subscribe_forever
+from chat.broker.redis_seqs import KEEP_MS, PUBLISHED_PREFIX
 from chat.errors import ChatError, RateLimited
 from chat.events import (
     EPOCH_BYTES,
@@ -56,6 +64,10 @@ MAX_DEBT = 10_000  # targets of lost events remembered; beyond, every queue is d
 RATE_RETRY_SECS = 5.0
 CLOSE = -1  # in a buffer of nudges: the queue closes here
 Buffer = list[tuple[int, Event]]  # nudges (event id, event) kept while a copy is read
+HOLD_MS = 2000  # a message.new waits at most this for the seq before it (then: a gap)
+RELEASE_SECS = 0.5  # how often a process releases the messages held past HOLD_MS
+Order = tuple[str, int]  # a message.new's (conversation id, seq)
+Outgoing = tuple[Order | None, str, str, list[str]]  # (order, mode, event as JSON, ids)
 
 _LIB = """
 local P = 'chat:q:'
@@ -67,12 +79,12 @@ local function lose(q, set)
   if us[2] then redis.call('SREM', 'chat:sq:' .. us[2], q) end
   if set then redis.call('SREM', set, q) end  -- the set it was found in (expired: no fields)
 end
-local function targets(mode, first)
+local function targets(mode, ids)
   local out, from = {}, {}
-  for i = first, #ARGV do
-    local list, set = {ARGV[i]}, nil
-    if mode == 'u' then set = 'chat:uq:' .. ARGV[i]
-    elseif mode == 's' then set = 'chat:sq:' .. ARGV[i] end
+  for _, id in ipairs(ids) do
+    local list, set = {id}, nil
+    if mode == 'u' then set = 'chat:uq:' .. id
+    elseif mode == 's' then set = 'chat:sq:' .. id end
     if set then list = redis.call('SMEMBERS', set) end
     for _, q in ipairs(list) do
       if not from[q] then from[q] = set or true; out[#out + 1] = q end
@@ -128,44 +140,131 @@ return {0, ep, 0, 1, {}}
 """
 )
 
-# ARGV: mode (u: users, q: queues, s: sessions, whose queues close after it), max, event, ids...
-PUSH = (
+# What appends an event to queues: mode (u: users, q: queues, s: sessions, whose queues close
+# after it), max, event, ids (a table).
+_PUSH_LIB = (
     _LIB
     + """
-local mode, max, ev = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local ep = redis.call('GET', 'chat:q-epoch')
-local done, closed = {}, {}
-local list, from = targets(mode, 4)
-for _, q in ipairs(list) do
-  local m = P .. q
-  local f = redis.call('HMGET', m, 'epoch', 'closed')
-  if f[1] ~= ep then
-    -- expired, or of an epoch past: nobody can resume it any more
-    lose(q, from[q] ~= true and from[q] or nil)
-  elseif not f[2] then
-    local s = m .. ':e'
-    if redis.call('XLEN', s) >= max then
-      lose(q)
-      closed[#closed + 1] = q
-    else
-      local n = redis.call('HINCRBY', m, 'last', 1)
-      redis.call('XADD', s, n .. '-0', 'e', ev)
-      redis.call('PEXPIRE', s, redis.call('PTTL', m))
-      done[#done + 1] = q .. '=' .. n
-      if mode == 's' then
-        redis.call('HSET', m, 'closed', 1)
+local function push(mode, max, ev, ids)
+  local ep = redis.call('GET', 'chat:q-epoch')
+  local done, closed = {}, {}
+  local list, from = targets(mode, ids)
+  for _, q in ipairs(list) do
+    local m = P .. q
+    local f = redis.call('HMGET', m, 'epoch', 'closed')
+    if f[1] ~= ep then
+      -- expired, or of an epoch past: nobody can resume it any more
+      lose(q, from[q] ~= true and from[q] or nil)
+    elseif not f[2] then
+      local s = m .. ':e'
+      if redis.call('XLEN', s) >= max then
+        lose(q)
         closed[#closed + 1] = q
+      else
+        local n = redis.call('HINCRBY', m, 'last', 1)
+        redis.call('XADD', s, n .. '-0', 'e', ev)
+        redis.call('PEXPIRE', s, redis.call('PTTL', m))
+        done[#done + 1] = q .. '=' .. n
+        if mode == 's' then
+          redis.call('HSET', m, 'closed', 1)
+          closed[#closed + 1] = q
+        end
       end
     end
   end
+  if #done > 0 or #closed > 0 then
+    redis.call('PUBLISH', 'chat:queues',
+      'e\\n' .. table.concat(done, ',') .. '\\n' .. table.concat(closed, ',') .. '\\n' .. ev)
+  end
+  return #done
 end
-if #done > 0 or #closed > 0 then
-  redis.call('PUBLISH', 'chat:queues',
-    'e\\n' .. table.concat(done, ',') .. '\\n' .. table.concat(closed, ',') .. '\\n' .. ev)
+local function push_all(max, groups)
+  local n = 0
+  for _, g in ipairs(groups) do n = n + push(g[1], max, g[2], g[3]) end
+  return n
 end
-return #done
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- A conversation's held messages from the lowest on: those that follow `last` (all of them
+-- when forced, over the gap); returns the deliveries made and the new last.
+local function drain(conv, max, last, forced)
+  local held, n = 'chat:ch:' .. conv, 0
+  while true do
+    local low = redis.call('ZRANGE', held, 0, 0, 'WITHSCORES')
+    if #low == 0 then break end
+    local seq = tonumber(low[2])
+    if seq > last + 1 and not forced then break end
+    for _, item in ipairs(redis.call('ZRANGEBYSCORE', held, seq, seq)) do
+      n = n + push_all(max, cjson.decode(string.sub(item, 14)))
+    end
+    redis.call('ZREMRANGEBYSCORE', held, seq, seq)
+    if seq > last then last = seq end
+  end
+  if redis.call('EXISTS', held) == 0 then redis.call('ZREM', 'chat:ch-due', conv) end
+  return n, last
+end
 """
 )
+
+# ARGV: max, conversation id ('' for an event of no seq), seq, then groups of mode, event, the
+# number of ids, ids...: the deliveries of one event (a message's may be one per member).
+# A message.new whose seq does not follow the last published for its conversation (another
+# process stored the one before it and has not published it yet) is held, up to HOLD_MS,
+# and goes out right after it. Returns the deliveries made, or -1: held.
+PUSH = (
+    _PUSH_LIB
+    + """
+local max, conv, seq = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local groups, i = {}, 4
+while i <= #ARGV do
+  local ids = {}
+  for j = 1, tonumber(ARGV[i + 2]) do ids[j] = ARGV[i + 2 + j] end
+  groups[#groups + 1] = {ARGV[i], ARGV[i + 1], ids}
+  i = i + 3 + #ids
+end
+if conv == '' then return push_all(max, groups) end
+local key = PUBLISHED .. conv
+local last = redis.call('GET', key)  -- none: nothing known to wait for
+if last and seq > tonumber(last) + 1 then
+  local held = 'chat:ch:' .. conv
+  local id = string.format('%012d ', redis.call('INCR', 'chat:ch-n'))
+  redis.call('ZADD', held, seq, id .. cjson.encode(groups))
+  redis.call('PEXPIRE', held, KEEP_MS)
+  redis.call('ZADD', 'chat:ch-due', 'NX', now_ms() + HOLD_MS, conv)
+  return -1
+end
+local n = push_all(max, groups)
+last = math.max(tonumber(last or '0'), seq)
+local more
+more, last = drain(conv, max, last, false)
+redis.call('SET', key, last, 'PX', KEEP_MS)
+return n + more
+"""
+)
+
+# ARGV: max. The conversations whose held messages waited HOLD_MS: their gap is a seq that
+# will not come (its process died, or its insert failed), so they go out in seq order.
+RELEASE = (
+    _PUSH_LIB
+    + """
+local max, n = tonumber(ARGV[1]), 0
+local due = redis.call('ZRANGEBYSCORE', 'chat:ch-due', '-inf', now_ms(), 'LIMIT', 0, 100)
+for _, conv in ipairs(due) do
+  local key = PUBLISHED .. conv
+  local more, last = drain(conv, max, tonumber(redis.call('GET', key) or '0'), true)
+  redis.call('ZREM', 'chat:ch-due', conv)
+  redis.call('SET', key, last, 'PX', KEEP_MS)
+  n = n + more
+end
+return n
+"""
+)
+
+PUSH = PUSH.replace("KEEP_MS", str(KEEP_MS)).replace("HOLD_MS", str(HOLD_MS))
+RELEASE = RELEASE.replace("KEEP_MS", str(KEEP_MS))
+PUSH, RELEASE = (text.replace("PUBLISHED", repr(PUBLISHED_PREFIX)) for text in (PUSH, RELEASE))
 
 # ARGV: mode (u, q, s as for PUSH, or * for every queue), ids...: drop those queues.
 LOSE = (
@@ -176,7 +275,9 @@ if ARGV[1] == '*' then
   redis.call('PUBLISH', 'chat:queues', 'x')
   return 0
 end
-local lost = targets(ARGV[1], 2)
+local ids = {}
+for i = 2, #ARGV do ids[#ids + 1] = ARGV[i] end
+local lost = targets(ARGV[1], ids)
 for _, q in ipairs(lost) do lose(q) end
 if #lost > 0 then
   redis.call('PUBLISH', 'chat:queues', 'e\\n\\n' .. table.concat(lost, ',') .. '\\n{}')
@@ -289,12 +390,13 @@ class RedisQueueRegistry(QueueRegistry):
                 ("ack", ACK),
                 ("refresh", REFRESH),
                 ("read", READ),
+                ("release", RELEASE),
             )
         }
         self._refresh_secs = max(0.05, min(MAX_REFRESH_SECS, grace_secs / 3))
         self._ttl_ms = int((grace_secs + 2 * self._refresh_secs) * 1000)
         # What publish() queued, sent in order by one task.
-        self._outbox: list[tuple[str, list[Any]]] = []
+        self._outbox: list[Outgoing] = []
         self._acks: dict[str, int] = {}
         self._refreshes: set[str] = set()
         self._pending = asyncio.Event()
@@ -317,7 +419,12 @@ class RedisQueueRegistry(QueueRegistry):
     async def start(self) -> None:
         """Listen for nudges and start sending; returns once subscribed."""
         loop = asyncio.get_running_loop()
-        for work in (self._listen_forever(), self._send_forever(), self._refresh_forever()):
+        for work in (
+            self._listen_forever(),
+            self._send_forever(),
+            self._refresh_forever(),
+            self._release_forever(),
+        ):
             self._tasks.append(loop.create_task(work))
         await self._subscribed.wait()
 
@@ -464,7 +571,17 @@ class RedisQueueRegistry(QueueRegistry):
     def _queue(self, mode: str, ids: list[str], event: Event) -> None:
         if not ids:
             return
-        self._outbox.append((mode, [json.dumps(event, separators=(",", ":")), *ids]))
+        order: Order | None = None
+        if event.get("type") == "message.new":  # published in seq order across processes
+            message = event["message"]
+            order = (message["conversation_id"], message["seq"])
+        self._outbox.append((order, mode, json.dumps(event, separators=(",", ":")), ids))
+        self._wake_sender()
+
+    def skip(self, conversation_id: str, seq: int) -> None:
+        """The seq was allocated here but holds no message (its insert failed, or a retry
+        found its message stored already): the messages after it need not wait for it."""
+        self._outbox.append(((conversation_id, seq), "u", "", []))
         self._wake_sender()
 
     def ack_later(self, queue_id: str, acked: int) -> None:
@@ -504,16 +621,14 @@ class RedisQueueRegistry(QueueRegistry):
                         "event queues: Redis unreachable (%s): %d not stored", exc, len(batch)
                     )
                 self._failing = True
-                for mode, args in batch:
-                    self._debt[mode].update(args[1:])
+                for _, mode, _, ids in batch:
+                    self._debt[mode].update(ids)
                 await asyncio.sleep(RECONNECT_SECS)
                 self._pending.set()
             if not self._outbox and not self._acks and not self._refreshes:
                 self._idle.set()
 
-    async def _send(
-        self, batch: list[tuple[str, list[Any]]], acks: dict[str, int], refreshes: set[str]
-    ) -> None:
+    async def _send(self, batch: list[Outgoing], acks: dict[str, int], refreshes: set[str]) -> None:
         debt = self._debt
         if any(debt.values()):
             if sum(len(ids) for ids in debt.values()) > MAX_DEBT:
@@ -527,8 +642,8 @@ class RedisQueueRegistry(QueueRegistry):
         if not batch and not acks and not refreshes:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
-            for mode, args in batch:
-                await self._scripts["push"](args=[mode, self._max_events, *args], client=pipe)
+            for args in self._pushes(batch):
+                await self._scripts["push"](args=args, client=pipe)
             if acks:
                 flat = [x for pair in acks.items() for x in pair]
                 await self._scripts["ack"](args=flat, client=pipe)
@@ -540,6 +655,27 @@ class RedisQueueRegistry(QueueRegistry):
             queue = self._queues.get(queue_id.decode())
             if queue is not None:
                 queue.close()
+
+    def _pushes(self, batch: list[Outgoing]) -> Iterator[list[Any]]:
+        """The PUSH calls of a batch: one per event, the deliveries of one message.new (one
+        per member when each has its own copy) together, so that Redis holds or sends them
+        as one."""
+        calls: list[tuple[Order | None, list[Any]]] = []
+        for order, mode, text, ids in batch:
+            if order is None or not calls or calls[-1][0] != order:
+                conversation_id, seq = order or ("", 0)
+                calls.append((order, [self._max_events, conversation_id, seq]))
+            if ids:
+                calls[-1][1].extend((mode, text, len(ids), *ids))
+        return (args for _, args in calls)
+
+    async def _release_forever(self) -> None:
+        """Send the messages Redis held for longer than HOLD_MS (the seq before them will not
+        come): any process does it, so a process that dies holding a seq delays no one long."""
+        while True:
+            await asyncio.sleep(RELEASE_SECS)
+            with contextlib.suppress(RedisError, OSError):
+                await self._scripts["release"](args=[self._max_events])
 
     # -- expiry -----------------------------------------------------------------------------
 

@@ -1,0 +1,78 @@
+"""Seqs of conversations taken from one counter in Redis, so that processes writing to the same
+conversation take turns instead of colliding (--redis-url).
+
+Alone, a process takes a conversation's next seq from what it last stored there, in memory:
+the insert is the only database write, and the unique (conversation_id, seq) index refuses a
+seq another process took, the send then trying the next one. With two processes sending to one
+conversation at once, that race starves: the winner's next send is under way while the loser
+reads the conversation again, so the loser lost 20 in a row and answered 409
+(tests/test_processes_delivery.py). Here each seq is one INCR in Redis: two processes never
+pick the same one, and the unique index still arbitrates whatever a counter lost.
+
+The counter never goes below what the process knows (``floor``: the last seq it stored or
+heard of, or read after a collision), so a counter that expired or a Redis that restarted
+empty starts again from the database's state. While Redis does not answer, each process takes
+seqs from memory as alone, for RETRY_SECS before it asks Redis again: sends go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+PREFIX = "chat:seq:"
+# The last seq of each conversation whose message.new is in the queues (the order kept by
+# chat/broker/redis_queues.py): a new counter starts it at the floor.
+PUBLISHED_PREFIX = "chat:cs:"
+KEEP_MS = 86_400_000  # an idle conversation's keys expire: the floor restores them
+TIMEOUT_SECS = 0.5  # a Redis that does not answer within this: seqs from memory meanwhile
+RETRY_SECS = 1.0
+
+# KEYS: the counter, the last published; ARGV: floor, keep_ms. The seq after both the counter
+# and the floor. A new counter (a new conversation, or one idle for KEEP_MS) also says that
+# the messages up to the floor are published, so that the first ones sent through two
+# processes at once keep their order too.
+_TAKE = """
+local last = redis.call('GET', KEYS[1])
+if not last then redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) end
+local seq = math.max(tonumber(last or '0'), tonumber(ARGV[1])) + 1
+redis.call('SET', KEYS[1], seq, 'PX', ARGV[2])
+return seq
+"""
+
+
+class RedisSeqs:
+    """The seq counter of every conversation, shared by the processes."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._take = redis.register_script(_TAKE)
+        self._away_until = 0.0
+
+    async def take(self, conversation_id: str, floor: int) -> int | None:
+        """The conversation's next seq (above floor), or None while Redis is away (the caller
+        takes floor + 1 itself)."""
+        if time.monotonic() < self._away_until:
+            return None
+        try:
+            seq = await asyncio.wait_for(
+                self._take(
+                    keys=[PREFIX + conversation_id, PUBLISHED_PREFIX + conversation_id],
+                    args=[floor, KEEP_MS],
+                ),
+                TIMEOUT_SECS,
+            )
+        except (RedisError, OSError, TimeoutError) as exc:
+            if not self._away_until:
+                log.warning("seqs: Redis is unreachable (%s); seqs from memory meanwhile", exc)
+            self._away_until = time.monotonic() + RETRY_SECS
+            return None
+        if self._away_until:
+            log.warning("seqs: Redis answers again")
+            self._away_until = 0.0
+        return int(seq)
