@@ -315,8 +315,7 @@ class MessageCommands(ReplyCommands, MentionCommands):
             # Each member's URLs are signed for it, its devices' envelopes are its own
             if stored.attachments or stored.envelopes:  # (chat/e2e.py): one event each
                 self.sequencer.resolve(line, slot, [
-                    ((uid,), {"type": "message.new", "message": self.present(stored, uid)})
-                    for uid in member_ids
+                    ((uid,), self.message_event(stored, uid)) for uid in member_ids
                 ])  # fmt: skip
             else:
                 event: Event = {"type": "message.new", "message": stored.to_dict()}
@@ -328,6 +327,10 @@ class MessageCommands(ReplyCommands, MentionCommands):
             if stored.mentions:
                 await self.notify_mentions(stored)
             return stored
+
+    def message_event(self, message: Message, user_id: str) -> Event:
+        """The message.new of one member (chat/e2e.py adds which session is which device)."""
+        return {"type": "message.new", "message": self.present(message, user_id)}
 
     def message_published(self, message: Message, member_ids: frozenset[str]) -> None:
         """Hook: a new message reached its members' queues (chat/push.py pushes DMs)."""
