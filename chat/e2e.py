@@ -463,12 +463,6 @@ class E2eCommands(LifecycleCommands, MessageCommands):
             raise ValidationFailed(
                 "An encrypted conversation's message has no body: send envelopes.", field="body"
             )
-        if data.get("attachments"):
-            raise ValidationFailed(
-                "Files cannot be attached in an encrypted conversation yet (the server would "
-                "hold them in plaintext).",
-                field="attachments",
-            )
         if "envelopes" not in data:
             raise ValidationFailed(
                 "envelopes is required in an encrypted conversation.", field="envelopes"

@@ -192,7 +192,7 @@ class MessageCommands(ReplyCommands, MentionCommands):
         if pending is not None:  # the same send is still being stored: its outcome is ours
             return await self._answer(await self._outcome(pending), conv, me)
         # The uploads are reserved for this message (a round trip, for messages with files only).
-        attachments = await self.claim_attachments(me, conv.id, key, file_ids)
+        attachments = await self.claim_attachments(me, conv.id, key, file_ids, conv.encrypted)
         # No lookup of client_msg_id first: the unique (sender, client_msg_id) index makes the
         # insert of a later retry fail, and the stored message is returned then. That retry
         # costs a seq (a gap, which the contract allows) but a first send, by far the common
