@@ -313,7 +313,7 @@ class MessageCommands(ReplyCommands, MentionCommands):
             self.metrics.message_stored(time.perf_counter() - started)
             self.activity.note(stored.conversation_id, stored.seq, stored.created_at)
             # Each member's URLs are signed for it, its devices' envelopes are its own
-            if stored.attachments or stored.envelopes:  # (chat/e2e.py): one event each
+            if stored.attachments or stored.sender_device:  # (chat/e2e.py): one event each
                 self.sequencer.resolve(line, slot, [
                     ((uid,), self.message_event(stored, uid)) for uid in member_ids
                 ])  # fmt: skip

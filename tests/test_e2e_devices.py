@@ -117,3 +117,14 @@ async def test_each_device_gets_only_its_own_envelope_across_processes(
     assert sent.status == 201, sent.body
     mine_only((await ws.event("message.new", timeout=8))["event"], phone.device_id)
     mine_only(await poller.event("message.new"), tablet.device_id)
+
+
+async def test_a_message_for_no_device_at_all_is_marked_live(server: RunningServer) -> None:
+    alice = E2eMember(await join(server, "na", "ws"))
+    bob = await join(server, "nb", "ws")  # no device anywhere: nothing to encrypt for
+    await alice.register()
+    dm = await alice.call("conversations.open_dm", user_id=bob.id, encrypted=True)
+    await alice.send(dm.expect()["conversation"]["id"], "to nobody's device")
+    mine_only(await bob.event("message.new"), None)
+    echo = await alice.member.event("message.new")
+    assert echo["message"]["envelopes"] == [] and "no_envelope" not in echo["message"]
