@@ -17,7 +17,7 @@ from tests.browser_helpers import close_all, new_person, tab, token_of
 from tests.conftest import RunningServer
 from tests.e2e_client import decrypt_file
 from tests.files_helpers import download, png
-from tests.test_browser_e2e import me
+from tests.test_browser_e2e import browser, me
 from tests.test_browser_files import send_when_uploaded
 from tests.test_conversations import join
 from tests.test_e2e import E2eMember, incoming
@@ -25,6 +25,8 @@ from tests.test_e2e import E2eMember, incoming
 # Each decrypted inline image of the open conversation: [its src scheme, naturalWidth].
 DECRYPTED_IMAGES = """() => [...document.querySelectorAll('#message-list img.att-e2e-img')]
   .map((img) => [img.src.split(':')[0], img.complete ? img.naturalWidth : 0])"""
+
+__all__ = ["browser"]  # the fixture, shared
 
 
 async def test_files_go_encrypted_between_the_browser_and_python(
