@@ -42,6 +42,10 @@ HEADLESS_LOOKBACK = timedelta(days=7)
 ORPHAN_SWEEP_SECS = 3600.0  # how often uploads never attached are looked for
 # A file claimed this recently by a send whose message is not stored yet is left to that send.
 CLAIM_SETTLE = timedelta(minutes=10)
+# What the server knows of an encrypted upload (docs/e2e.md): its real name, type and size
+# travel inside the encrypted message, with the key.
+ENCRYPTED_NAME = "encrypted"
+ENCRYPTED_TYPE = "application/octet-stream"
 
 
 def _b64(data: bytes) -> str:
@@ -53,8 +57,16 @@ class Upload:
     GridFS (files) or spooled to a private temporary file to be decoded and cleaned (images);
     never whole in memory. Nothing is kept unless finish() succeeds."""
 
-    def __init__(self, service: FileCommands, user_id: str, name: str | None, limit: int) -> None:
+    def __init__(
+        self,
+        service: FileCommands,
+        user_id: str,
+        name: str | None,
+        limit: int,
+        encrypted: bool = False,
+    ) -> None:
         self._service = service
+        self._encrypted = encrypted
         self._user_id = user_id
         self._raw_name = name
         self._limit = limit
@@ -90,8 +102,12 @@ class Upload:
             await self._take(data)
 
     def _start(self, head: bytes) -> None:
-        self._kind, self._content_type, self._format = sniff(head)
-        self._name = safe_name(self._raw_name, self._kind)
+        if self._encrypted:  # ciphertext: nothing to sniff, and no name, no thumbnail
+            self._kind, self._content_type, self._format = "file", ENCRYPTED_TYPE, None
+            self._name = ENCRYPTED_NAME
+        else:
+            self._kind, self._content_type, self._format = sniff(head)
+            self._name = safe_name(self._raw_name, self._kind)
         if self._format is None:  # a file: straight into GridFS
             self._writer = self._service.store.files.open_writer(self._name)
         else:
@@ -154,6 +170,8 @@ class Upload:
             "conversation_id": None,
             "attached": False,
         }
+        if self._encrypted:
+            metadata["encrypted"] = True
         if image is not None:
             metadata.update(width=image.width, height=image.height, frames=image.frames)
             self._thumbnail_id = await self._service.store.files.put(
@@ -218,6 +236,23 @@ class Upload:
             self._spool = None
 
 
+def check_encryption(files: Sequence[StoredFile], encrypted: bool) -> None:
+    """An encrypted conversation's message takes encrypted uploads only (a plain one would be
+    plaintext on the server), and a plain conversation's none (nobody there has the key)."""
+    if encrypted and not all(f.encrypted for f in files):
+        raise ValidationFailed(
+            "An encrypted conversation takes only files uploaded encrypted "
+            "(POST /api/uploads?encrypted=true).",
+            field="attachments",
+        )
+    if not encrypted and any(f.encrypted for f in files):
+        raise ValidationFailed(
+            "An encrypted upload goes in an encrypted conversation only: upload the file "
+            "again, unencrypted.",
+            field="attachments",
+        )
+
+
 class FileCommands(ConversationCommands):
     """Uploads, attachments, access to files and their signed URLs."""
 
@@ -244,11 +279,16 @@ class FileCommands(ConversationCommands):
     # -- uploads ----------------------------------------------------------------------------
 
     def begin_upload(
-        self, principal: Principal, name: str | None, declared_size: int | None
+        self,
+        principal: Principal,
+        name: str | None,
+        declared_size: int | None,
+        encrypted: bool = False,
     ) -> Upload:
         """An upload for the caller: TooLarge when it says it is over the limit, RateLimited
         past the per-user rate or with too many at once. The caller must finish() or abort()
-        it, then end_upload()."""
+        it, then end_upload(). encrypted: ciphertext for an encrypted conversation, stored
+        as ENCRYPTED_NAME and ENCRYPTED_TYPE, never sniffed nor decoded."""
         limit = self.settings.max_upload_bytes
         if declared_size is not None and declared_size > limit:
             raise TooLarge(f"The file is larger than {self.max_upload_text}.")
@@ -260,7 +300,7 @@ class FileCommands(ConversationCommands):
             self.upload_limiter.refund_now(user_id)
             raise RateLimited("Too many uploads at once; wait for one to finish.",
                               retry_after_secs=1)  # fmt: skip
-        return Upload(self, user_id, name, limit)
+        return Upload(self, user_id, name, limit, encrypted)
 
     def end_upload(self, principal: Principal) -> None:
         """The upload begun by begin_upload is over (finished or aborted)."""
@@ -275,11 +315,17 @@ class FileCommands(ConversationCommands):
     # -- attaching --------------------------------------------------------------------------
 
     async def claim_attachments(
-        self, user_id: str, conversation_id: str, key: str, file_ids: Sequence[str]
+        self,
+        user_id: str,
+        conversation_id: str,
+        key: str,
+        file_ids: Sequence[str],
+        encrypted: bool = False,
     ) -> tuple[dict[str, Any], ...]:
         """Reserve the sender's own unattached uploads for the message `key`; what the message
         stores of each, in the order given. ValidationFailed (field attachments) when one is
-        not the sender's, unknown, or attached to another message."""
+        not the sender's, unknown, attached to another message, or uploaded encrypted when
+        the conversation is not (or the other way round: `encrypted` is the conversation's)."""
         if not file_ids:
             return ()
         files = self.store.files
@@ -289,6 +335,7 @@ class FileCommands(ConversationCommands):
             for f in file_ids
         ):
             raise ValidationFailed("Attach only files you uploaded.", field="attachments")
+        check_encryption([found[f] for f in file_ids], encrypted)
         held = await files.claim(file_ids, user_id, key, conversation_id)
         if held != len(file_ids):
             with contextlib.suppress(DatabaseUnavailable):

@@ -26,6 +26,7 @@ from chat import shapes
 from chat.commands import Principal, Reply, StatusReply, command
 from chat.conversations import ExportPart
 from chat.errors import ChatError, Conflict, Forbidden, NotFound, RateLimited, ValidationFailed
+from chat.events import Event
 from chat.lifecycle import LifecycleCommands
 from chat.limits import AttemptLimiter, Attempts
 from chat.messages import MessageCommands
@@ -45,6 +46,12 @@ MAX_ENVELOPES = shapes.MAX_ENVELOPES
 MAX_KEY_ID = 2**32 - 1
 ENVELOPE_TYPES = ("prekey", "message")
 ENCRYPTED_PREVIEW = "Encrypted message"  # what the conversation list says of the last one
+# An encrypted message.new carries, beside the message with its user's envelopes, which of that
+# user's sessions is which device: the transport of each session keeps its own (for_session).
+DEVICE_OF_SESSION = "device_of_session"
+# device id -> session id, as the last send that encrypted for the device found it: the binding
+# lasts as long as the session (docs/e2e.md), and a send reads it afresh just before publishing.
+SESSIONS_KEPT = 50_000
 
 DEVICE_PATH = Fields({"device_id": ID}, ("device_id",))
 PREKEYS: Schema = {
@@ -245,6 +252,17 @@ def for_device(shown: dict[str, Any], device_id: str | None) -> dict[str, Any]:
     return shown
 
 
+def for_session(event: Event, session_id: str) -> Event:
+    """The event as one session's transport delivers it: an encrypted message.new with this
+    session's device's envelope only (none and no_envelope for a session without a device),
+    and without the map of sessions. Every other event is returned as it is."""
+    sessions = event.get(DEVICE_OF_SESSION)
+    if sessions is None:
+        return event
+    message = for_device(event["message"], sessions.get(session_id))
+    return {**{k: v for k, v in event.items() if k != DEVICE_OF_SESSION}, "message": message}
+
+
 # -- commands ---------------------------------------------------------------------------------
 
 
@@ -256,6 +274,7 @@ class E2eCommands(LifecycleCommands, MessageCommands):
         self.key_claims: Attempts = AttemptLimiter(
             self.settings.key_claims_per_user, self.settings.key_claim_window_secs
         )
+        self._session_of: dict[str, str] = {}  # device id -> session id (SESSIONS_KEPT)
 
     async def _own_device(self, principal: Principal, device_id: str) -> Device:
         """The device this session registered, which must be device_id."""
@@ -271,11 +290,23 @@ class E2eCommands(LifecycleCommands, MessageCommands):
         devices = await self.store.e2e.devices_of(user_ids)
         sessions = await asyncio.gather(*(self.store.sessions.get(d.session_id) for d in devices))
         now = utcnow()
-        return [
+        live = [
             d
             for d, s in zip(devices, sessions, strict=True)
             if s is not None and not s.revoked and s.expires_at > now
         ]
+        self._note_sessions(live)
+        return live
+
+    def _note_sessions(self, devices: list[Device]) -> None:
+        """Remember each device's session for the events of the send under way (the oldest
+        entries go past SESSIONS_KEPT)."""
+        kept = self._session_of
+        for device in devices:
+            kept.pop(device.device_id, None)
+            kept[device.device_id] = device.session_id
+        while len(kept) > SESSIONS_KEPT:
+            del kept[next(iter(kept))]
 
     async def _device_id(self, principal: Principal) -> str | None:
         device = await self.store.e2e.device_of_session(principal.session_id)
@@ -432,12 +463,6 @@ class E2eCommands(LifecycleCommands, MessageCommands):
             raise ValidationFailed(
                 "An encrypted conversation's message has no body: send envelopes.", field="body"
             )
-        if data.get("attachments"):
-            raise ValidationFailed(
-                "Files cannot be attached in an encrypted conversation yet (the server would "
-                "hold them in plaintext).",
-                field="attachments",
-            )
         if "envelopes" not in data:
             raise ValidationFailed(
                 "envelopes is required in an encrypted conversation.", field="envelopes"
@@ -461,6 +486,19 @@ class E2eCommands(LifecycleCommands, MessageCommands):
         if message.sender_device is not None:
             shown["envelopes"] = [e for e in message.envelopes if e["user_id"] == user_id]
         return shown
+
+    def message_event(self, message: Message, user_id: str) -> Event:
+        """An encrypted message.new for one user, with the session of each device its envelopes
+        address: one event per user as for any message (and in Redis as it is), each session's
+        transport keeping its own device's envelope (for_session)."""
+        event = super().message_event(message, user_id)
+        if message.sender_device is not None:
+            devices = [e["device_id"] for e in event["message"]["envelopes"]]
+            if user_id == message.sender_id:  # the sending device: no envelope, its own text
+                devices.append(message.sender_device)
+            kept = self._session_of
+            event[DEVICE_OF_SESSION] = {kept[d]: d for d in devices if d in kept}
+        return event
 
     def present_for_export(self, message: Message) -> dict[str, Any]:
         """Every envelope, for export_batches to keep the reader device's."""

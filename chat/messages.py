@@ -197,7 +197,7 @@ class MessageCommands(ReplyCommands, MentionCommands):
         if pending is not None:  # the same send is still being stored: its outcome is ours
             return await self._answer(await self._outcome(pending), conv, me)
         # The uploads are reserved for this message (a round trip, for messages with files only).
-        attachments = await self.claim_attachments(me, conv.id, key, file_ids)
+        attachments = await self.claim_attachments(me, conv.id, key, file_ids, conv.encrypted)
         # No lookup of client_msg_id first: the unique (sender, client_msg_id) index makes the
         # insert of a later retry fail, and the stored message is returned then. That retry
         # costs a seq (a gap, which the contract allows) but a first send, by far the common
@@ -320,10 +320,9 @@ class MessageCommands(ReplyCommands, MentionCommands):
             self.metrics.message_stored(time.perf_counter() - started)
             self.activity.note(stored.conversation_id, stored.seq, stored.created_at)
             # Each member's URLs are signed for it, its devices' envelopes are its own
-            if stored.attachments or stored.envelopes:  # (chat/e2e.py): one event each
+            if stored.attachments or stored.sender_device:  # (chat/e2e.py): one event each
                 self.sequencer.resolve(line, slot, [
-                    ((uid,), {"type": "message.new", "message": self.present(stored, uid)})
-                    for uid in member_ids
+                    ((uid,), self.message_event(stored, uid)) for uid in member_ids
                 ])  # fmt: skip
             else:
                 event: Event = {"type": "message.new", "message": stored.to_dict()}
@@ -335,6 +334,10 @@ class MessageCommands(ReplyCommands, MentionCommands):
             if stored.mentions:
                 await self.notify_mentions(stored)
             return stored
+
+    def message_event(self, message: Message, user_id: str) -> Event:
+        """The message.new of one member (chat/e2e.py adds which session is which device)."""
+        return {"type": "message.new", "message": self.present(message, user_id)}
 
     def message_published(self, message: Message, member_ids: frozenset[str]) -> None:
         """Hook: a new message reached its members' queues (chat/push.py pushes DMs)."""

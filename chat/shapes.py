@@ -96,6 +96,10 @@ COMPONENTS: dict[str, Schema] = {
             "url": {"type": "string"},
             "thumbnail_url": {"type": "string"},
             "sha256": {"type": "string"},
+            "encrypted": {
+                "type": "boolean",
+                "description": "uploaded encrypted (docs/e2e.md): ciphertext, a generic name",
+            },
         },
     ),
     "Message": obj(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import tornado.web
 
+from chat.e2e import DEVICE_OF_SESSION, for_session
 from chat.errors import ChatError, NotFound, RateLimited, TooLarge
 from chat.events import Event, Item
 from chat.logs import USER_ID
@@ -71,16 +72,25 @@ class EventEncoder:
         recent[id(event)] = (event, data)
         return data
 
-    def event_frame(self, event_id: int, event: Event) -> bytes:
+    def encode_for(self, event: Event, session_id: str) -> bytes:
+        """The event's JSON as this session receives it: shared, except an encrypted
+        message.new, which each session gets with its own device's envelope (chat/e2e.py)."""
+        if DEVICE_OF_SESSION in event:
+            return json_dumps(for_session(event, session_id)).encode()
+        return self.encode(event)
+
+    def event_frame(self, event_id: int, event: Event, session_id: str) -> bytes:
         """The WebSocket frame of a queued event: json_dumps({"type": "event", "id": ...,
         "event": ...}), built around the event's shared JSON."""
-        return b'{"type":"event","id":%d,"event":%b}' % (event_id, self.encode(event))
+        data = self.encode_for(event, session_id)
+        return b'{"type":"event","id":%d,"event":%b}' % (event_id, data)
 
-    def poll_body(self, queue_id: str, items: list[Item]) -> bytes:
+    def poll_body(self, queue_id: str, items: list[Item], session_id: str) -> bytes:
         """A long-poll response: json_dumps({"queue_id": ..., "events": items}), likewise."""
-        encode = self.encode
+        encode = self.encode_for
         events = b",".join(
-            b'{"id":%d,"event":%b}' % (item["id"], encode(item["event"])) for item in items
+            b'{"id":%d,"event":%b}' % (item["id"], encode(item["event"], session_id))
+            for item in items
         )
         return b'{"queue_id":%b,"events":[%b]}' % (json_dumps(queue_id).encode(), events)
 

@@ -102,7 +102,7 @@ class LongPollHandler(ApiHandler):
         # The events' JSON is shared with every other socket and poll that delivers them.
         encoder: EventEncoder = self.application.settings["event_encoder"]
         self.service.metrics.events_by_poll += len(events)
-        self.finish(encoder.poll_body(queue.queue_id, events))
+        self.finish(encoder.poll_body(queue.queue_id, events, queue.session_id))
 
     def on_connection_close(self) -> None:
         self.gone = True

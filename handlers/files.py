@@ -14,7 +14,13 @@ from tornado.http1connection import HTTP1Connection
 
 from chat import shapes
 from chat.attachments import Upload
-from chat.errors import ChatError, LengthRequired, NotFound, RangeNotSatisfiable
+from chat.errors import (
+    ChatError,
+    LengthRequired,
+    NotFound,
+    RangeNotSatisfiable,
+    ValidationFailed,
+)
 from chat.files import content_disposition
 from chat.openapi import JSON, Operation
 from chat.store.files import StoredFile
@@ -34,7 +40,17 @@ class UploadHandler(ApiHandler):
     operations: ClassVar[dict[str, Operation]] = {
         "post": Operation(
             "Upload a file (the raw bytes as the body) to attach to a message",
-            query=Fields({"name": {"type": "string", "description": "the file's name"}}),
+            query=Fields(
+                {
+                    "name": {"type": "string", "description": "the file's name"},
+                    "encrypted": {
+                        "type": "string",
+                        "enum": ["true", "false"],
+                        "description": "true: ciphertext for an encrypted conversation, kept "
+                        "without its name or type (docs/e2e.md)",
+                    },
+                }
+            ),
             body={"application/octet-stream": {"type": "string", "format": "binary"}},
             ok={201: {JSON: shapes.reply(upload=shapes.ref("Attachment"))}},
             errors=(400, 413, 429, 503),
@@ -61,7 +77,10 @@ class UploadHandler(ApiHandler):
         # drops them, and more).
         raw = self.request.query_arguments.get("name")
         name = raw[-1].decode("utf-8", "replace") if raw else None
-        self.upload = self.service.begin_upload(self.principal, name, size)
+        flag = self.request.query_arguments.get("encrypted", [b"false"])[-1]
+        if flag not in (b"true", b"false"):
+            raise ValidationFailed("encrypted must be true or false.", field="encrypted")
+        self.upload = self.service.begin_upload(self.principal, name, size, flag == b"true")
         # The server's cap on bodies is for JSON; an upload has its own.
         connection = self.request.connection
         if isinstance(connection, HTTP1Connection):

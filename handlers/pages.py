@@ -16,7 +16,7 @@ import tornado.web
 # ws(s): only in CSP 3 browsers, so the WebSocket's own URL is named too ({connect_src}).
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self' {import_map_hash}; style-src 'self'; "
-    "img-src 'self' data:; connect-src {connect_src}; object-src 'none'; base-uri 'none'; "
+    "img-src 'self' data: blob:; connect-src {connect_src}; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'"
 )
 MODULES_DIR = "js"  # under static/: every ES module of the client

@@ -552,7 +552,8 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
 
     def _write_event(self, event_id: int, event: Event) -> bool:
         """Write one event's frame; True if the next one may follow at once."""
-        future = self._write(self.encoder.event_frame(event_id, event))
+        session_id = self.queue.session_id if self.queue is not None else ""
+        future = self._write(self.encoder.event_frame(event_id, event, session_id))
         self.cursor = event_id
         self.service.metrics.events_by_socket += 1
         if event.get("type") == "session.ended":

@@ -313,3 +313,26 @@ def content(text: str, **extra: Any) -> bytes:
 def text_of(plaintext: bytes) -> str:
     body: str = json.loads(plaintext)["body"]
     return body
+
+
+# -- files ----------------------------------------------------------------------------------------
+
+FILE_KEY_BITS = 256
+FILE_IV_BYTES = 12
+
+
+def encrypt_file(data: bytes, name: str, content_type: str) -> tuple[bytes, dict[str, Any]]:
+    """A file for an encrypted conversation: AES-256-GCM under a random key and IV (each file
+    its own), as WebCrypto writes it (the tag after the ciphertext). The ciphertext is what is
+    uploaded; the rest goes in the message's plaintext, with the upload's id."""
+    key, iv = AESGCM.generate_key(FILE_KEY_BITS), secrets.token_bytes(FILE_IV_BYTES)
+    meta = {"key": b64e(key), "iv": b64e(iv), "name": name, "type": content_type, "size": len(data)}
+    return AESGCM(key).encrypt(iv, data, None), meta
+
+
+def decrypt_file(ciphertext: bytes, meta: dict[str, Any]) -> bytes:
+    """The file's bytes; DecryptError when they do not authenticate."""
+    try:
+        return AESGCM(b64d(meta["key"])).decrypt(b64d(meta["iv"]), ciphertext, None)
+    except InvalidTag as exc:
+        raise DecryptError("the file does not authenticate") from exc

@@ -167,7 +167,7 @@ async def test_two_people_chat_encrypted_in_the_app_and_compare_safety_numbers(
     await row.get_by_role("button", name=f"More actions for {bob.username}").click()
     await row.get_by_role("button", name="New encrypted chat").click()
     await expect(alice.page.locator("#chat-title")).to_have_text(f"🔒 {bob.username}")
-    await expect(alice.page.locator("#attach-button")).to_be_hidden()  # no files there yet
+    await expect(alice.page.locator("#attach-button")).to_be_visible()  # files go encrypted
     secret = "MARKER-browser-violet-harbour"
     await send(alice, secret)
     await expect_sent(alice.page, secret)

@@ -17,7 +17,8 @@ import pytest
 
 from chat.e2e import ENCRYPTED_PREVIEW
 from tests.conftest import LogLines, RunningServer, ServerFactory
-from tests.e2e_client import Device, b64e, content, pub, text_of
+from tests.e2e_client import Device, b64e, content, decrypt_file, encrypt_file, pub, text_of
+from tests.files_helpers import download
 from tests.test_conversations import Member, Result, history, join
 
 _keys = itertools.count(1)
@@ -58,9 +59,17 @@ class E2eMember:
     def seal_for(self, peers: set[tuple[str, str]], plaintext: bytes) -> dict[Any, Any]:
         return {peer: self.device.encrypt(peer, plaintext) for peer in peers}
 
-    async def send(self, conversation_id: str, text: str, key: str | None = None) -> dict[str, Any]:
-        """Encrypt for every device the server expects (learnt from its 409), and send."""
-        plaintext = content(text)
+    async def send(
+        self,
+        conversation_id: str,
+        text: str,
+        key: str | None = None,
+        files: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """Encrypt for every device the server expects (learnt from its 409), and send; files:
+        encrypted uploads, each {id, key, iv, name, type, size} (the plaintext carries them)."""
+        plaintext = content(text, files=files) if files else content(text)
+        attached = {"attachments": [f["id"] for f in files]} if files else {}
         key = key or f"e2e-{next(_keys)}"
         peers = self.known.get(conversation_id, set())
         for peer in peers - self.device.sessions.keys():
@@ -72,6 +81,7 @@ class E2eMember:
                 conversation_id=conversation_id,
                 envelopes=list(sealed.values()),
                 client_msg_id=key,
+                **attached,
             )
             if reply.code != "devices_changed":
                 return reply.expect(201)["message"]  # type: ignore[no-any-return]
@@ -86,9 +96,23 @@ class E2eMember:
         raise AssertionError("the devices kept changing")
 
     def read(self, message: dict[str, Any]) -> str:
+        return text_of(self.open(message))
+
+    def open(self, message: dict[str, Any]) -> bytes:
+        """The plaintext of this device's envelope."""
         [envelope] = [e for e in message["envelopes"] if e["device_id"] == self.device.device_id]
         sender = (message["sender_id"], message["sender_device_id"])
-        return text_of(self.device.decrypt(sender, envelope))
+        return self.device.decrypt(sender, envelope)
+
+    async def upload_encrypted(self, data: bytes, name: str, content_type: str) -> dict[str, Any]:
+        """Encrypt a file and upload the ciphertext (no name: it goes in the message)."""
+        ciphertext, meta = encrypt_file(data, name, content_type)
+        reply = await self.member.api.request(
+            "POST", "/api/uploads?encrypted=true", raw_body=ciphertext,
+            headers={"Content-Type": "application/octet-stream"},
+        )  # fmt: skip
+        assert reply.status == 201, reply.body
+        return {"id": reply.body["upload"]["id"], **meta}
 
 
 class Poller:
@@ -436,6 +460,15 @@ async def test_the_server_never_sees_plaintext(server: RunningServer) -> None:
         for who in (bob, carol):
             news = await incoming(who.member, None, 3)
             assert all(who.read(m) in markers for m in news)
+        # A file whose name and contents hold markers: ciphertext only, in GridFS too.
+        named, inside = "FILEMARKER-name-walrus-271", "FILEMARKER-bytes-okapi-314"
+        markers += [named, inside]
+        contents = f"{inside} {inside} {inside}".encode()
+        sealed = await alice.upload_encrypted(contents, f"{named}.txt", "text/plain")
+        await alice.send(dm, "a file", files=[sealed])
+        [news] = await incoming(bob.member, None, 1)
+        got = await download(bob.member, news["attachments"][0]["url"])
+        assert decrypt_file(got.body, json.loads(bob.open(news))["files"][0]) == contents
         export = await alice.member.api.get("/api/export")
         assert export.status == 200
     finally:

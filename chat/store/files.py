@@ -60,6 +60,7 @@ class StoredFile:
     attached: bool = False  # its message is stored
     message_id: str | None = None
     seq: int | None = None
+    encrypted: bool = False  # ciphertext of an encrypted conversation's file (docs/e2e.md)
 
     def attachment(self) -> dict[str, Any]:
         """What a message stores (and shows) of it; urls are added per reader."""
@@ -74,6 +75,8 @@ class StoredFile:
             shown["width"], shown["height"] = self.width, self.height
         if self.thumbnail_id is not None:
             shown["thumbnail"] = True
+        if self.encrypted:
+            shown["encrypted"] = True
         return shown
 
 
@@ -97,6 +100,7 @@ def _file_from_doc(doc: dict[str, Any]) -> StoredFile:
         attached=bool(meta.get("attached")),
         message_id=meta.get("message_id"),
         seq=meta.get("seq"),
+        encrypted=bool(meta.get("encrypted")),
     )
 
 

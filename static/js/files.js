@@ -4,6 +4,7 @@
 
 import { ApiError } from './api.js';
 import { h } from './dom.js';
+import { encryptedAttachment } from './e2e/files.js';
 
 export const MAX_ATTACHMENTS = 10; // per message (chat/attachments.py)
 const DEFAULT_MAX_UPLOAD_BYTES = 25 * 1024 * 1024; // the server's default, if the page says nothing
@@ -62,10 +63,10 @@ export function fitInside(width, height, maxWidth, maxHeight) {
  * Retry-After) a few times; `onWaiting` says so meanwhile. Rejects with ApiError, or an
  * AbortError once `signal` aborts.
  */
-export async function uploadFile(api, file, { onProgress, onWaiting, signal } = {}) {
+export async function uploadFile(api, file, { onProgress, onWaiting, signal, query } = {}) {
   for (let attempt = 0; ; attempt++) {
     try {
-      const reply = await api.upload('/api/uploads', { name: file.name || 'file' }, file, { onProgress, signal });
+      const reply = await api.upload('/api/uploads', query || { name: file.name || 'file' }, file, { onProgress, signal });
       return reply.upload;
     } catch (err) {
       if (!(err instanceof ApiError) || err.status !== 429 || attempt >= UPLOAD_RETRIES) throw err;
@@ -142,6 +143,6 @@ export function renderAttachments(attachments) {
     'div',
     { class: 'attachments' },
     images.length ? h('div', { class: 'att-gallery' }, images.map(thumbnail)) : null,
-    others.map(fileChip),
+    others.map((a) => (a.e2e ? encryptedAttachment(a) : fileChip(a))), // decrypted here (e2e/files.js)
   );
 }

@@ -224,7 +224,7 @@ export class OutboxActions {
       if (pending.attachments?.length) payload.attachments = pending.attachments.map((a) => a.id);
       if (pending.reply_to) payload.reply_to = pending.reply_to.id;
       const reply = this.store.conversations.get(conversationId)?.encrypted
-        ? { message: await this.e2e.send(conversationId, pending.body, clientMsgId) } // e2e/session.js
+        ? { message: await this.e2e.send(conversationId, pending.body, clientMsgId, pending.attachments) } // e2e/session.js
         : await this.api.post(path`/api/conversations/${conversationId}/messages`, payload);
       if (session === this.session) this.acceptMessage(reply.message); // not into the next user's state
       return 'sent';

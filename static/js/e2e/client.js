@@ -103,8 +103,11 @@ export class E2eClient {
     return c.initiate(this.device, bundle);
   }
 
-  /** Encrypt `content` (an object: {body, ...}) for every device of the conversation, send it. */
-  async send(conversationId, content, clientMsgId) {
+  /**
+   * Encrypt `content` (an object: {body, ...}) for every device of the conversation, send it;
+   * `attachments`: the ids of encrypted uploads (e2e/files.js) the content names.
+   */
+  async send(conversationId, content, clientMsgId, attachments = []) {
     const plaintext = enc.encode(JSON.stringify(content));
     const sealed = new Map();
     let peers = (await this.knownDevices(conversationId)) || [];
@@ -120,7 +123,7 @@ export class E2eClient {
       const envelopes = [...sealed].filter(([id]) => wanted.has(id)).map(([, e]) => e);
       try {
         const reply = await this.api.request('POST', `/api/conversations/${conversationId}/messages`, {
-          body: { envelopes, client_msg_id: clientMsgId },
+          body: { envelopes, client_msg_id: clientMsgId, ...(attachments.length ? { attachments } : {}) },
         });
         return reply.message;
       } catch (err) {

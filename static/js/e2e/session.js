@@ -6,6 +6,7 @@
 
 import { E2eClient } from './client.js';
 import { b64d, safetyNumber } from './crypto.js';
+import { reveal, sealedFiles } from './files.js';
 import * as keystore from './keystore.js';
 
 export const UNDECRYPTABLE = 'This message cannot be decrypted on this device.';
@@ -46,7 +47,7 @@ export class E2eSession {
   open(client, message) {
     return this.serial(async () => {
       const kept = (await keystore.get(`plain:${message.id}`)) || (await keystore.get(`plain:cmid:${message.client_msg_id}`));
-      if (kept) return { ...message, body: kept.body };
+      if (kept) return reveal({ ...message, body: kept.body }, kept);
       let content = null;
       try {
         content = client ? await client.read(message) : null;
@@ -55,19 +56,24 @@ export class E2eSession {
       }
       if (!content) return { ...message, body: UNDECRYPTABLE, undecryptable: true };
       await keystore.put(`plain:${message.id}`, content);
-      return { ...message, body: content.body };
+      return reveal({ ...message, body: content.body }, content);
     });
   }
 
-  /** Encrypt and send; the stored message with its body (kept here, never on the server). */
-  send(conversationId, body, clientMsgId) {
+  /**
+   * Encrypt and send; the stored message with its body (kept here, never on the server).
+   * `attachments`: encrypted uploads (e2e/files.js), whose keys and names go in the plaintext.
+   */
+  send(conversationId, body, clientMsgId, attachments = []) {
     return this.serial(async () => {
       const client = await this.ready;
       if (!client) throw new Error('This browser cannot encrypt (no WebCrypto X25519).');
-      await keystore.put(`plain:cmid:${clientMsgId}`, { body });
-      const message = await client.send(conversationId, { body }, clientMsgId);
-      await keystore.put(`plain:${message.id}`, { body });
-      return { ...message, body };
+      const files = sealedFiles(attachments);
+      const content = files.length ? { body, files } : { body };
+      await keystore.put(`plain:cmid:${clientMsgId}`, content);
+      const message = await client.send(conversationId, content, clientMsgId, files.map((f) => f.id));
+      await keystore.put(`plain:${message.id}`, content);
+      return reveal({ ...message, body }, content);
     });
   }
 

@@ -529,8 +529,6 @@ export function setupChat({ store, actions, reactions, openGroupPanel, closeConv
   setupInviteAction({ actions, store });
 
   function renderComposer() {
-    // No files in encrypted chats yet: the server would hold them in plaintext (docs/e2e.md).
-    $('attach-button').hidden = Boolean(store.conversations.get(current)?.encrypted);
     const partner = store.partnerOf(store.conversations.get(current));
     const mine = partner && store.blocked.has(partner);
     const theirs = partner && !mine && store.blockedBy.has(partner);

@@ -4,6 +4,7 @@
 // viewer: a dialog that shows the conversation's images full size, one after the other.
 
 import { $, h, toast } from '../dom.js';
+import { uploadEncrypted } from '../e2e/files.js';
 import { MAX_ATTACHMENTS, fitInside, humanSize, icon, isImage, maxUploadBytes } from '../files.js';
 
 const UPLOADS_AT_ONCE = 3; // the server takes 4 at once per user: another tab may need one
@@ -127,7 +128,9 @@ export function setupComposerFiles({ actions, input, current, onReady }) {
     running += 1;
     item.state = 'uploading';
     try {
-      item.upload = await actions.upload(item.file, {
+      const encrypted = actions.store.conversations.get(id)?.encrypted; // the key goes in the message
+      const upload = encrypted ? (file, options) => uploadEncrypted(actions.api, file, options) : (file, options) => actions.upload(file, options);
+      item.upload = await upload(item.file, {
         signal: item.controller.signal,
         onProgress: (loaded) => {
           item.loaded = loaded;
