@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from chat.broker.redis_queues import HOLD_MS, RELEASE_SECS, RedisQueueRegistry
+from chat.broker.redis_queue_scripts import HOLD_MS
+from chat.broker.redis_queues import RELEASE_SECS, RedisQueueRegistry
 from chat.events import Event, EventQueue
 from tests.test_processes import redis_server, redis_url
 
