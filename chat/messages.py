@@ -124,7 +124,7 @@ class MessageCommands(ReplyCommands, MentionCommands):
         # Sends being stored, by (sender, client_msg_id): a retry meanwhile awaits the same
         # outcome instead of storing again; and the tasks that store them.
         self._sends: dict[tuple[str, str], asyncio.Future[Message]] = {}
-        # Several processes: the seq counters in Redis (ChatService.share_limits).
+        # Several processes: the seq counters in Redis (ChatService.start_bus).
         self.shared_seqs: RedisSeqs | None = None
         self._storing: set[asyncio.Task[Message]] = set()
         self._closing = False
@@ -377,6 +377,8 @@ class MessageCommands(ReplyCommands, MentionCommands):
                 await task
         await self._writes.close()
         await self._read_writes.close()
+        if self.shared_seqs is not None:
+            await self.shared_seqs.close()
         await self.activity.close()
 
     async def _answer(self, message: Message, conv: Conversation, user_id: str) -> Reply:

@@ -56,6 +56,7 @@ class ChatService(ModerationCommands, PushCommands):
             from redis.exceptions import RedisError
 
             from chat.broker.redis import RedisBus
+            from chat.broker.redis_seqs import RedisSeqs
 
             bus = RedisBus(self.settings.redis_url)
             try:
@@ -63,6 +64,7 @@ class ChatService(ModerationCommands, PushCommands):
                 await asyncio.wait_for(bus.start(self.bus_handlers()), BUS_CONNECT_SECS)
                 self.bus = bus
                 self.share_limits(bus.redis)
+                self.shared_seqs = RedisSeqs(self.settings.redis_url)  # conversations' seqs
                 await asyncio.wait_for(
                     self.share_queues(self.settings.redis_url, bus.origin), BUS_CONNECT_SECS
                 )
@@ -78,7 +80,6 @@ class ChatService(ModerationCommands, PushCommands):
     def share_limits(self, redis: Redis) -> None:
         """Count the sign-in, sign-up and typing limits with every process, in Redis."""
         from chat.broker.redis_limits import RedisAttempts, RedisTypingThrottle
-        from chat.broker.redis_seqs import RedisSeqs
 
         for attr, name in (
             ("login_failures_by_account", "login.account"),
@@ -92,7 +93,6 @@ class ChatService(ModerationCommands, PushCommands):
         self.typing_throttle = RedisTypingThrottle(
             redis, self.settings.typing_per_sec, self.settings.typing_burst
         )
-        self.shared_seqs = RedisSeqs(redis)  # and the conversations' seqs
 
     def heard_message(self, message: dict[str, Any]) -> None:
         """Another process's message.new: its seq is taken, so that this process's next send

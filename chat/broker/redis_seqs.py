@@ -17,7 +17,6 @@ seqs from memory as alone, for RETRY_SECS before it asks Redis again: sends go o
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -50,9 +49,17 @@ return seq
 class RedisSeqs:
     """The seq counter of every conversation, shared by the processes."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
-        self._take = redis.register_script(_TAKE)
+    def __init__(self, url: str) -> None:
+        # Its own client: a send waits TIMEOUT_SECS at most, as the socket's timeout (not a
+        # cancellation, which would leave a shared connection mid-reply).
+        self._redis = aioredis.from_url(
+            url, socket_timeout=TIMEOUT_SECS, socket_connect_timeout=TIMEOUT_SECS
+        )
+        self._take = self._redis.register_script(_TAKE)
         self._away_until = 0.0
+
+    async def close(self) -> None:
+        await self._redis.aclose()
 
     async def take(self, conversation_id: str, floor: int) -> int | None:
         """The conversation's next seq (above floor), or None while Redis is away (the caller
@@ -60,14 +67,11 @@ class RedisSeqs:
         if time.monotonic() < self._away_until:
             return None
         try:
-            seq = await asyncio.wait_for(
-                self._take(
-                    keys=[PREFIX + conversation_id, PUBLISHED_PREFIX + conversation_id],
-                    args=[floor, KEEP_MS],
-                ),
-                TIMEOUT_SECS,
+            seq = await self._take(
+                keys=[PREFIX + conversation_id, PUBLISHED_PREFIX + conversation_id],
+                args=[floor, KEEP_MS],
             )
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, OSError) as exc:
             if not self._away_until:
                 log.warning("seqs: Redis is unreachable (%s); seqs from memory meanwhile", exc)
             self._away_until = time.monotonic() + RETRY_SECS
