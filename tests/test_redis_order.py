@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from chat.broker.redis import RedisBus
 from chat.broker.redis_queue_scripts import HOLD_MS
 from chat.broker.redis_queues import RELEASE_SECS, RedisQueueRegistry
 from chat.events import Event, EventQueue
@@ -111,3 +112,18 @@ async def test_the_deliveries_of_one_message_are_held_and_sent_together(
     assert await seqs(two, 4) == [1, 2, 3, 4]
     for queue, body in ((one, "for v1"), (two, "for v2")):
         assert queue.events_after(0, prune=False)[2]["event"]["message"]["body"] == body
+
+
+async def test_a_burst_of_commands_waits_for_a_connection_instead_of_failing(
+    redis_url: str,
+) -> None:
+    """500 clients connecting at once are as many presence attaches at once: redis-py's pool
+    of 100 connections refused the rest ("Too many connections", presence then decided per
+    process, in the two-process soak); the bus's client waits for a free connection."""
+    bus = RedisBus(redis_url)
+    try:
+        book = bus.presence_book(20)
+        versions = await asyncio.gather(*(book.attach(f"burst{n}") for n in range(300)))
+        assert all(version > 0 for version in versions)
+    finally:
+        await bus.close()

@@ -35,6 +35,22 @@ CHANNEL = "chat:bus"
 RECONNECT_SECS = 1.0  # after the subscription's connection failed, before trying again
 SEND_TIMEOUT_SECS = 5.0
 HEALTH_SECS = 15.0  # how often redis-py checks the subscription's idle connection
+MAX_CONNECTIONS = 100  # per client: commands beyond wait their turn
+
+
+def connect(url: str, timeout_secs: float) -> aioredis.Redis:
+    """A client for commands: at most MAX_CONNECTIONS to Redis, and a command that finds them
+    all busy waits for one (redis-py's default pool refuses it, "Too many connections": 500
+    clients connecting at once made as many presence changes at once). Each step, the wait for
+    a connection and the socket's, gives up after timeout_secs."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=timeout_secs,
+        socket_timeout=timeout_secs,
+        socket_connect_timeout=timeout_secs,
+    )
+    return aioredis.Redis.from_pool(pool)
 
 
 async def subscribe_forever(
@@ -79,9 +95,7 @@ class RedisBus:
         # Sends give up after SEND_TIMEOUT_SECS (a stopped Redis must not pile them up); the
         # subscription waits for notices without a read timeout, its connection checked by
         # redis-py's own health pings instead.
-        self._redis = aioredis.from_url(
-            url, socket_timeout=SEND_TIMEOUT_SECS, socket_connect_timeout=SEND_TIMEOUT_SECS
-        )
+        self._redis = connect(url, SEND_TIMEOUT_SECS)
         self._subscriber = aioredis.from_url(
             url, socket_connect_timeout=SEND_TIMEOUT_SECS, health_check_interval=HEALTH_SECS
         )

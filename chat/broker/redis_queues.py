@@ -35,7 +35,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from chat.broker.redis import RECONNECT_SECS, subscribe_forever
+from chat.broker.redis import RECONNECT_SECS, connect, subscribe_forever
 from chat.broker.redis_queue_scripts import ACK, LOSE, OPEN, PUSH, READ, REFRESH, RELEASE
 from chat.errors import ChatError, RateLimited
 from chat.events import (
@@ -109,9 +109,7 @@ class RedisQueueRegistry(QueueRegistry):
     def __init__(self, url: str, origin: str, *, max_events: int, grace_secs: float) -> None:
         super().__init__(max_events=max_events, grace_secs=grace_secs)
         self.origin = origin
-        self._redis = aioredis.from_url(
-            url, socket_timeout=TIMEOUT_SECS, socket_connect_timeout=TIMEOUT_SECS
-        )
+        self._redis = connect(url, TIMEOUT_SECS)
         self._subscriber = aioredis.from_url(
             url, socket_connect_timeout=TIMEOUT_SECS, health_check_interval=15
         )

@@ -20,8 +20,9 @@ from __future__ import annotations
 import logging
 import time
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from chat.broker.redis import connect
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,7 @@ class RedisSeqs:
     def __init__(self, url: str) -> None:
         # Its own client: a send waits TIMEOUT_SECS at most, as the socket's timeout (not a
         # cancellation, which would leave a shared connection mid-reply).
-        self._redis = aioredis.from_url(
-            url, socket_timeout=TIMEOUT_SECS, socket_connect_timeout=TIMEOUT_SECS
-        )
+        self._redis = connect(url, TIMEOUT_SECS)
         self._take = self._redis.register_script(_TAKE)
         self._away_until = 0.0
 
