@@ -117,7 +117,6 @@ async def test_messages_typing_and_group_events_reach_users_on_other_processes(
     assert [e["message"]["body"] for e in mine] == ["from carol"]
 
 
-
 async def test_a_conversation_written_through_two_processes_reaches_members_in_seq_order(
     processes: list[tuple[Any, str]],
 ) -> None:
@@ -141,9 +140,7 @@ async def test_a_conversation_written_through_two_processes_reaches_members_in_s
         for i in range(60):
             replies = await asyncio.gather(
                 *(
-                    api.post(
-                        f"/api/conversations/{group_id}/messages", {"body": f"{name} {i} {j}"}
-                    )
+                    api.post(f"/api/conversations/{group_id}/messages", {"body": f"{name} {i} {j}"})
                     for j in range(PARALLEL)
                 )
             )
@@ -155,6 +152,7 @@ async def test_a_conversation_written_through_two_processes_reaches_members_in_s
         frame = await bob_ws.event("message.new", timeout=10)
         seqs.append(frame["event"]["message"]["seq"])
     assert seqs == list(range(1, 120 * PARALLEL + 1))
+
 
 async def presence_asked(host: str, token: str, username: str) -> str:
     """The user's presence as a process answers it in a search (from its memory)."""

@@ -12,7 +12,7 @@ import pytest
 
 from chat.broker.redis import RedisBus
 from chat.broker.redis_queue_scripts import HOLD_MS
-from chat.broker.redis_queues import RELEASE_SECS, RedisQueueRegistry
+from chat.broker.redis_queues import RELEASE_SECS, SETTLE_SECS, RedisQueueRegistry
 from chat.events import Event, EventQueue
 from tests.test_processes import redis_server, redis_url
 
@@ -127,3 +127,35 @@ async def test_a_burst_of_commands_waits_for_a_connection_instead_of_failing(
         assert all(version > 0 for version in versions)
     finally:
         await bus.close()
+
+
+async def test_a_reply_waits_for_its_own_events_not_for_an_empty_outbox(
+    registries: list[RedisQueueRegistry],
+) -> None:
+    """settled() (a command's reply waits on it) returns once the batch carrying the events
+    published so far is in Redis. It used to wait for an empty outbox, which steady traffic
+    never leaves, so under load every reply waited the whole SETTLE_SECS (the two-process
+    soak: sends answered after seconds, retried, never acknowledged)."""
+    a, _ = registries
+    queue, _, _ = await a.open("w1", "u1", None, None, 0, 1000)
+    flooding = True
+
+    async def flood() -> None:  # another user's events, all the time
+        n = 0
+        while flooding:
+            n += 1
+            a.publish(["w2"], {"type": "typing", "n": n})
+            await asyncio.sleep(0)
+
+    flooder = asyncio.create_task(flood())
+    try:
+        started = asyncio.get_running_loop().time()
+        for n in range(1, 6):
+            a.publish(["w1"], new("c5", n))
+            await a.settled()
+            assert await seqs(queue, n) == list(range(1, n + 1))  # in Redis, and here
+        # Five replies in less than one SETTLE_SECS (each waited it whole before).
+        assert asyncio.get_running_loop().time() - started < SETTLE_SECS
+    finally:
+        flooding = False
+        await flooder

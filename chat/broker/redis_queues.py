@@ -134,6 +134,11 @@ class RedisQueueRegistry(QueueRegistry):
         self._pending = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        # Batches taken from the outbox and sent (or failed), counted: a command's events are
+        # in the batch after those taken, or in the one being sent; settled() waits for it.
+        self._taken = 0
+        self._sent = 0
+        self._settling: dict[int, asyncio.Future[None]] = {}
         self._failing = False
         # Targets of events Redis did not take: dropped before anything else is sent.
         self._debt: dict[str, set[str]] = {"u": set(), "q": set(), "s": set()}
@@ -329,17 +334,26 @@ class RedisQueueRegistry(QueueRegistry):
 
     async def settled(self) -> None:
         """Return once what was published so far is in Redis (bounded; at once while Redis
-        is unreachable): a command's reply then means its events are in every queue."""
-        if self._idle.is_set() or self._failing:
+        is unreachable): a command's reply then means its events are in every queue. It
+        waits for the batch that carries them, not for an empty outbox: under steady traffic
+        the outbox is never empty, and every reply waited SETTLE_SECS."""
+        batch = self._taken + 1 if self._outbox else self._taken
+        if self._sent >= batch or self._failing:
             return
+        waiter = self._settling.get(batch)
+        if waiter is None:
+            waiter = self._settling[batch] = asyncio.get_running_loop().create_future()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._idle.wait()), SETTLE_SECS)
+            await asyncio.wait_for(asyncio.shield(waiter), SETTLE_SECS)
 
     async def _send_forever(self) -> None:
         while True:
             await self._pending.wait()
             self._pending.clear()
             batch, self._outbox = self._outbox, []
+            if batch:
+                self._taken += 1
+            taken = self._taken
             acks, self._acks = self._acks, {}
             refreshes, self._refreshes = self._refreshes, set()
             try:
@@ -357,6 +371,11 @@ class RedisQueueRegistry(QueueRegistry):
                     self._debt[mode].update(ids)
                 await asyncio.sleep(RECONNECT_SECS)
                 self._pending.set()
+            self._sent = taken
+            for number in [n for n in self._settling if n <= taken]:
+                waiter = self._settling.pop(number)
+                if not waiter.done():
+                    waiter.set_result(None)
             if not self._outbox and not self._acks and not self._refreshes:
                 self._idle.set()
 
