@@ -95,3 +95,35 @@ async def test_edit_and_delete_are_seen_live_by_the_other_person(
     ).to_have_count(0)
     assert alice.errors == [] and bob.errors == [] and bob.dialogs == []
     await close_all(alice, bob)
+
+
+async def test_an_open_menu_keeps_its_focus_while_an_earlier_message_redraws(
+    browser: Browser, server: RunningServer
+) -> None:
+    """A reaction on an earlier message redraws that message: the menu open below it, and the
+    item focused in it, stay as they were (the redraw had moved the later nodes, and moving a
+    node drops the focus inside it)."""
+    alice, bob, api, conversation_id = await dm_pair(browser, server)  # bob wrote "first"
+    page = bob.page
+    await send(bob, "second")
+    await expect_sent(page, "second")
+    first = (await api.get(f"/api/conversations/{conversation_id}/messages")).body["messages"][0]
+    assert first["body"] == "first"
+
+    mine = bubble(page, "second")
+    await mine.focus()
+    await page.keyboard.press("Tab")
+    await page.keyboard.press("Enter")
+    edit = page.get_by_role("menuitem", name="Edit")
+    await expect(edit).to_be_focused()
+    # bob reacts to "first" from his other device: the view redraws it, above the open menu.
+    reacted = await api.request(
+        "PUT", f"/api/conversations/{conversation_id}/messages/{first['id']}/reactions/%F0%9F%91%8D"
+    )
+    assert reacted.status == 200, reacted.body
+    await expect(bubble(page, "first").locator(".reaction")).to_have_count(1)
+    await expect(edit).to_be_focused()
+    await page.keyboard.press("ArrowDown")  # the menu still answers the keys
+    await expect(page.get_by_role("menuitem", name="Reply")).to_be_focused()
+    assert alice.errors == [] and bob.errors == []
+    await close_all(alice, bob)

@@ -368,7 +368,9 @@ export function setupChat({ store, actions, reactions, openGroupPanel, closeConv
     const items = buildItems(conv, timeline);
     const old = new Map();
     for (const child of list.children) old.set(child.dataset.key, child);
-    const focused = list.contains(document.activeElement) ? document.activeElement.closest('li')?.dataset.key : null;
+    const active = list.contains(document.activeElement) ? document.activeElement : null;
+    const focusedKey = active?.closest('li')?.dataset.key;
+    const focused = focusedKey ? { key: focusedKey, onButton: active.classList.contains('msg-menu-button') } : null;
     const nodes = items.map((item) => {
       const sig = signature(item);
       const existing = old.get(item.key);
@@ -378,12 +380,20 @@ export function setupChat({ store, actions, reactions, openGroupPanel, closeConv
       node.dataset.sig = sig;
       return node;
     });
+    // The nodes that go first, then the new ones in between: a node that stays is never moved
+    // (moving a node drops the focus inside it, say on the item of an open menu).
+    const kept = new Set(nodes);
+    for (const child of [...list.children]) if (!kept.has(child)) child.remove();
     nodes.forEach((node, i) => {
       if (list.children[i] !== node) list.insertBefore(node, list.children[i] ?? null);
     });
-    while (list.children.length > nodes.length) list.lastElementChild.remove();
     updateTabStop();
-    if (focused && !list.contains(document.activeElement)) list.querySelector(`li[data-key="${CSS.escape(focused)}"]`)?.focus({ preventScroll: true });
+    if (focused && !list.contains(document.activeElement)) {
+      // Redrawn: the focus goes back to the same message, on its actions button if it was there.
+      const node = list.querySelector(`li[data-key="${CSS.escape(focused.key)}"]`);
+      const target = focused.onButton ? node?.querySelector('.msg-menu-button') : node;
+      target?.focus({ preventScroll: true });
+    }
 
     $('history-loader').hidden = !(timeline.loadingOlder || !timeline.loaded);
     $('history-start').hidden = !(timeline.loaded && !timeline.hasMore);
