@@ -19,7 +19,6 @@ invitation reads as expired all the same (without an event).
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 from datetime import timedelta
 from typing import Any
@@ -40,6 +39,7 @@ from chat.validation import (
     ID,
     Fields,
     check_id,
+    get_document,
     get_int,
     get_str,
     integer,
@@ -98,11 +98,7 @@ class InvitationCommands(LifecycleCommands, MessageCommands):
         game = (get_str(data, "game", required=True) or "").strip()
         if not game or len(game) > GAME_MAX_CHARS:
             raise ValidationFailed(f"game must be 1-{GAME_MAX_CHARS} characters.", field="game")
-        extra = data.get("data") or {}
-        if not isinstance(extra, dict) or len(json.dumps(extra)) > DATA_MAX_BYTES:
-            raise ValidationFailed(
-                f"data must be an object of at most {DATA_MAX_BYTES} bytes.", field="data"
-            )
+        extra = get_document(data, "data", max_bytes=DATA_MAX_BYTES) or {}
         ttl = get_int(data, "ttl_secs", minimum=TTL_MIN_SECS, maximum=TTL_MAX_SECS)
         to = get_str(data, "to", required=False)
         me = principal.user_id

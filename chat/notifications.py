@@ -33,6 +33,7 @@ from chat.validation import (
     Fields,
     Schema,
     check_id,
+    get_document,
     get_id_list,
     get_limit,
     get_str,
@@ -53,6 +54,7 @@ EXCERPT_CHARS = 140  # of a mentioning message, shown in the list
 TITLE_MAX = 200
 TEXT_MAX = 2000  # a system notification's body
 RECIPIENTS_MAX = 10_000  # user_ids of one system notification
+DATA_MAX_BYTES = 4096  # a service's own data, as JSON
 ALL_BATCH = 1000  # recipients stored and counted per round, for `all: true`
 SERVICE_KEY_BYTES = 32
 
@@ -228,10 +230,8 @@ class NotificationCommands(AccountCommands):
             "body": _text(data, "body", TEXT_MAX),
             "service": name,
         }
-        extra = data.get("data")
+        extra = get_document(data, "data", max_bytes=DATA_MAX_BYTES)
         if extra is not None:
-            if not isinstance(extra, dict):
-                raise ValidationFailed("data must be an object.", field="data")
             content["data"] = extra
         recipients = await self._system_recipients(data)
         note = NewNotification("system", data=content)

@@ -123,6 +123,31 @@ def require_object(data: Any) -> dict[str, Any]:
     return data
 
 
+def get_document(data: dict[str, Any], field: str, *, max_bytes: int) -> dict[str, Any] | None:
+    """A client's own object, stored as it is (a game's data, a service's): at most max_bytes
+    as JSON, and no key the database cannot keep (a NUL in it, or a leading $, which MongoDB
+    reads as an operator). None when absent."""
+    value = data.get(field)
+    if value is None:
+        return None
+    problem = f"{field} must be an object of at most {max_bytes} bytes"
+    if not isinstance(value, dict) or len(json.dumps(value)) > max_bytes:
+        raise ValidationFailed(f"{problem}.", field=field)
+    stack: list[Any] = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            for key, inner in node.items():
+                if "\x00" in key or key.startswith("$"):
+                    raise ValidationFailed(
+                        f"{problem}, whose keys have no NUL and do not start with $.", field=field
+                    )
+                stack.append(inner)
+    return value
+
+
 def get_str(data: dict[str, Any], field: str, *, required: bool = True) -> str | None:
     """A string field; missing -> error if required; any other JSON type -> error."""
     value = data.get(field)

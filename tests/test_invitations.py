@@ -80,6 +80,11 @@ async def test_decline_cancel_and_validation(server: RunningServer) -> None:
     (await invite(alice, cid, ttl_secs=9)).fails(400)
     (await invite(alice, cid, ttl_secs=86401)).fails(400)
     (await invite(alice, cid, game=" ")).fails(400)
+    # The game's data is stored as it is: a key the database cannot keep is a 400, not a 500.
+    for key in ("a\u0000b", "$where", "$"):
+        (await invite(alice, cid, data={"ok": {key: 1}})).fails(400, "validation_failed", "data")
+    kept = (await invite(alice, cid, data={"a.b": [{"c": None}], "": 1})).expect(201)
+    assert kept["message"]["invitation"]["data"] == {"a.b": [{"c": None}], "": 1}
     (await answer(bob, "accept", "0" * 24)).fails(404)
     stranger = await join(server, "carol", "rest")
     (await answer(stranger, "accept", second["id"])).fails(404)

@@ -120,6 +120,8 @@ async def test_a_key_notifies_users_a_group_and_everyone(
     assert bad.status == 400 and bad.error_code == "validation_failed"
     assert (await system(server, key, {**body, "group_id": "f" * 24})).status == 404
     assert (await system(server, key, {"title": "", "body": "x", "all": True})).status == 400
+    nul = await system(server, key, {**body, "all": True, "data": {"a\u0000": 1}})
+    assert nul.status == 400 and nul.error_code == "validation_failed", nul.body
 
 
 async def test_a_key_opens_nothing_else_and_stops_when_revoked(
