@@ -24,6 +24,7 @@ from tests.browser_helpers import (
     open_dm_from_friends,
     person_row,
     send,
+    sign_up,
     tab,
     token_of,
     wait_live,
@@ -240,6 +241,52 @@ async def test_unread_counts_and_newest_activity_first(
     )
     await expect(alice.page.locator("#chats-badge")).to_have_text("2")
     assert bob["id"] and carol["id"]
+    assert alice.errors == []
+    await close_all(alice)
+
+
+async def test_a_message_that_arrives_while_the_list_loads_is_counted(
+    browser: Browser, server: RunningServer
+) -> None:
+    """A new conversation's first message has the client load the list; a second message that
+    arrives while that answer is on its way counts and shows too (it was lost: the list, read
+    before it, said 1 unread with the first message's preview, and nothing loaded it again)."""
+    alice = await new_person(browser, server, "alice", sign_up_now=False)
+    frames: list[str] = []
+    alice.page.on(
+        "websocket", lambda ws: ws.on("framereceived", lambda data: frames.append(str(data)))
+    )
+    await sign_up(alice.page, "alice")
+    await wait_live(alice)
+    alice_id = (await server.client(await token_of(alice.page)).get("/api/me")).body["user"]["id"]
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def hold_the_first_list(route: Route) -> None:
+        if held.is_set():
+            await route.continue_()
+            return
+        response = await route.fetch()  # the list as it is now: carol's first message only
+        held.set()
+        await release.wait()
+        await route.fulfill(response=response)
+
+    await alice.page.route("**/api/conversations", hold_the_first_list)
+    carol_api = server.client()
+    await carol_api.register("carol")
+    reply = await carol_api.post("/api/conversations/dm", {"user_id": alice_id})
+    dm = reply.body["conversation"]["id"]
+    await api_send(carol_api, dm, "one from carol")
+    await asyncio.wait_for(held.wait(), 10)
+    await api_send(carol_api, dm, "two from carol")
+    for _ in range(100):  # the page has the second message before the list comes
+        if any("two from carol" in frame for frame in frames):
+            break
+        await asyncio.sleep(0.05)
+    assert any("two from carol" in frame for frame in frames)
+    release.set()
+    row = conversation_row(alice.page, "carol")
+    await expect(row.locator(".preview")).to_have_text("two from carol")
+    await expect(row.locator(".unread-badge")).to_have_text("2")
     assert alice.errors == []
     await close_all(alice)
 

@@ -25,6 +25,8 @@ export class Actions extends OutboxActions {
     this.lastTypingSent = new Map();
     this.readSent = new Map(); // conversation id -> seq we told the server
     this.conversationsReload = null;
+    this.conversationsFetching = false; // the reload above is waiting for its answer
+    this.conversationsAgain = false; // and was asked for again meanwhile
     this.session = 0; // bumped at sign-out
     this.blocking = new Set(); // users this tab is blocking right now
   }
@@ -103,13 +105,28 @@ export class Actions extends OutboxActions {
 
   /** Coalesce reloads asked for by several events at once. */
   reloadConversationsSoon() {
-    if (!this.conversationsReload) {
-      this.conversationsReload = sleep(100)
-        .then(() => this.loadConversations())
-        .finally(() => {
-          this.conversationsReload = null;
-        });
+    // Asked again while the list is on its way: that answer may be older than what asked (a
+    // second message of a new conversation), so the list is loaded once more after it.
+    if (this.conversationsReload) {
+      if (this.conversationsFetching) this.conversationsAgain = true;
+      return this.conversationsReload;
     }
+    this.conversationsReload = (async () => {
+      try {
+        do {
+          this.conversationsAgain = false;
+          await sleep(100);
+          this.conversationsFetching = true;
+          try {
+            await this.loadConversations();
+          } finally {
+            this.conversationsFetching = false;
+          }
+        } while (this.conversationsAgain);
+      } finally {
+        this.conversationsReload = null;
+      }
+    })();
     return this.conversationsReload;
   }
 

@@ -119,7 +119,8 @@ function setupPushSetting(webPush) {
     try {
       if (box.checked) await webPush.enable();
       else await webPush.disable();
-      status.textContent = box.checked ? 'Push notifications are on for this browser.' : '';
+      // Said once it is done (the server told too): off means no push reaches this browser.
+      status.textContent = `Push notifications are ${box.checked ? 'on' : 'off'} for this browser.`;
     } catch (err) {
       box.checked = webPush.wanted;
       status.textContent = `Push notifications: ${err.message}`;
