@@ -16,7 +16,14 @@ from pymongo.errors import DuplicateKeyError
 from chat.batching import ReadBatcher
 from chat.errors import Conflict
 from chat.models import Session, User, utcnow
-from chat.store.base import Collections, InFlight, duplicate_key_fields, object_id, translated
+from chat.store.base import (
+    Collections,
+    InFlight,
+    duplicate_key_fields,
+    in_chunks,
+    object_id,
+    translated,
+)
 
 # No 0/O, 1/I/L: a code read aloud or copied by hand must not be ambiguous.
 FRIEND_CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
@@ -117,16 +124,22 @@ class UserStore(Collections):
 
     @translated
     async def _get_by_oids(self, oids: list[ObjectId]) -> dict[ObjectId, User]:
-        # At most one document per id: one batch more than that ends the cursor in one reply.
-        docs = self._users.find({"_id": {"$in": oids}, **LIVE}, batch_size=len(oids) + 1)
-        return {doc["_id"]: user_from_doc(doc) async for doc in docs}
+        found: dict[ObjectId, User] = {}
+        for chunk in in_chunks(oids):
+            # At most one document per id: one batch more than that ends the cursor in one reply.
+            docs = self._users.find({"_id": {"$in": chunk}, **LIVE}, batch_size=len(chunk) + 1)
+            found.update({doc["_id"]: user_from_doc(doc) async for doc in docs})
+        return found
 
     @translated
     async def get_many(self, user_ids: list[str]) -> dict[str, User]:
         """Users by id; unknown ids are left out."""
         oids = [object_id(uid, "user") for uid in user_ids]
-        docs = self._users.find({"_id": {"$in": oids}, **LIVE})
-        return {str(doc["_id"]): user_from_doc(doc) async for doc in docs}
+        found: dict[str, User] = {}
+        for chunk in in_chunks(oids):
+            docs = self._users.find({"_id": {"$in": chunk}, **LIVE}, batch_size=len(chunk) + 1)
+            found.update({str(doc["_id"]): user_from_doc(doc) async for doc in docs})
+        return found
 
     @translated
     async def get_login(self, login: str) -> tuple[User, str] | None:

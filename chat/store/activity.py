@@ -10,7 +10,7 @@ every index entry of a document it updates (SecantusDB does), 1,000 entries of t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,12 +23,9 @@ from chat.store.base import (
     Collections,
     InFlight,
     ensure_collection,
+    in_chunks,
     translated,
 )
-
-# Ids per find({_id: {$in: ...}}): SecantusDB answers a long $in list slowly, and a member of
-# hundreds of conversations reads them in several short ones.
-IN_CHUNK = 64
 
 
 class ActivityStore(Collections):
@@ -71,14 +68,9 @@ class ActivityStore(Collections):
     async def last_activity_many(self, conversation_ids: Sequence[str]) -> dict[str, datetime]:
         """The stored last activity of those of these conversations that have one."""
         found: dict[str, datetime] = {}
-        for chunk in _chunks(conversation_ids, IN_CHUNK):
+        for chunk in in_chunks(conversation_ids):
             async for doc in self._activity.find(
                 {"_id": {"$in": chunk}}, projection={"last_activity_at": 1}
             ):
                 found[doc["_id"]] = doc["last_activity_at"]
         return found
-
-
-def _chunks(items: Sequence[str], size: int) -> Iterable[list[str]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])

@@ -7,7 +7,7 @@ import contextlib
 import functools
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 from bson import ObjectId
@@ -29,8 +29,20 @@ from chat.errors import DatabaseUnavailable, NotFound
 BULK_TIMEOUT_SECS = 600.0
 DUPLICATE_KEY = 11000  # MongoDB's error code for a unique index refusing a write
 
+# Values per {$in: [...]} in one query. MongoDB takes a long list in its stride, but the
+# embedded SecantusDB matches one in a time that grows with the list's square (by _id: 100 ids
+# 31 ms, 300 ids 224 ms, 999 ids past the 2 s timeout), so a long list goes as several short
+# queries: a few more round trips on MongoDB, 16 x 64 ids in about 0.2 s on the embedded one.
+IN_CHUNK = 64
+
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+def in_chunks(values: Sequence[T], size: int = IN_CHUNK) -> Iterator[list[T]]:
+    """values in lists of at most size, in order: each one {$in} query (see IN_CHUNK)."""
+    for start in range(0, len(values), size):
+        yield list(values[start : start + size])
 
 
 def _unreachable(exc: PyMongoError) -> bool:

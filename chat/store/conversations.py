@@ -29,6 +29,7 @@ from chat.models import iso, utcnow
 from chat.store.base import (
     DUPLICATE_KEY,
     InFlight,
+    in_chunks,
     object_id,
     translated,
 )
@@ -384,7 +385,11 @@ class ConversationStore(MessageStore):
         oids = [object_id(cid, "conversation") for cid in conversation_ids]
         if not oids:
             return []
-        docs = {d["_id"]: d async for d in self._conversations.find({"_id": {"$in": oids}})}
+        docs = {}
+        for chunk in in_chunks(oids):
+            docs.update(
+                {d["_id"]: d async for d in self._conversations.find({"_id": {"$in": chunk}})}
+            )
         return [conversation_from_doc(docs[oid]) for oid in oids if oid in docs]
 
     @translated

@@ -19,7 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from chat.errors import Conflict
-from chat.store.base import DUPLICATE_KEY, Collections, InFlight, translated
+from chat.store.base import DUPLICATE_KEY, Collections, InFlight, in_chunks, translated
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,8 +95,11 @@ class E2eStore(Collections):
     @translated
     async def devices_of(self, user_ids: Sequence[str]) -> list[Device]:
         """Every device of these users, oldest first."""
-        cursor = self._devices.find({"user_id": {"$in": list(user_ids)}}).sort("created_at", 1)
-        return [_device_from_doc(d) async for d in cursor]
+        docs: list[dict[str, Any]] = []
+        for chunk in in_chunks(user_ids):
+            docs += [d async for d in self._devices.find({"user_id": {"$in": chunk}})]
+        docs.sort(key=lambda d: (d["created_at"], d["_id"]))
+        return [_device_from_doc(d) for d in docs]
 
     @translated
     async def put_device(self, device: Device) -> bool:

@@ -23,7 +23,7 @@ from pymongo.errors import DuplicateKeyError
 
 from chat.models import utcnow
 from chat.store.accounts import LIVE
-from chat.store.base import Collections, InFlight, translated
+from chat.store.base import Collections, InFlight, in_chunks, translated
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,13 +141,14 @@ class NotificationStore(Collections):
     @translated
     async def unread_counts(self, user_ids: Sequence[str]) -> dict[str, int]:
         """How many unread notifications each of these users has, in one query."""
-        pipeline: list[dict[str, Any]] = [
-            {"$match": {"user_id": {"$in": list(user_ids)}, "read_at": None}},
-            {"$group": {"_id": "$user_id", "n": {"$sum": 1}}},
-        ]
         counts = {uid: 0 for uid in user_ids}
-        async for doc in await self._notes.aggregate(pipeline):
-            counts[doc["_id"]] = doc["n"]
+        for chunk in in_chunks(user_ids):
+            pipeline: list[dict[str, Any]] = [
+                {"$match": {"user_id": {"$in": chunk}, "read_at": None}},
+                {"$group": {"_id": "$user_id", "n": {"$sum": 1}}},
+            ]
+            async for doc in await self._notes.aggregate(pipeline):
+                counts[doc["_id"]] = doc["n"]
         return counts
 
     @translated

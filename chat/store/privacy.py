@@ -18,7 +18,7 @@ from pymongo.errors import DuplicateKeyError
 
 from chat.batching import ReadBatcher
 from chat.models import utcnow
-from chat.store.base import Collections, InFlight, ensure_collection, translated
+from chat.store.base import Collections, InFlight, ensure_collection, in_chunks, translated
 
 DmPolicy = Literal["everyone", "friends"]
 DM_POLICIES: tuple[DmPolicy, ...] = ("everyone", "friends")
@@ -106,8 +106,11 @@ class PrivacyStore(Collections):
 
     @translated
     async def _states_many(self, pairs: list[str]) -> dict[str, DmState]:
-        cursor = self._states.find({"_id": {"$in": pairs}}, batch_size=len(pairs))
-        return {doc["_id"]: _state_from_doc(doc) async for doc in cursor}
+        found: dict[str, DmState] = {}
+        for chunk in in_chunks(pairs):
+            cursor = self._states.find({"_id": {"$in": chunk}}, batch_size=len(chunk))
+            found.update({doc["_id"]: _state_from_doc(doc) async for doc in cursor})
+        return found
 
     @translated
     async def start_request(

@@ -9,6 +9,7 @@ so a second insert of the same one fails instead of creating a duplicate.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +21,7 @@ from pymongo.errors import DuplicateKeyError
 from chat.batching import ReadBatcher
 from chat.errors import Conflict
 from chat.models import utcnow
-from chat.store.base import Collections, InFlight, object_id, translated
+from chat.store.base import Collections, InFlight, in_chunks, object_id, translated
 
 MAX_PENDING_LISTED = 1000  # newest requests listed per direction: bounds what spam can cost
 BLOCK_RETRIES = 3  # a block and an unblock racing on the same pair
@@ -206,13 +207,12 @@ class SocialStore(Collections):
     @translated
     async def _friend_ids_many(self, user_ids: list[str]) -> dict[str, set[str]]:
         found: dict[str, set[str]] = {}
-        cursor = self._friendships.find(
-            {"users": {"$in": user_ids}}, {"users": 1}, batch_size=len(user_ids)
-        )
-        async for doc in cursor:
-            a, b = doc["users"]
-            found.setdefault(a, set()).add(b)
-            found.setdefault(b, set()).add(a)
+        for chunk in in_chunks(user_ids):
+            query = {"users": {"$in": chunk}}
+            async for doc in self._friendships.find(query, {"users": 1}, batch_size=len(chunk)):
+                a, b = doc["users"]
+                found.setdefault(a, set()).add(b)
+                found.setdefault(b, set()).add(a)
         return found
 
     # -- blocks -----------------------------------------------------------------
@@ -257,9 +257,9 @@ class SocialStore(Collections):
     async def _blocked_either_way_many(self, user_ids: list[str]) -> dict[str, set[str]]:
         found: dict[str, set[str]] = {}
         projection = {"blocker_id": 1, "blocked_id": 1}
-        for field in ("blocker_id", "blocked_id"):  # one indexed range each
-            query = {field: {"$in": user_ids}}
-            async for doc in self._blocks.find(query, projection, batch_size=len(user_ids)):
+        for field, chunk in itertools.product(("blocker_id", "blocked_id"), in_chunks(user_ids)):
+            query = {field: {"$in": chunk}}  # one indexed range each
+            async for doc in self._blocks.find(query, projection, batch_size=len(chunk)):
                 blocker, blocked = doc["blocker_id"], doc["blocked_id"]
                 found.setdefault(blocker, set()).add(blocked)
                 found.setdefault(blocked, set()).add(blocker)
