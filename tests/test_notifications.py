@@ -4,10 +4,13 @@ marking some or all read, with notifications.read telling the other tabs the cou
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
+from chat.store import Store
+from chat.store.notifications import NewNotification
 from tests.conftest import RunningServer, ServerFactory
 from tests.test_conversations import TRANSPORTS, Member, join, send
 from tests.test_lifecycle import make_group
@@ -152,3 +155,27 @@ async def test_a_mention_of_several_members_is_one_insert(
     for member in members:
         assert (await member.event("notification.new"))["notification"]["kind"] == "group.added"
         assert (await member.event("notification.new"))["notification"]["kind"] == "mention"
+
+
+async def test_unread_counts_are_kept_per_user_and_counted_again_at_each_read(
+    store: Store,
+) -> None:
+    """notification.new's counts come from a count kept per user (counting every recipient's
+    unread notifications at each notification grew slower with each one): concurrent adds
+    count once each, a new user's too; a read counts again, so a count left wrong is right
+    after it; a database from before the counts is counted at start."""
+    notes = store.notifications
+    a, b, c = "a" * 24, "b" * 24, "c" * 24
+    note = NewNotification("system", data={})
+    await asyncio.gather(*(notes.add([a, b], note) for _ in range(10)))
+    assert await notes.unread_counts([a, b, c]) == {a: 10, b: 10, c: 0}
+    page, _ = await notes.page(a, None, 3)
+    assert await notes.mark_read(a, [n.id for n in page]) == 3
+    assert await notes.unread_counts([a, b]) == {a: 7, b: 10}
+    # A count left wrong (a crash between a notification's insert and its count).
+    await notes._counts.update_one({"_id": b}, {"$set": {"unread": 99}})
+    assert await notes.mark_read(b, []) == 0
+    assert await notes.unread_counts([b]) == {b: 10}
+    await notes._counts.drop()
+    await notes.ensure_indexes()
+    assert await notes.unread_counts([a, b]) == {a: 7, b: 10}

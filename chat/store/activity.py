@@ -16,12 +16,11 @@ from typing import Any
 
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError
 
 from chat.store.base import (
-    DUPLICATE_KEY,
     Collections,
     InFlight,
+    bulk_upsert,
     ensure_collection,
     in_chunks,
     translated,
@@ -54,15 +53,7 @@ class ActivityStore(Collections):
             )
             for cid, (last_seq, when) in activity.items()
         ]
-        try:
-            await self._activity.bulk_write(updates, ordered=False)
-        except BulkWriteError as exc:
-            # Two processes creating one conversation's document at once: one upsert loses
-            # on _id. The document exists now, so the same $max again updates it.
-            errors = (exc.details or {}).get("writeErrors", [])
-            if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
-                raise
-            await self._activity.bulk_write([updates[e["index"]] for e in errors], ordered=False)
+        await bulk_upsert(self._activity, updates)
 
     @translated
     async def last_activity_many(self, conversation_ids: Sequence[str]) -> dict[str, datetime]:

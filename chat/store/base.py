@@ -12,8 +12,10 @@ from typing import Any, ParamSpec, TypeVar
 
 from bson import ObjectId
 from bson.errors import InvalidId
+from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import (
+    BulkWriteError,
     CollectionInvalid,
     ConnectionFailure,
     DuplicateKeyError,
@@ -37,6 +39,20 @@ IN_CHUNK = 64
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+async def bulk_upsert(collection: AsyncCollection[Any], ops: list[UpdateOne]) -> None:
+    """One unordered bulk_write of upserts by _id. Two writers creating one document at once
+    (two processes, two notifications): one upsert loses on _id; the document exists now, so
+    the same update again applies (each op must be one that may be applied that way: $max,
+    $inc of a count the loser had not applied)."""
+    try:
+        await collection.bulk_write(ops, ordered=False)
+    except BulkWriteError as exc:
+        errors = (exc.details or {}).get("writeErrors", [])
+        if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        await collection.bulk_write([ops[e["index"]] for e in errors], ordered=False)
 
 
 def in_chunks(values: Sequence[T], size: int = IN_CHUNK) -> Iterator[list[T]]:

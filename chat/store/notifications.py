@@ -4,6 +4,12 @@ A notification belongs to one user; `read_at` is unset until it is read, and a T
 removes a read notification `ttl_days` after it was read (unread ones stay). A page is newest
 first by `_id` (an ObjectId: the creation order), so `before` is a notification's id.
 
+notification_counts keeps each user's unread count (`{_id: user id, unread}`) for the live
+notification.new: counting them at each notification cost a read of every unread one of every
+recipient, so a 1,000-member group's notification grew slower with each one before it. A
+notification adds 1 after its insert; a read sets the count again from the notifications, so a
+count a crash left behind is right again at the user's next read.
+
 A service key is stored by its SHA-256 only, as the document's `_id`: a lookup is one exact
 match on a unique index, and a stolen database yields no usable key.
 """
@@ -16,14 +22,22 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+import pymongo
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from chat.models import utcnow
 from chat.store.accounts import LIVE
-from chat.store.base import Collections, InFlight, in_chunks, translated
+from chat.store.base import (
+    BULK_TIMEOUT_SECS,
+    Collections,
+    InFlight,
+    bulk_upsert,
+    in_chunks,
+    translated,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +99,7 @@ class NotificationStore(Collections):
     ) -> None:
         super().__init__(in_flight)
         self._notes = db["notifications"]
+        self._counts = db["notification_counts"]
         self._keys = db["service_keys"]
         self._users = db["users"]
         self.ttl_days = ttl_days
@@ -97,6 +112,22 @@ class NotificationStore(Collections):
             [("read_at", ASCENDING)], expireAfterSeconds=int(self.ttl_days * 86400)
         )
         await self._keys.create_index([("name", ASCENDING)], unique=True)
+        # A database from before the counts: counted once, from the notifications.
+        unread = await self._notes.find_one({"read_at": None}, {"_id": 1})
+        if unread is not None and await self._counts.find_one({}, {"_id": 1}) is None:
+            await self._count_all()
+
+    async def _count_all(self) -> None:
+        """Every user's count from the notifications themselves."""
+        with pymongo.timeout(BULK_TIMEOUT_SECS):
+            pipeline: list[dict[str, Any]] = [
+                {"$match": {"read_at": None}},
+                {"$group": {"_id": "$user_id", "unread": {"$sum": 1}}},
+            ]
+            counts = [d async for d in await self._notes.aggregate(pipeline)]
+            for chunk in in_chunks(counts, 1000):
+                ops = [UpdateOne({"_id": d["_id"]}, {"$set": d}, upsert=True) for d in chunk]
+                await self._counts.bulk_write(ops, ordered=False)
 
     # -- notifications ------------------------------------------------------------------
 
@@ -121,6 +152,8 @@ class NotificationStore(Collections):
                 doc["conversation_id"] = note.conversation_id
             docs.append(doc)
         await self._notes.insert_many(docs, ordered=False)
+        ops = [UpdateOne({"_id": uid}, {"$inc": {"unread": 1}}, upsert=True) for uid in user_ids]
+        await bulk_upsert(self._counts, ops)
         return [notification_from_doc(d) for d in docs]
 
     @translated
@@ -140,15 +173,12 @@ class NotificationStore(Collections):
 
     @translated
     async def unread_counts(self, user_ids: Sequence[str]) -> dict[str, int]:
-        """How many unread notifications each of these users has, in one query."""
-        counts = {uid: 0 for uid in user_ids}
+        """How many unread notifications each of these users has, as counted (one read by _id
+        per 64 users, whatever their notifications)."""
+        counts = dict.fromkeys(user_ids, 0)
         for chunk in in_chunks(user_ids):
-            pipeline: list[dict[str, Any]] = [
-                {"$match": {"user_id": {"$in": chunk}, "read_at": None}},
-                {"$group": {"_id": "$user_id", "n": {"$sum": 1}}},
-            ]
-            async for doc in await self._notes.aggregate(pipeline):
-                counts[doc["_id"]] = doc["n"]
+            async for doc in self._counts.find({"_id": {"$in": chunk}}):
+                counts[doc["_id"]] = max(0, doc["unread"])
         return counts
 
     @translated
@@ -164,6 +194,10 @@ class NotificationStore(Collections):
         if ids is not None:
             query["_id"] = {"$in": _valid_ids(ids)}
         result = await self._notes.update_many(query, {"$set": {"read_at": utcnow()}})
+        # Counted again, not decremented: a count left wrong (a crash between a notification's
+        # insert and its count) is right from here on.
+        unread = await self._notes.count_documents({"user_id": user_id, "read_at": None})
+        await self._counts.update_one({"_id": user_id}, {"$set": {"unread": unread}}, upsert=True)
         return result.modified_count
 
     # -- service keys ---------------------------------------------------------------------
