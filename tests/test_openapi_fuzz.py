@@ -61,6 +61,9 @@ async def fuzz_server(make_server: ServerFactory, tmp_path: Path) -> tuple[Runni
         '"path.conversation_id" = { dictionary = "conversations", probability = 0.7 }\n'
         '"path.user_id" = { dictionary = "users", probability = 0.7 }\n'
         '"body.user_id" = { dictionary = "users", probability = 0.7 }\n'
+        # A long-poll on a real queue (stateful links find one) waits up to its timeout, 25 s
+        # by default, past the client's 10 s: it always says how long, and 0 answers at once.
+        '"query.timeout" = 0\n'
     )
     return server, me["token"]
 
