@@ -1,22 +1,21 @@
 // What the user can do, and what the server tells us: REST calls and events, written into the
-// store. Views call these and never talk to the server themselves.
+// store. Views call these and never talk to the server themselves. Friends, requests, blocks
+// and the directory are in people.js, sending in outbox.js: the classes this one extends.
 
-import { ApiError, path } from './api.js';
+import { path } from './api.js';
 import { toast } from './dom.js';
 import { uploadFile } from './files.js';
-import { OutboxActions } from './outbox.js';
+import { MAX_PRESENCE_SUBSCRIBE, PeopleActions } from './people.js';
 import { noteGroupEvent } from './system.js';
 
 const HISTORY_PAGE = 50;
-const DIRECTORY_PAGE = 30;
 const TYPING_EVERY_MS = 3000; // the server relays each typing call; the others show it ~6 s
 const CATCH_UP_PAGES = 20; // at most this many pages of missed messages before giving up
-const MAX_PRESENCE_SUBSCRIBE = 1000; // the server's limit per queue
 const READ_DELAY_MS = 250; // a burst of messages in the open conversation: one read call
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-export class Actions extends OutboxActions {
+export class Actions extends PeopleActions {
   constructor(api, store, realtime = null) {
     super();
     this.api = api;
@@ -28,7 +27,6 @@ export class Actions extends OutboxActions {
     this.conversationsFetching = false; // the reload above is waiting for its answer
     this.conversationsAgain = false; // and was asked for again meanwhile
     this.session = 0; // bumped at sign-out
-    this.blocking = new Set(); // users this tab is blocking right now
   }
 
   /**
@@ -138,226 +136,6 @@ export class Actions extends OutboxActions {
         timeline.reads.set(userId, Math.max(seq, timeline.reads.get(userId) || 0));
       }
     }
-  }
-
-  async loadFriends() {
-    const reply = await this.guard(this.api.get('/api/friends'), 'Could not load friends');
-    if (!reply) return;
-    const store = this.store;
-    store.friends = new Set();
-    for (const friend of reply.friends || []) {
-      const user = friend.user || friend;
-      store.upsertUser(user);
-      store.friends.add(user.id);
-    }
-    store.friendsLoaded = true;
-    store.emit('friends');
-    store.emit('users');
-  }
-
-  async loadRequests() {
-    const reply = await this.guard(this.api.get('/api/friends/requests'), 'Could not load friend requests');
-    if (!reply) return;
-    const store = this.store;
-    store.incoming = new Map();
-    store.outgoing = new Map();
-    for (const r of reply.requests?.incoming || []) this.noteRequest(r);
-    for (const r of reply.requests?.outgoing || []) this.noteRequest(r);
-    store.requestsLoaded = true;
-    store.emit('requests');
-    store.emit('users');
-  }
-
-  /** File a request under incoming or outgoing; remember the users it names. */
-  noteRequest(request) {
-    const store = this.store;
-    for (const key of ['from_user', 'to_user']) if (request[key]) store.upsertUser(request[key]);
-    const fromId = request.from_user_id ?? request.from_user?.id;
-    if (fromId === this.me?.id) store.outgoing.set(request.id, request);
-    else store.incoming.set(request.id, request);
-  }
-
-  /** The other person of a request, from our side. */
-  requestPeer(request) {
-    const fromId = request.from_user_id ?? request.from_user?.id;
-    const toId = request.to_user_id ?? request.to_user?.id;
-    return fromId === this.me?.id ? toId : fromId;
-  }
-
-  forgetRequest(requestId) {
-    const store = this.store;
-    const removed = store.incoming.delete(requestId) || store.outgoing.delete(requestId);
-    if (removed) store.emit('requests');
-    return removed;
-  }
-
-  async loadBlocks() {
-    const reply = await this.guard(this.api.get('/api/blocks'), 'Could not load blocked users');
-    if (!reply) return;
-    const store = this.store;
-    store.blocked = new Set();
-    for (const entry of reply.blocks || []) {
-      store.upsertUser(entry.user);
-      store.blocked.add(entry.user.id);
-      store.blockedBy.delete(entry.user.id); // my own block: the notice offers Unblock
-    }
-    store.emit('blocks');
-    store.emit('users');
-  }
-
-  /** The user directory: a page of users whose name starts with `query` (all without one). */
-  async searchDirectory(query, { more = false } = {}) {
-    const store = this.store;
-    const dir = store.directory;
-    const token = {};
-    this.directoryToken = token;
-    if (dir.query !== query) dir.ids = []; // another search: the old names do not match
-    dir.query = query;
-    dir.loading = true;
-    store.emit('directory');
-    const params = { limit: DIRECTORY_PAGE };
-    if (query) params.q = query;
-    if (more && dir.cursor) Object.assign(params, dir.cursor);
-    const reply = await this.guard(this.api.get('/api/users', params), 'Could not load people');
-    if (this.directoryToken !== token) return; // a newer search replaced this one
-    dir.loading = false;
-    if (reply) {
-      const users = (reply.users || []).filter((u) => u.id !== this.me?.id);
-      for (const u of reply.users || []) store.upsertUser(u);
-      if (!more) dir.ids = [];
-      const known = new Set(dir.ids);
-      for (const u of users) if (!known.has(u.id)) dir.ids.push(u.id);
-      dir.hasMore = Boolean(reply.has_more);
-      dir.cursor = reply.next_after ? { after: reply.next_after } : null;
-      this.subscribePresence(users.map((u) => u.id));
-    }
-    store.emit('directory');
-    store.emit('users');
-  }
-
-  /** Ask for live presence of users who are neither friends nor DM partners (the directory). */
-  async subscribePresence(userIds) {
-    const queueId = this.realtime?.queueId;
-    if (!queueId || !userIds.length) return;
-    try {
-      const reply = await this.api.post('/api/presence/subscribe', { queue_id: queueId, user_ids: userIds });
-      for (const [id, status] of Object.entries(reply.presence || {})) {
-        const user = this.store.users.get(id);
-        if (user) this.store.users.set(id, { ...user, status });
-      }
-      this.store.emit('users');
-    } catch (err) {
-      // A queue replaced meanwhile: the next hello subscribes again. Nothing to tell the user.
-      if (!(err instanceof ApiError && err.status === 404)) console.warn('presence subscribe failed', err);
-    }
-  }
-
-  // -- people ---------------------------------------------------------------------------------
-
-  /** The user with this friend code; throws ApiError (404 when nobody has it). */
-  async findByCode(code) {
-    const reply = await this.api.get(path`/api/users/by-code/${code}`);
-    this.store.upsertUser(reply.user);
-    this.subscribePresence([reply.user.id]);
-    this.store.emit('users');
-    return reply.user;
-  }
-
-  async requestFriend(userId) {
-    const reply = await this.guard(this.api.post('/api/friends/requests', { user_id: userId }), 'Friend request failed');
-    if (!reply) return false;
-    if (reply.request) this.noteRequest(reply.request);
-    if (reply.user) {
-      // Asking someone who had asked us makes us friends at once.
-      this.store.upsertUser(reply.user);
-      this.store.friends.add(reply.user.id);
-      this.forgetRequest(reply.request.id);
-      this.store.emit('friends');
-    } else {
-      this.store.emit('requests');
-    }
-    this.store.emit('users');
-    return true;
-  }
-
-  async acceptRequest(requestId) {
-    const reply = await this.guard(this.api.post(path`/api/friends/requests/${requestId}/accept`), 'Could not accept');
-    if (!reply) return;
-    this.forgetRequest(requestId);
-    this.store.upsertUser(reply.user);
-    this.store.friends.add(reply.user.id);
-    this.store.emit('friends');
-    this.store.emit('users');
-  }
-
-  async declineRequest(requestId) {
-    const reply = await this.guard(this.api.post(path`/api/friends/requests/${requestId}/decline`), 'Could not decline');
-    if (reply) this.forgetRequest(requestId);
-    this.store.emit('users');
-  }
-
-  async cancelRequest(requestId) {
-    const reply = await this.guard(this.api.del(path`/api/friends/requests/${requestId}`), 'Could not cancel');
-    if (reply) this.forgetRequest(requestId);
-    this.store.emit('users');
-  }
-
-  async removeFriend(userId) {
-    const reply = await this.guard(this.api.del(path`/api/friends/${userId}`), 'Could not remove the friend');
-    if (!reply) return;
-    this.store.friends.delete(userId);
-    this.store.emit('friends');
-    this.store.emit('users');
-  }
-
-  async block(userId) {
-    this.blocking.add(userId);
-    let reply;
-    try {
-      reply = await this.guard(this.api.put(path`/api/blocks/${userId}`), 'Could not block');
-    } finally {
-      this.blocking.delete(userId);
-    }
-    if (!reply) return false;
-    this.store.blocked.add(userId);
-    this.store.blockedBy.delete(userId);
-    this.store.friends.delete(userId);
-    for (const [id, r] of [...this.store.incoming, ...this.store.outgoing]) {
-      if (this.requestPeer(r) === userId) this.forgetRequest(id);
-    }
-    this.store.emit('blocks');
-    this.store.emit('friends');
-    this.store.emit('users');
-    return true;
-  }
-
-  async unblock(userId) {
-    const reply = await this.guard(this.api.del(path`/api/blocks/${userId}`), 'Could not unblock');
-    if (!reply) return;
-    this.store.blocked.delete(userId);
-    this.store.emit('blocks');
-    this.store.emit('users');
-  }
-
-  /**
-   * The server says a block now stands (or no longer stands) between us and this user: on the
-   * blocked side that is all it learns (the DM can no longer be answered); on the blocker's
-   * side, another tab's block or unblock.
-   */
-  blockChanged(userId, blocked) {
-    const store = this.store;
-    if (blocked) {
-      if (!store.blocked.has(userId) && !this.blocking.has(userId)) {
-        store.blockedBy.add(userId);
-        // Another tab of mine may have blocked: the list of blocks says which.
-        this.loadBlocks();
-      }
-    } else {
-      store.blockedBy.delete(userId);
-      this.loadBlocks();
-    }
-    store.emit('blocks');
-    store.emit('users');
   }
 
   // -- conversations --------------------------------------------------------------------------
