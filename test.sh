@@ -50,14 +50,13 @@ echo "== ruff" && .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy" && .venv/bin/mypy
 echo "== pytest"
 status=0
-# The whole suite runs on CHAT_TEST_WORKERS processes (default 3; each starts its own database):
-# files are dealt out whole, so a file's tests share a worker. On two cores, 2 workers took
-# 668 s, 3 took 611 s and 4 took 551 s (the tests wait on sockets, browsers and timers much of
-# the time); 3 keeps the cores busy without piling up load on timing-sensitive tests.
+# The whole suite runs on CHAT_TEST_WORKERS processes (default 2, one per core; each starts its
+# own database): files are dealt out whole, so a file's tests share a worker. On two cores,
+# 2 workers took 668 s; 3 took 611 to 843 s from run to run and made load-sensitive tests fail.
 # With arguments (a file, -k, -m fuzz) it runs in this one process, unless they say -n themselves.
 workers=()
-if [ "$#" = 0 ] && [ "${CHAT_TEST_WORKERS:-3}" != 0 ]; then
-  workers=(-n "${CHAT_TEST_WORKERS:-3}" --dist loadfile)
+if [ "$#" = 0 ] && [ "${CHAT_TEST_WORKERS:-2}" != 0 ]; then
+  workers=(-n "${CHAT_TEST_WORKERS:-2}" --dist loadfile)
 fi
 .venv/bin/pytest "${workers[@]}" "$@" || status=$?
 if [ "$status" = 5 ]; then
