@@ -906,8 +906,12 @@ class Profiler:
     """py-spy attached to processes for one workload (--profile): collapsed stacks, one file
     per process named by `targets` (`--format raw`; flamegraph.pl or speedscope draw them)."""
 
-    def __init__(self, directory: Path | None, targets: dict[str, int]) -> None:
-        """targets: file name (without .txt) -> the pid to sample."""
+    def __init__(
+        self, directory: Path | None, targets: dict[str, int], timeline: bool = False
+    ) -> None:
+        """targets: file name (without .txt) -> the pid to sample. With timeline, each sample
+        keeps its time and idle ones are kept (`--format chrometrace --idle`, a .json file per
+        process, for python -m bench.stalls) instead of being collapsed."""
         self.procs: list[subprocess.Popen[bytes]] = []
         if directory is None:
             return
@@ -915,7 +919,11 @@ class Profiler:
         exe = Path(sys.executable).parent / "py-spy"
         for name, pid in targets.items():
             argv = [str(exe), "record", "--pid", str(pid), "--rate", "200", "--nonblocking"]
-            argv += ["--format", "raw", "--output", str(directory / f"{name}.txt")]
+            if timeline:
+                argv += ["--idle", "--format", "chrometrace"]
+                argv += ["--output", str(directory / f"{name}.json")]
+            else:
+                argv += ["--format", "raw", "--output", str(directory / f"{name}.txt")]
             self.procs.append(
                 subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             )
@@ -1153,7 +1161,7 @@ class Phase:
         targets = {name: self.server.pid}
         if self.kind.startswith("chat") and self.db_pid:
             targets[f"{name}-database"] = self.db_pid
-        return Profiler(self.args.profile, targets)
+        return Profiler(self.args.profile, targets, self.args.profile_timeline)
 
     async def gc_mark(self) -> int | None:
         """Start counting this server's garbage-collector pauses (it logs and resets them on
@@ -1948,6 +1956,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="attach py-spy to each server per workload; write stacks here "
         "(python -m bench.profsummary DIR summarizes them)",
+    )
+    add(
+        "--profile-timeline",
+        action="store_true",
+        help="with --profile: keep each sample's time, idle ones too (python -m bench.stalls DIR "
+        "lists the longest turns of the event loop and what ran in them)",
     )
     add("--mongo-uri", default=None, help="use this MongoDB instead of an embedded one")
     args = parser.parse_args(argv)
