@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chat import shapes
-from chat.batching import CachedReads
+from chat.batching import CachedReads, Coalescer
 from chat.commands import (
     CLIENT,
     Client,
@@ -121,6 +121,9 @@ class AccountCommands(ServiceBase):
         # session id -> when its last use was written (monotonic), least recent first.
         self._session_touched: collections.OrderedDict[str, float] = collections.OrderedDict()
         self._background: set[asyncio.Task[Any]] = set()  # writes nobody waits for
+        self.session_uses: Coalescer[str, tuple[datetime, str | None]] = Coalescer(
+            self.store.sessions.touch_many
+        )
 
     async def run_public(
         self, cmd: Command, principal: Principal | None, data: Any, address: str | None
@@ -172,7 +175,9 @@ class AccountCommands(ServiceBase):
         if touched is not None and now - touched < SESSION_TOUCH_SECS:
             return
         self._touched(session_id, now)
-        self.in_background(self.store.sessions.touch(session_id, utcnow(), address))
+        # Together with the other uses of the moment: a connect storm (a restart, and every
+        # client back at once) is a few bulk writes, not one write per connect.
+        self.session_uses.put(session_id, (utcnow(), address))
 
     def _touched(self, session_id: str, now: float) -> None:
         self._session_touched[session_id] = now

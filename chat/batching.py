@@ -56,6 +56,13 @@ class Coalescer(Generic[K, V]):
             self._runner = asyncio.get_running_loop().create_task(self._run())
         await waiter
 
+    def put(self, key: K, value: V) -> None:
+        """Write without waiting: for what nobody needs to know has been stored (a failed
+        call drops it)."""
+        self._pending[key] = value
+        if self._runner is None:
+            self._runner = asyncio.get_running_loop().create_task(self._run())
+
     async def _run(self) -> None:
         try:
             while self._pending:

@@ -118,4 +118,5 @@ class ChatService(ModerationCommands, PushCommands):
         await self.close_files()
         await self.close_push()
         await self.close_realtime()
+        await self.session_uses.close()  # a use of the last instant may be lost: no matter
         await self.bus.close()

@@ -56,6 +56,21 @@ async def test_a_failed_call_fails_its_callers_only() -> None:
     assert recorder.batches == [{"a": 1}, {"b": 2}]
 
 
+async def test_a_put_nobody_waits_for_is_merged_and_a_failure_stops_nothing() -> None:
+    recorder = Recorder()
+    coalescer: Coalescer[str, int] = Coalescer(recorder.write_many)
+    recorder.fail_next = True
+    coalescer.put("a", 1)
+    await asyncio.sleep(0)
+    coalescer.put("b", 2)
+    coalescer.put("b", 3)
+    waiting = asyncio.create_task(coalescer.write("c", 4))
+    await asyncio.sleep(0)
+    recorder.release.set()  # the first call fails: nobody to tell, the next goes out
+    await waiting
+    assert recorder.batches == [{"a": 1}, {"b": 3, "c": 4}]
+
+
 async def test_close_cancels_the_call_in_flight_and_its_waiters() -> None:
     recorder = Recorder()
     coalescer: Coalescer[str, int] = Coalescer(recorder.write_many)

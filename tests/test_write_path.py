@@ -252,3 +252,37 @@ async def test_the_first_message_between_friends_writes_only_itself(
 
     assert written(friends_ops) == ["messages"], friends_ops
     assert sorted(written(stranger_ops)) == ["dm_states", "messages", "messages"], stranger_ops
+
+
+async def test_a_connect_storm_records_its_sessions_uses_in_a_few_writes(
+    make_server: ServerFactory, profiler: Profiler, database_uri: str, db_name: str
+) -> None:
+    from tests.client import WsClient
+    from tests.test_realtime import signed_in
+
+    first = await make_server(**QUIET)
+    tokens = [(await signed_in(first, f"wp-storm{i:02d}"))[1] for i in range(40)]
+    # A second process knows none of these sessions: each connect is a session's first use
+    # there, to be recorded (last used, address), as after a restart when everyone returns.
+    second = await make_server(**QUIET)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(database_uri)
+    sessions = client[db_name]["sessions"]
+    before = {d["_id"]: d["last_used_at"] async for d in sessions.find()}
+    await profiler.start()
+    sockets = await asyncio.gather(*(WsClient.connect(second.ws_url) for _ in tokens))
+    await asyncio.gather(*(ws.auth(token) for ws, token in zip(sockets, tokens, strict=True)))
+    deadline = asyncio.get_running_loop().time() + 5
+    while True:
+        used = {d["_id"]: d["last_used_at"] async for d in sessions.find()}
+        fresh = [sid for sid, when in used.items() if when > before[sid]]
+        if len(fresh) == len(tokens) or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    ops = await profiler.ops()
+    await client.close()
+    assert len(fresh) == len(tokens)  # every use recorded
+    session_writes = writes(ops, "sessions")
+    assert sum(len(op["command"]["updates"]) for op in session_writes) == len(tokens)
+    assert len(session_writes) <= len(tokens) // 4, len(session_writes)  # together, not one each
+    for ws in sockets:
+        ws.close()

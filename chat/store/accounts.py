@@ -340,9 +340,14 @@ class SessionStore(Collections):
         return ids
 
     @translated
-    async def touch(self, session_id: str, when: datetime, address: str | None) -> None:
-        """Record that the session was used at `when` (from `address`, when known)."""
-        changes: dict[str, Any] = {"last_used_at": when}
-        if address is not None:
-            changes["address"] = address
-        await self._sessions.update_one({"_id": session_id}, {"$set": changes})
+    async def touch_many(self, uses: Mapping[str, tuple[datetime, str | None]]) -> None:
+        """Record each session's last use: session id -> (when, from which address, when
+        known), in one bulk write."""
+        updates = []
+        for session_id, (when, address) in uses.items():
+            changes: dict[str, Any] = {"last_used_at": when}
+            if address is not None:
+                changes["address"] = address
+            updates.append(UpdateOne({"_id": session_id}, {"$set": changes}))
+        if updates:
+            await self._sessions.bulk_write(updates, ordered=False)
