@@ -28,7 +28,9 @@ Workloads, for each:
     (nothing lost or refused, median within 100 ms), so a single stall does not end it; the
     highest rate kept up with is reported too. This server stores every message before it
     delivers it; the raw insert rate of the same database, measured in the same run, is
-    printed beside it;
+    printed beside it. Before the steps each pair's DM gets one message (200/s, timed on a
+    row of its own): the steps time the steady state, not a conversation's first message
+    since the server started;
 (d) group sends, this server only: --group-senders senders (60), each closed-loop (the next
     send once the reply came) in a group of its own for --group-secs (10 s), first in groups of
     2 members, then in groups of 1,000: sends per second, reply latency, and the ratio of the
@@ -125,6 +127,7 @@ GROUP_SIZE = 1000  # the contract's default maximum group size, the sender inclu
 ACK_EVERY = 50  # events between acks (the contract asks for at least every 100)
 ACK_FLUSH_SECS = 2.0  # and at least this often when fewer arrived
 SEND_TICK_SECS = 0.005  # the open-loop sender's granularity
+WARM_RATE = 200  # msg/s of (c)'s first message in each DM, before the timed steps
 LP_SEND_POOL = 32  # keep-alive connections per generator process for REST sends
 FANOUT_TIMEOUT_SECS = 30.0
 STEP_DRAIN_SECS = 5.0  # after a step, wait this long at most for the last deliveries
@@ -1400,7 +1403,51 @@ class Phase:
             f"{cpu_note(cpu)}"
         )
 
+    async def first_messages(self, pool: GeneratorPool, say: Callable[[str], None]) -> None:
+        """One message in each pair's DM before (c)'s steps, paced at WARM_RATE and timed
+        apart. The steps send to the pairs in turn from the first at every step, so without
+        it 25 to 100 % of every step's messages were their conversation's first since the
+        server started (this server then reads the conversation and its newest message):
+        (c) is the steady state, as (d)'s senders are warmed up too. The peers get the same
+        warm-up (they keep nothing to warm)."""
+        workers = len(pool)
+        pairs = self.setup.receivers // 2
+        duration = (pairs + 0.5) / WARM_RATE  # each process sends its pairs' share once
+
+        async def body() -> list[dict[str, Any]]:
+            return await pool.call_all(
+                "step",
+                tag="first",
+                rate=WARM_RATE / workers,
+                start_at=time.perf_counter() + 0.5,
+                duration=duration,
+                drain=STEP_DRAIN_SECS,
+            )
+
+        profiler = self.profiler("pairs-first")
+        parts, cpu = await self.measure(pool, body)
+        profiler.stop()
+        ms = [x * 1000 for p in parts for x in p["latencies"]]
+        sent = sum(p["sent"] for p in parts)
+        first = {
+            "offered_per_sec": WARM_RATE,
+            "sent": sent,
+            "delivered": len(ms),
+            "errors": sum(p["errors"] for p in parts),
+            "p50_ms": percentile(ms, 50),
+            "p99_ms": percentile(ms, 99),
+            **cpu,
+        }
+        self.result["first_messages"] = first
+        say(
+            f"  (c) first message of each of {sent:,} DMs, {WARM_RATE}/s: p50 "
+            f"{first['p50_ms']:.1f} ms, p99 {first['p99_ms']:.1f} ms, lost {sent - len(ms)}, "
+            f"errors {first['errors']}; {cpu_note(cpu)}"
+        )
+        await wait_idle(self.server.pid)
+
     async def pairs(self, pool: GeneratorPool, say: Callable[[str], None]) -> None:
+        await self.first_messages(pool, say)
         steps: list[dict[str, Any]] = []
         best: dict[str, Any] | None = None  # the highest step with p99 within the limit
         capacity: dict[str, Any] | None = None  # the highest step kept up with
@@ -1565,6 +1612,13 @@ METRICS = (
     ),
     Metric(
         "(c) 1:1 rate kept up with, p50 <= 100 ms", "msg/s", True, _get("pairs", "kept_up_per_sec")
+    ),
+    Metric(
+        f"(c) first message of each DM, {WARM_RATE}/s: p99",
+        "ms",
+        False,
+        _get("first_messages", "p99_ms"),
+        "{:,.1f}",
     ),
     Metric("(c) raw database inserts, same run", "ins/s", True, _get("raw_db_inserts_per_sec")),
     Metric(
