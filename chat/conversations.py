@@ -83,20 +83,31 @@ class ConversationCommands(ServiceBase):
 
     async def load(self, conversation_id: str) -> Conversation | None:
         """The conversation as stored, with its current last seq and activity."""
-        conv = await self.store.conversations.get(conversation_id)
-        return await self.current(conv) if conv is not None else None
+        store = self.store.conversations
+        head = None
+        if self.sequencer.snapshot(conversation_id) is None:
+            # Unknown here (the first message since the start): its newest message is read
+            # beside it, not after it.
+            conv, head = await asyncio.gather(
+                store.get(conversation_id), store.latest_head(conversation_id)
+            )
+        else:
+            conv = await store.get(conversation_id)
+        return await self.current(conv, head) if conv is not None else None
 
-    async def current(self, conv: Conversation) -> Conversation:
+    async def current(
+        self, conv: Conversation, head: tuple[int, datetime | None] | None = None
+    ) -> Conversation:
         """A stored conversation with its last seq and last activity brought up to date: its
         document holds neither (chat/activity.py). They are what this process allocated last
         when it has the conversation's line, else the newest stored message's (one index
-        lookup)."""
+        lookup, unless `head` is what it gave)."""
         conv = self.activity.overlay(conv)
         snapshot = self.sequencer.snapshot(conv.id)
         if snapshot is not None:
             seq, when = snapshot.last_seq, snapshot.last_activity_at
         else:
-            seq, newest = await self.store.conversations.latest_head(conv.id)
+            seq, newest = head or await self.store.conversations.latest_head(conv.id)
             when = newest or conv.last_activity_at
         return with_activity(conv, seq, when)
 

@@ -286,3 +286,32 @@ async def test_a_connect_storm_records_its_sessions_uses_in_a_few_writes(
     assert len(session_writes) <= len(tokens) // 4, len(session_writes)  # together, not one each
     for ws in sockets:
         ws.close()
+
+
+async def test_first_messages_after_a_start_share_their_reads(
+    make_server: ServerFactory, profiler: Profiler
+) -> None:
+    from tests.test_privacy import befriend
+
+    first = await make_server(**QUIET)
+    pairs = [await pair(first) for _ in range(20)]
+    for alice, bob, _ in pairs:
+        await befriend(alice, bob)
+    # A process that has not seen these conversations yet (as after a restart): the first
+    # message of each reads the conversation, its newest message, the friendship and the
+    # recipient's settings. Sent together, they read together.
+    second = await make_server(**QUIET)
+    senders = [
+        (Member(second, {"id": a.id, "username": a.name}, a.token, "ws"), cid)
+        for a, _, cid in pairs
+    ]
+    await profiler.start()
+    sent = await asyncio.gather(*(send(member, cid, "after the start") for member, cid in senders))
+    ops = await profiler.ops()
+    assert [m["seq"] for m in sent] == [1] * 20
+
+    def finds(collection: str) -> int:
+        return sum(1 for op in ops if op["op"] == "query" and op["ns"].endswith(f".{collection}"))
+
+    shared = {name: finds(name) for name in ("conversations", "friendships", "user_settings")}
+    assert all(0 < n < 10 for n in shared.values()), shared

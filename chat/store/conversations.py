@@ -191,6 +191,7 @@ class ConversationStore(MessageStore):
         self._reads = db["read_pointers"]
         # Every user coming online reads its DM partners (its presence audience).
         self._partner_reads: ReadBatcher[str, set[str]] = ReadBatcher(self._dm_partners_many)
+        self._conversation_reads: ReadBatcher[ObjectId, Conversation] = ReadBatcher(self._get_many)
 
     async def ensure_indexes(self) -> None:
         """One DM per pair; a user's conversations by activity; messages by (conversation, seq);
@@ -219,8 +220,12 @@ class ConversationStore(MessageStore):
             oid = ObjectId(conversation_id)
         except (InvalidId, TypeError):
             return None
-        doc = await self._conversations.find_one({"_id": oid})
-        return conversation_from_doc(doc) if doc else None
+        # The first messages after a start (every conversation unknown here) read together.
+        return await self._conversation_reads.get(oid)
+
+    async def _get_many(self, oids: list[ObjectId]) -> dict[ObjectId, Conversation]:
+        docs = self._conversations.find({"_id": {"$in": oids}}, batch_size=len(oids) + 1)
+        return {doc["_id"]: conversation_from_doc(doc) async for doc in docs}
 
     @translated
     async def open_dm(self, a: Member, b: Member, *, encrypted: bool = False) -> Conversation:

@@ -70,6 +70,8 @@ class PrivacyStore(Collections):
         self._states = db["dm_states"]
         # A conversation list renders every DM at once: their states are read together.
         self._state_reads: ReadBatcher[str, DmState] = ReadBatcher(self._states_many)
+        # A conversation's first message after a start reads its recipient's.
+        self._settings_reads: ReadBatcher[str, UserSettings] = ReadBatcher(self._settings_many)
 
     async def ensure_indexes(self) -> None:
         """Both collections are read by _id only; made now, not by a first write under
@@ -80,11 +82,17 @@ class PrivacyStore(Collections):
     @translated
     async def settings(self, user_id: str) -> UserSettings:
         """The user's settings; defaults for a user who never changed them."""
-        doc = await self._settings.find_one({"_id": user_id})
-        if doc is None:
-            return UserSettings(user_id)
-        policy = doc.get("dm_policy")
-        return UserSettings(user_id, policy if policy in DM_POLICIES else DEFAULT_DM_POLICY)
+        return await self._settings_reads.get(user_id) or UserSettings(user_id)
+
+    async def _settings_many(self, user_ids: list[str]) -> dict[str, UserSettings]:
+        found: dict[str, UserSettings] = {}
+        docs = self._settings.find({"_id": {"$in": user_ids}}, batch_size=len(user_ids) + 1)
+        async for doc in docs:
+            policy = doc.get("dm_policy")
+            found[doc["_id"]] = UserSettings(
+                doc["_id"], policy if policy in DM_POLICIES else DEFAULT_DM_POLICY
+            )
+        return found
 
     @translated
     async def update_settings(self, user_id: str, changes: dict[str, Any]) -> UserSettings:

@@ -95,6 +95,8 @@ class SocialStore(Collections):
         # shares a few reads.
         self._friend_reads: ReadBatcher[str, set[str]] = ReadBatcher(self._friend_ids_many)
         self._block_reads: ReadBatcher[str, set[str]] = ReadBatcher(self._blocked_either_way_many)
+        # A conversation's first message after a start (friends-only DMs) reads its pair's.
+        self._friendship_reads: ReadBatcher[str, Friendship] = ReadBatcher(self._friendships_many)
 
     async def ensure_indexes(self) -> None:
         """One pending request per unordered pair; lookups by either side of every relation."""
@@ -192,8 +194,11 @@ class SocialStore(Collections):
     @translated
     async def friendship(self, a: str, b: str) -> Friendship | None:
         """The friendship between the two, or None."""
-        doc = await self._friendships.find_one({"_id": pair_key(a, b)})
-        return friendship_from_doc(doc) if doc else None
+        return await self._friendship_reads.get(pair_key(a, b))
+
+    async def _friendships_many(self, keys: list[str]) -> dict[str, Friendship]:
+        docs = self._friendships.find({"_id": {"$in": keys}}, batch_size=len(keys) + 1)
+        return {doc["_id"]: friendship_from_doc(doc) async for doc in docs}
 
     @translated
     async def friendships_of(self, user_id: str) -> list[Friendship]:
