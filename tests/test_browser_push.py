@@ -129,24 +129,32 @@ async def test_service_worker_setting_push_and_click(
     )
     await cdp.send("ServiceWorker.enable")
     for _ in range(50):
-        if registrations:
+        if any(not r["isDeleted"] for r in registrations):
             break
         await asyncio.sleep(0.1)
-    await cdp.send(
-        "ServiceWorker.deliverPushMessage",
-        {
-            "origin": server.base_url,
-            "registrationId": registrations[0]["registrationId"],
-            "data": json.dumps(payload),
-        },
-    )
+    [registration] = [r for r in registrations if not r["isDeleted"]][-1:]
     shown = """navigator.serviceWorker.ready.then((r) => r.getNotifications()).then((ns) =>
       ns.map((n) => ({ title: n.title, body: n.body, tag: n.tag, data: n.data })))"""
-    for _ in range(50):
-        notes = await page.evaluate(shown)
+    # DevTools hands the push to the worker, starting it if it stopped; on a loaded machine
+    # that took longer than the 5 s waited once (CI). Delivered again after each 5 s without
+    # a notification: the tag makes a second one replace the first, so one is shown either way.
+    notes: list[dict[str, Any]] = []
+    for _ in range(3):
+        await cdp.send(
+            "ServiceWorker.deliverPushMessage",
+            {
+                "origin": server.base_url,
+                "registrationId": registration["registrationId"],
+                "data": json.dumps(payload),
+            },
+        )
+        for _ in range(50):
+            notes = await page.evaluate(shown)
+            if notes:
+                break
+            await asyncio.sleep(0.1)
         if notes:
             break
-        await asyncio.sleep(0.1)
     assert notes == [
         {
             "title": "bob",
