@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import gc
+import io
 import logging
 import os
 import secrets
@@ -143,6 +145,19 @@ def log_memory() -> None:
         for stat in stats[:TRACEMALLOC_TOP]:
             log.info("memory: %s", stat)
         _SNAPSHOTS[:] = [snapshot]
+
+
+STOP_REPORT_SECS = 15.0  # a stop still under way after this long says what it waits for
+
+
+def report_slow_stop() -> None:
+    """Log the stack of every task still running: what a stop that hangs waits for."""
+    tasks = [task for task in asyncio.all_tasks() if not task.done()]
+    log.warning("still stopping after %.0f s; %d tasks running:", STOP_REPORT_SECS, len(tasks))
+    for task in tasks:
+        stack = io.StringIO()
+        task.print_stack(limit=12, file=stack)
+        log.warning("%s", stack.getvalue().rstrip())
 
 
 def log_gc_pauses() -> None:
@@ -494,8 +509,13 @@ async def serve(settings: Settings, ssl_context: ssl.SSLContext | None = None) -
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, log_memory)
     loop.add_signal_handler(signal.SIGUSR2, log_gc_pauses)
+    faulthandler.register(signal.SIGQUIT)  # every thread's stack on stderr, and go on
     await stop.wait()
     log.info("stopping")
+    # A stop that hangs says why: the tasks' stacks from the loop, and, should the loop itself
+    # be stuck (or the exit after it), every thread's stack from faulthandler's own thread.
+    loop.call_later(STOP_REPORT_SECS, report_slow_stop)
+    faulthandler.dump_traceback_later(STOP_REPORT_SECS * 2)
     server.stop()
     if metrics_server is not None:
         metrics_server.stop()

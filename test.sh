@@ -58,7 +58,7 @@ workers=()
 if [ "$#" = 0 ] && [ "${CHAT_TEST_WORKERS:-2}" != 0 ]; then
   workers=(-n "${CHAT_TEST_WORKERS:-2}" --dist loadfile)
 fi
-.venv/bin/pytest "${workers[@]}" "$@" || status=$?
+.venv/bin/pytest "${workers[@]}" --durations=30 "$@" || status=$?
 if [ "$status" = 5 ]; then
   echo "error: pytest collected no tests" >&2
   exit 1

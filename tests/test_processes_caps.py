@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 
 from tests.client import ApiClient, WsClient
-from tests.test_processes import redis_server, redis_url, start_processes
-from tests.test_server_process import stop
+from tests.test_processes import redis_server, redis_url, start_processes, stop_all
 
 __all__ = ["redis_server", "redis_url"]  # the fixtures of test_processes, shared
 
@@ -32,11 +31,7 @@ async def capped(database_uri: str, tmp_path: Path, redis_url: str) -> AsyncIter
     try:
         yield started
     finally:
-        for process, _ in started:
-            if process.returncode is None:
-                out = stop(process)
-                assert process.returncode == 0, out
-                assert " ERROR " not in out, out
+        stop_all(started)
 
 
 async def socket(host: str, token: str) -> WsClient | int | None:

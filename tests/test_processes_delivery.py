@@ -14,8 +14,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.client import ApiClient, WsClient
-from tests.test_processes import RedisServer, redis_server, redis_url, start_processes
-from tests.test_server_process import stop
+from tests.test_processes import (
+    RedisServer,
+    redis_server,
+    redis_url,
+    start_processes,
+    stop_all,
+)
 
 __all__ = ["redis_server", "redis_url"]  # the fixtures of test_processes, shared
 
@@ -33,11 +38,7 @@ async def processes(
     try:
         yield started
     finally:
-        for process, _ in started:
-            if process.poll() is None:
-                out = stop(process)
-                assert process.returncode == 0, out
-                assert " ERROR " not in out and "Traceback" not in out, out
+        stop_all(started)
 
 
 class Poller:

@@ -74,9 +74,18 @@ def wait_healthy(
     raise AssertionError("server did not become healthy")
 
 
-def stop(process: subprocess.Popen[str]) -> str:
+def stop(process: subprocess.Popen[str], timeout: float = 30) -> str:
+    """Stop the server with SIGTERM; its output. One that is still running after timeout is
+    asked for its threads' stacks (SIGQUIT), killed, and fails the test with its output."""
     process.send_signal(signal.SIGTERM)
-    out, _ = process.communicate(timeout=30)
+    try:
+        out, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGQUIT)
+        time.sleep(1)
+        process.kill()
+        out, _ = process.communicate()
+        raise AssertionError(f"the server did not stop within {timeout} s:\n{out}") from None
     return out
 
 
@@ -280,12 +289,14 @@ def test_embedded_default_keeps_data_across_restart_and_leaves_no_process(tmp_pa
         token = body["token"]
         first.send_signal(signal.SIGUSR1)  # logs a memory line, then serves on
         first.send_signal(signal.SIGUSR2)  # logs the collector's pauses
+        first.send_signal(signal.SIGQUIT)  # writes every thread's stack
         assert http("GET", f"http://127.0.0.1:{port}/healthz")[0] == 200
     finally:
         out = stop(first)
     assert first.returncode == 0, out
     assert re.search(r"memory: rss [\d.]+ MiB, python blocks \d+, gc objects \d+", out), out
     assert re.search(r"gc pauses: gen0 \d+ x, longest [\d.]+ ms, total \d+ ms, gen1", out), out
+    assert re.search(r"Current thread 0x[0-9a-f]+ \(most recent call first\):\n  File ", out), out
     match = re.search(r"database: embedded (\S+) \(pid (\d+)\)", out)
     assert match, out
     assert not pid_alive(int(match.group(2)))
