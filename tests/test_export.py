@@ -135,17 +135,17 @@ async def export_to_file(server: RunningServer, member: Member, cid: str, path: 
     return peak - baseline
 
 
-async def test_export_of_20000_messages_streams_in_flat_memory(
+async def test_export_of_8000_messages_streams_in_flat_memory(
     make_server: ServerFactory, tmp_path: Path
 ) -> None:
-    # Importing and reading 20,000 messages outlasts the tests' 2 s database timeout on a busy
+    # Importing and reading 8,000 messages outlasts the tests' 2 s database timeout on a busy
     # machine (a 503): this test is about memory, not about that timeout.
     server = await make_server(db_timeout_ms=15000)
     alice = await join(server, "alice", online=False)
     bob = await join(server, "bob", online=False)
-    small = await import_history(server, alice, bob, 2_000)
+    small = await import_history(server, alice, bob, 1_000)
     carol = await join(server, "carol", online=False)
-    large = await import_history(server, alice, carol, 20_000)
+    large = await import_history(server, alice, carol, 8_000)
     # Warm up every code path once, untraced, so that one-off allocations do not count.
     await export_to_file(server, alice, small, tmp_path / "warm.json")
     tracemalloc.start()
@@ -156,15 +156,16 @@ async def test_export_of_20000_messages_streams_in_flat_memory(
         tracemalloc.stop()
     size = (tmp_path / "large.json").stat().st_size
     # The server and this client share the process: the traced peak covers both. A server
-    # that buffered the export would hold all of it (size bytes, over 5 MB) at once.
-    assert size > 5_000_000
+    # that buffered the export would hold all of it (size bytes, over 2 MB) at once,
+    # and its messages as Python objects besides.
+    assert size > 2_000_000
     assert large_peak < small_peak + 1_000_000, (small_peak, large_peak, size)
     doc = json.loads((tmp_path / "large.json").read_bytes())
     [part] = doc["conversations"]
     messages = part["messages"]
-    assert [m["seq"] for m in messages] == list(range(1, 20_001))
-    assert [m["body"] for m in messages] == [f"{i:06d} {BODY}" for i in range(20_000)]
-    assert len({m["id"] for m in messages}) == 20_000
+    assert [m["seq"] for m in messages] == list(range(1, 8_001))
+    assert [m["body"] for m in messages] == [f"{i:06d} {BODY}" for i in range(8_000)]
+    assert len({m["id"] for m in messages}) == 8_000
     # The same messages history serves.
     page = await history(alice, large, before_seq=101, limit=100)
     assert page["messages"] == messages[:100]
