@@ -27,6 +27,7 @@ from datetime import datetime
 
 from chat.errors import ChatError
 from chat.store.conversations import Conversation
+from chat.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +140,6 @@ class ActivityLog:
         self._closed = True
         flusher, self._flusher = self._flusher, None
         if flusher is not None:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            await cancel_and_wait(flusher)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.flush(everything=True), CLOSE_FLUSH_SECS)

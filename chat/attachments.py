@@ -27,6 +27,7 @@ from chat.limits import AttemptLimiter, UserSlots
 from chat.models import utcnow
 from chat.store.files import CHUNK_BYTES, ORPHAN_AGE, FileWriter, StoredFile
 from chat.store.messages import Message
+from chat.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -484,7 +485,5 @@ class FileCommands(ConversationCommands):
 
     async def close_files(self) -> None:
         """Stop the sweep and the image workers."""
-        self._orphan_sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._orphan_sweeper
+        await cancel_and_wait(self._orphan_sweeper)
         self._image_pool.shutdown(wait=False, cancel_futures=True)

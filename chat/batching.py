@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import itertools
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
+
+from chat.tasks import cancel_and_wait
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -272,7 +273,4 @@ class CachedReads(Generic[K, V]):
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:
     """Cancel a batch runner and wait until it has ended."""
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await cancel_and_wait(task)

@@ -36,6 +36,7 @@ from chat.sequencer import Line, Slot
 from chat.store.base import Unsent
 from chat.store.conversations import Conversation, ReadPointer
 from chat.store.messages import Message, SeqTaken
+from chat.tasks import cancel_and_wait
 from chat.validation import (
     BODY,
     CLIENT_MSG_ID,
@@ -373,8 +374,8 @@ class MessageCommands(ReplyCommands, MentionCommands):
         for task in list(self._storing):
             task.cancel()
         for task in list(self._storing):
-            with contextlib.suppress(asyncio.CancelledError, ChatError):
-                await task
+            with contextlib.suppress(ChatError):
+                await cancel_and_wait(task)
         await self._writes.close()
         await self._read_writes.close()
         if self.shared_seqs is not None:

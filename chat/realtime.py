@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import logging
@@ -22,6 +21,7 @@ from chat.limits import UserSlots
 from chat.metrics import LONGPOLL, WEBSOCKET
 from chat.presence import InMemoryPresence
 from chat.shared_presence import SharedPresence
+from chat.tasks import cancel_and_wait
 from chat.validation import ID, Fields, get_id_list, id_list, int_from_text, require_object
 
 log = logging.getLogger(__name__)
@@ -147,9 +147,7 @@ class RealtimeCommands(AccountCommands):
     async def close_realtime(self) -> None:
         """Stop the sweeper and presence timers."""
         if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+            await cancel_and_wait(self._sweeper)
             self._sweeper = None
         self.presence.close()
         await self.last_seen_writes.close()

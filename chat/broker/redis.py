@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 
 from chat.broker import GAP, Handler
 from chat.broker.redis_presence import RedisPresenceBook
+from chat.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -200,9 +201,6 @@ class RedisBus:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), SEND_TIMEOUT_SECS)
         for task in (self._listener, self._sender):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(task)
         await self._redis.aclose()
         await self._subscriber.aclose()

@@ -45,6 +45,7 @@ from chat.events import (
     EventQueue,
     QueueRegistry,
 )
+from chat.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -171,9 +172,7 @@ class RedisQueueRegistry(QueueRegistry):
             if not self._failing:
                 await asyncio.wait_for(self._idle.wait(), TIMEOUT_SECS)
         for task in list(self._tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         await self._redis.aclose()
         await self._subscriber.aclose()
 

@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from chat.broker.redis import RECONNECT_SECS
 from chat.broker.redis_presence import PREFIX
+from chat.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +107,7 @@ class RedisSlotBook:
         """Give back what waits (bounded), then stop."""
         self._closed = True
         if self._sender is not None:
-            self._sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sender
+            await cancel_and_wait(self._sender)
             self._sender = None
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._flush(), RECONNECT_SECS * 5)
