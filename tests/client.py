@@ -231,4 +231,19 @@ class WsClient:
         return self.conn.close_code
 
     def close(self) -> None:
+        """Start the closing handshake (the connection ends when the server answers)."""
+        if self.conn.protocol is not None:
+            self._stream = self.conn.protocol.stream
         self.conn.close()
+
+    def closing(self) -> bool:
+        """Closed, and the server has not answered yet: the socket is still open."""
+        stream = getattr(self, "_stream", None)
+        return stream is not None and not stream.closed()
+
+    def drop(self) -> None:
+        """Close the socket itself: one still open after its test's loop ends would be
+        collected in a later test, which a ResourceWarning then fails."""
+        stream = getattr(self, "_stream", None)
+        if stream is not None:
+            stream.close()

@@ -25,7 +25,7 @@ from chat.store import Store
 from handlers.app import make_app
 from server import tls_context
 from tests.certs import Certificates
-from tests.client import OPEN_CLIENTS, SECRETS, ApiClient
+from tests.client import OPEN_CLIENTS, SECRETS, ApiClient, WsClient
 
 TEST_SECRET = "test-secret-" + "x" * 40
 TEST_BCRYPT_ROUNDS = 4  # the minimum: tests register hundreds of users; production uses 12
@@ -82,9 +82,20 @@ def no_secret_in_any_log_line() -> Iterator[None]:
 async def close_clients() -> AsyncIterator[None]:
     """Close every HTTP and WebSocket client the test opened, inside the test's loop."""
     yield
+    sockets = []
     while OPEN_CLIENTS:
-        OPEN_CLIENTS.pop().close()
+        client = OPEN_CLIENTS.pop()
+        client.close()
+        if isinstance(client, WsClient):
+            sockets.append(client)
     await asyncio.sleep(0)
+    # The closing handshakes, briefly; then the sockets still open are closed here.
+    for _ in range(25):  # 0.5 s at most
+        if not any(ws.closing() for ws in sockets):
+            break
+        await asyncio.sleep(0.02)
+    for ws in sockets:
+        ws.drop()
 
 
 @pytest.fixture(scope="session")
