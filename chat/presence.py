@@ -365,6 +365,10 @@ class InMemoryPresence:
         here that subscribed to the user."""
         user_id: str = event["user_id"]
         registry = self._registry
+        if not to_audience and not self._subscribers.get(user_id):
+            # Another process delivered to the audience and nobody here subscribed: the
+            # audience is not needed (reading it made every process read every audience).
+            return
         try:
             audience = await self._audiences.get(user_id) or frozenset()
         except Exception:

@@ -14,6 +14,9 @@ from pymongo import AsyncMongoClient
 
 from tests.conftest import RunningServer, ServerFactory
 from tests.test_conversations import Member, join, open_dm, send
+from tests.test_processes import redis_server, redis_url
+
+__all__ = ["redis_server", "redis_url"]  # the fixtures of tests/test_processes.py
 
 QUIET = {"activity_flush_secs": 3600.0}  # no periodic activity write inside a measurement
 
@@ -315,3 +318,48 @@ async def test_first_messages_after_a_start_share_their_reads(
 
     shared = {name: finds(name) for name in ("conversations", "friendships", "user_settings")}
     assert all(0 < n < 10 for n in shared.values()), shared
+
+
+async def test_a_presence_change_is_read_by_the_process_that_announces_it_alone(
+    make_server: ServerFactory, profiler: Profiler, redis_url: str
+) -> None:
+    """Several processes: the one holding the user reads its audience and delivers through
+    the shared queues; the others, none of whose queues subscribed to the user, read nothing.
+    Before, every process read every audience (blocks both ways, friendships, conversations):
+    a connect storm on two processes cost the database twice the presence reads of one."""
+    from tests.client import WsClient
+    from tests.test_privacy import befriend
+
+    options = {**QUIET, "redis_url": redis_url, "presence_grace_secs": 0.1}
+    a = await make_server(**options)
+    await a.service.start_bus()
+    alice, bob = await join(a, "wp-pa", "rest", online=False), await join(a, "wp-pb", "rest")
+    await befriend(alice, bob)
+    first = await WsClient.connect(a.ws_url)  # alice online on A: A reads her audience once
+    await first.auth(alice.token)
+    assert bob.ws is not None
+    assert (await bob.ws.event("presence"))["event"]["status"] == "online"
+    first.close()
+    assert (await bob.ws.event("presence"))["event"]["status"] == "offline"
+    bob.ws.close()
+    # A process started now knows nobody's audience; bob is online there.
+    b = await make_server(**options)
+    await b.service.start_bus()
+    watcher = await WsClient.connect(b.ws_url)
+    await watcher.auth(bob.token)
+    await profiler.start()
+    again = await WsClient.connect(a.ws_url)
+    await again.auth(alice.token)
+    online = await watcher.event("presence")  # delivered to bob's queue on B all the same
+    assert (online["event"]["user_id"], online["event"]["status"]) == (alice.id, "online")
+    await asyncio.sleep(0.5)  # B heard the announcement by now
+    ops = await profiler.ops()
+    audience_reads = [
+        op["ns"]
+        for op in ops
+        if op["op"] == "query"
+        and op["ns"].rsplit(".", 1)[-1] in ("blocks", "friendships", "conversations")
+    ]
+    assert audience_reads == []
+    again.close()
+    watcher.close()
