@@ -347,6 +347,7 @@ async def test_a_presence_change_is_read_by_the_process_that_announces_it_alone(
     await b.service.start_bus()
     watcher = await WsClient.connect(b.ws_url)
     await watcher.auth(bob.token)
+    await asyncio.sleep(0.5)  # B's own announcement of bob (B reads his audience) is over
     await profiler.start()
     again = await WsClient.connect(a.ws_url)
     await again.auth(alice.token)
