@@ -164,8 +164,9 @@ class SelfServiceCommands(
         return {}
 
     async def check_dm_send(self, conv: Conversation, sender_id: str) -> None:
-        """No message to a deleted account (its DM stays, to be read)."""
-        if any(m.deleted for m in conv.members if m.user_id != sender_id):
+        """No message to a deleted account (its DM stays, to be read). A deleted account has
+        left its groups, so only a DM is looked at: a group send costs nothing per member."""
+        if conv.kind == "dm" and any(m.deleted for m in conv.members if m.user_id != sender_id):
             raise Forbidden("This account was deleted; it cannot receive messages.")
         await super().check_dm_send(conv, sender_id)
 

@@ -334,6 +334,8 @@ class PushCommands(SelfServiceCommands):
     def message_published(self, message: Message, member_ids: frozenset[str]) -> None:
         """A DM's message reaches its recipient as a push while it has no tab open."""
         super().message_published(message, member_ids)
+        if len(member_ids) > 2:  # a group's (a DM has two members): nothing per member
+            return
         away = self.offline(member_ids - {message.sender_id})
         if away:
             self.in_background(self._push_message(message, away))
