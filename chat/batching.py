@@ -253,6 +253,10 @@ class CachedReads(Generic[K, V]):
                 self._values.popitem(last=False)
         return value
 
+    def __contains__(self, key: object) -> bool:
+        """True when get(key) would answer from memory."""
+        return key in self._values
+
     def forget(self, key: K) -> None:
         """The value changed: load it again next time."""
         self._values.pop(key, None)
