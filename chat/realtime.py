@@ -223,6 +223,8 @@ class RealtimeCommands(AccountCommands):
         """Who sees this user's presence changes: every domain's candidates, minus blocks."""
         candidates = await self.presence_candidates(user_id)
         candidates.discard(user_id)
+        if not candidates:  # most users of a connect storm: no read of the blocks
+            return candidates
         return candidates - await self.blocked_either_way(user_id)
 
     @command(

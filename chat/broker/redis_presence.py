@@ -18,15 +18,28 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from chat.batching import GroupCommit
+
 PREFIX = "chat:"
 
+MAX_BATCH = 256  # calls of one script sent together at most (a connect storm's attaches)
+
+# Attaches made while one is in flight go together (chat/batching.py's GroupCommit; one
+# process never has two attaches or releases of one user under way). KEYS: held, presv, then
+# each user's pres; ARGV: the process, then the users. One version (0: no transition) each.
 _ATTACH = """
-local added = redis.call('HSET', KEYS[1], ARGV[1], '1')
-redis.call('SADD', KEYS[2], ARGV[2])
-if added == 1 and redis.call('HLEN', KEYS[1]) == 1 then
-  return redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
+local out = {}
+for k = 3, #KEYS do
+  local user = ARGV[k - 1]
+  local added = redis.call('HSET', KEYS[k], ARGV[1], '1')
+  redis.call('SADD', KEYS[1], user)
+  if added == 1 and redis.call('HLEN', KEYS[k]) == 1 then
+    out[k - 2] = redis.call('HINCRBY', KEYS[2], user, 1)
+  else
+    out[k - 2] = 0
+  end
 end
-return 0
+return out
 """
 
 _DETACH = """
@@ -47,14 +60,20 @@ class RedisPresenceBook:
         self.process_id = process_id
         self._alive_ms = int(alive_secs * 1000)
         self._attach = redis.register_script(_ATTACH)
+        self._attaches: GroupCommit[str, int] = GroupCommit(self._attach_many, MAX_BATCH)
         self._detach = redis.register_script(_DETACH)
 
     def _keys(self, user_id: str, process_id: str) -> list[str]:
         return [f"{PREFIX}pres:{user_id}", f"{PREFIX}held:{process_id}", f"{PREFIX}presv"]
 
     async def attach(self, user_id: str) -> int:
-        keys = self._keys(user_id, self.process_id)
-        return int(await self._attach(keys=keys, args=[self.process_id, user_id]))
+        return await self._attaches.submit(user_id)
+
+    async def _attach_many(self, user_ids: list[str]) -> list[int | Exception]:
+        keys = [f"{PREFIX}held:{self.process_id}", f"{PREFIX}presv"]
+        keys += [f"{PREFIX}pres:{user_id}" for user_id in user_ids]
+        versions = await self._attach(keys=keys, args=[self.process_id, *user_ids])
+        return [int(version) for version in versions]
 
     async def detach(self, user_id: str) -> int:
         return await self._release(user_id, self.process_id)

@@ -21,28 +21,39 @@ import logging
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from chat.batching import GroupCommit
 from chat.broker.redis import RECONNECT_SECS
-from chat.broker.redis_presence import PREFIX
+from chat.broker.redis_presence import MAX_BATCH, PREFIX
 from chat.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
 KEY_TTL_MS = 24 * 3600 * 1000  # a user's hash, renewed by each take: what a crash could leave
 
-# KEYS[1] the user's hash; ARGV: this process, the cap, the alive keys' prefix, the hash's TTL.
+# Takes made while one is in flight go together (chat/batching.py's GroupCommit): a connect
+# storm is a few scripts, not one per connect. KEYS the users' hashes; ARGV: this process,
+# the alive keys' prefix, the hashes' TTL, then each take's cap. One 0/1 per take, in order
+# (two takes of one user in a batch count one after the other).
 _TAKE = """
-local held, total = redis.call('HGETALL', KEYS[1]), 0
-for i = 1, #held, 2 do
-  if held[i] ~= ARGV[1] and redis.call('EXISTS', ARGV[3] .. held[i]) == 0 then
-    redis.call('HDEL', KEYS[1], held[i])
+local out = {}
+for k = 1, #KEYS do
+  local held, total = redis.call('HGETALL', KEYS[k]), 0
+  for i = 1, #held, 2 do
+    if held[i] ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. held[i]) == 0 then
+      redis.call('HDEL', KEYS[k], held[i])
+    else
+      total = total + tonumber(held[i + 1])
+    end
+  end
+  if total >= tonumber(ARGV[3 + k]) then
+    out[k] = 0
   else
-    total = total + tonumber(held[i + 1])
+    redis.call('HINCRBY', KEYS[k], ARGV[1], 1)
+    redis.call('PEXPIRE', KEYS[k], ARGV[3])
+    out[k] = 1
   end
 end
-if total >= tonumber(ARGV[2]) then return 0 end
-redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return 1
+return out
 """
 
 _GIVE = """
@@ -61,6 +72,7 @@ class RedisSlotBook:
         self._prefix = f"{PREFIX}slots:{kind}:"
         self._process_id = process_id
         self._take = redis.register_script(_TAKE)
+        self._takes: GroupCommit[tuple[str, int], bool] = GroupCommit(self._take_many, MAX_BATCH)
         self._give = redis.register_script(_GIVE)
         self._gives: list[str] = []  # users whose slots wait to be given back, in order
         self._pending = asyncio.Event()
@@ -68,12 +80,17 @@ class RedisSlotBook:
         self._closed = False
 
     async def take(self, user_id: str, cap: int) -> bool | None:
-        args: list[str | int] = [self._process_id, cap, f"{PREFIX}alive:", KEY_TTL_MS]
         try:
-            return bool(await self._take(keys=[self._prefix + user_id], args=args))
+            return await self._takes.submit((user_id, cap))
         except (RedisError, OSError) as exc:
             log.warning("per-user caps: Redis did not answer (%s); counting here alone", exc)
             return None
+
+    async def _take_many(self, takes: list[tuple[str, int]]) -> list[bool | Exception]:
+        args: list[str | int] = [self._process_id, f"{PREFIX}alive:", KEY_TTL_MS]
+        args += [cap for _, cap in takes]
+        keys = [self._prefix + user_id for user_id, _ in takes]
+        return [bool(taken) for taken in await self._take(keys=keys, args=args)]
 
     def give(self, user_id: str) -> None:
         if self._closed:
@@ -106,6 +123,7 @@ class RedisSlotBook:
     async def close(self) -> None:
         """Give back what waits (bounded), then stop."""
         self._closed = True
+        await self._takes.close()
         if self._sender is not None:
             await cancel_and_wait(self._sender)
             self._sender = None
