@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
 from playwright.async_api import Browser, Route, expect
 
 from tests.browser_helpers import (
+    Person,
     befriend,
     bubble,
     close_all,
@@ -245,12 +247,8 @@ async def test_unread_counts_and_newest_activity_first(
     await close_all(alice)
 
 
-async def test_a_message_that_arrives_while_the_list_loads_is_counted(
-    browser: Browser, server: RunningServer
-) -> None:
-    """A new conversation's first message has the client load the list; a second message that
-    arrives while that answer is on its way counts and shows too (it was lost: the list, read
-    before it, said 1 unread with the first message's preview, and nothing loaded it again)."""
+async def listening_alice(browser: Browser, server: RunningServer) -> tuple[Person, list[str], str]:
+    """Alice signed up and live; every WebSocket frame her page receives; her user id."""
     alice = await new_person(browser, server, "alice", sign_up_now=False)
     frames: list[str] = []
     alice.page.on(
@@ -259,34 +257,95 @@ async def test_a_message_that_arrives_while_the_list_loads_is_counted(
     await sign_up(alice.page, "alice")
     await wait_live(alice)
     alice_id = (await server.client(await token_of(alice.page)).get("/api/me")).body["user"]["id"]
-    held, release = asyncio.Event(), asyncio.Event()
+    return alice, frames, alice_id
 
-    async def hold_the_first_list(route: Route) -> None:
-        if held.is_set():
+
+@dataclasses.dataclass
+class HeldList:
+    """held: the answer has been read; release: let the page have it."""
+
+    held: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    release: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+
+async def hold_the_first_list(person: Person) -> HeldList:
+    """The page's next conversation list is read at once but answered only on release."""
+    state = HeldList()
+
+    async def hold(route: Route) -> None:
+        if state.held.is_set():
             await route.continue_()
             return
-        response = await route.fetch()  # the list as it is now: carol's first message only
-        held.set()
-        await release.wait()
+        response = await route.fetch()
+        state.held.set()
+        await state.release.wait()
         await route.fulfill(response=response)
 
-    await alice.page.route("**/api/conversations", hold_the_first_list)
+    await person.page.route("**/api/conversations", hold)
+    return state
+
+
+async def test_a_message_that_arrives_while_the_list_loads_is_counted(
+    browser: Browser, server: RunningServer
+) -> None:
+    """A new conversation's first message has the client load the list; a second message that
+    arrives while that answer is on its way counts and shows too (it was lost: the list, read
+    before it, said 1 unread with the first message's preview, and nothing loaded it again)."""
+    alice, frames, alice_id = await listening_alice(browser, server)
+    first_list = await hold_the_first_list(alice)  # carol's first message only
     carol_api = server.client()
     await carol_api.register("carol")
     reply = await carol_api.post("/api/conversations/dm", {"user_id": alice_id})
     dm = reply.body["conversation"]["id"]
     await api_send(carol_api, dm, "one from carol")
-    await asyncio.wait_for(held.wait(), 10)
+    await asyncio.wait_for(first_list.held.wait(), 10)
     await api_send(carol_api, dm, "two from carol")
     for _ in range(100):  # the page has the second message before the list comes
         if any("two from carol" in frame for frame in frames):
             break
         await asyncio.sleep(0.05)
     assert any("two from carol" in frame for frame in frames)
-    release.set()
+    first_list.release.set()
     row = conversation_row(alice.page, "carol")
     await expect(row.locator(".preview")).to_have_text("two from carol")
     await expect(row.locator(".unread-badge")).to_have_text("2")
+    assert alice.errors == []
+    await close_all(alice)
+
+
+async def test_groups_that_change_while_the_list_loads_stay_as_the_events_left_them(
+    browser: Browser, server: RunningServer
+) -> None:
+    """A list answer read before a group event does not undo it: a group created while the
+    list is on its way stays in it, and one the user left does not come back (a CI run saw the
+    first: the group's event came, then the older list, and the group was gone for good)."""
+    alice, frames, alice_id = await listening_alice(browser, server)
+    ann = server.client()
+    await ann.register("ann")
+    team = await ann.post("/api/groups", {"name": "Team", "member_ids": [alice_id]})
+    team_id = team.body["conversation"]["id"]
+    await expect(conversation_row(alice.page, "Team")).to_have_count(1)
+    first_list = await hold_the_first_list(alice)  # Team and ann's DM, no Climbing
+    reply = await ann.post("/api/conversations/dm", {"user_id": alice_id})
+    await api_send(ann, reply.body["conversation"]["id"], "hi from ann")  # a new conversation
+    await asyncio.wait_for(first_list.held.wait(), 10)
+    climbing = await ann.post("/api/groups", {"name": "Climbing", "member_ids": [alice_id]})
+    assert climbing.status == 201, climbing.body
+    removed = await ann.delete(f"/api/groups/{team_id}/members/{alice_id}")
+    assert removed.status == 200, removed.body
+    for _ in range(100):  # the page has both events before the list comes
+        if any("Climbing" in f for f in frames) and any("member_removed" in f for f in frames):
+            break
+        await asyncio.sleep(0.05)
+    await expect(conversation_row(alice.page, "Climbing")).to_have_count(1)
+    await expect(conversation_row(alice.page, "Team")).to_have_count(0)
+    first_list.release.set()
+    await expect(conversation_row(alice.page, "ann")).to_have_count(1)  # the answer is in
+    for _ in range(5):
+        await expect(conversation_row(alice.page, "Climbing")).to_have_count(1)
+        await expect(conversation_row(alice.page, "Team")).to_have_count(0)
+        await asyncio.sleep(0.2)
+    ann.close()
     assert alice.errors == []
     await close_all(alice)
 

@@ -80,16 +80,22 @@ export class Actions extends PeopleActions {
   }
 
   async loadConversations() {
+    const store = this.store;
+    const asked = store.conversationClock;
     const reply = await this.guard(this.api.get('/api/conversations'), 'Could not load conversations');
     if (!reply) return;
-    const store = this.store;
+    // What an event (or another answer) changed while this one was on its way is newer than
+    // it: a group created then stays, one we left does not come back.
     const seen = new Set();
     for (const conv of reply.conversations || []) {
-      store.upsertConversation(conv);
       seen.add(conv.id);
+      if (store.changedSince(conv.id, asked)) continue;
+      store.upsertConversation(conv);
       this.noteReads(conv);
     }
-    for (const id of [...store.conversations.keys()]) if (!seen.has(id)) store.conversations.delete(id);
+    for (const id of [...store.conversations.keys()]) {
+      if (!seen.has(id) && !store.changedSince(id, asked)) store.removeConversation(id);
+    }
     store.conversationsLoaded = true;
     store.emit('conversations');
     store.emit('users');
@@ -423,7 +429,7 @@ export class Actions extends PeopleActions {
   }
 
   dropConversation(conversationId) {
-    this.store.conversations.delete(conversationId);
+    this.store.removeConversation(conversationId);
     const hadPending = this.store.timelines.get(conversationId)?.pending.size;
     this.store.timelines.delete(conversationId);
     if (hadPending) this.saveOutbox(); // nowhere to send them any more

@@ -74,6 +74,10 @@ export class Store {
     this.users = new Map(); // id -> {id, username, last_seen, status}
     this.conversations = new Map();
     this.conversationsLoaded = false;
+    // Each change of a conversation (an event, a reply) ticks the clock: a list answer asked
+    // for before a change does not undo it (see changedSince).
+    this.conversationClock = 0;
+    this.conversationChanged = new Map(); // id -> clock at its last change
     this.timelines = new Map();
     this.friends = new Set();
     this.friendsLoaded = false;
@@ -144,6 +148,7 @@ export class Store {
   // -- conversations --------------------------------------------------------------------------
 
   upsertConversation(conv) {
+    this.touchConversation(conv.id);
     const prev = this.conversations.get(conv.id);
     const next = { ...(prev || {}), ...conv };
     // A last message we already have that is newer than the one in a (stale) answer wins.
@@ -163,6 +168,21 @@ export class Store {
     }
     this.conversations.set(conv.id, next);
     return next;
+  }
+
+  removeConversation(id) {
+    this.touchConversation(id);
+    this.conversations.delete(id);
+  }
+
+  touchConversation(id) {
+    this.conversationClock += 1;
+    this.conversationChanged.set(id, this.conversationClock);
+  }
+
+  /** Whether the conversation changed after the clock read `mark`. */
+  changedSince(id, mark) {
+    return (this.conversationChanged.get(id) || 0) > mark;
   }
 
   activity(conv) {
