@@ -80,6 +80,32 @@ async def test_sockets_and_polls_per_user_are_capped_across_processes(
     assert again.status == 200, again.body
 
 
+async def test_a_storm_of_one_users_sockets_gets_the_cap_and_no_more(capped: list[Any]) -> None:
+    """Takes made at once go to Redis together, several of one user in one script: they still
+    count one after the other, on each process and across both."""
+    (_, a), (_, b) = capped
+    alice = await ApiClient(f"http://{a}").register("alice")
+    token = alice["token"]
+    tries = await asyncio.gather(*(socket(host, token) for host in (a, b) * 4))
+    opened = [ws for ws in tries if isinstance(ws, WsClient)]
+    assert len(opened) == int(CAP), tries
+    assert [t for t in tries if not isinstance(t, WsClient)] == [4429] * 6, tries
+    for ws in opened:
+        ws.close()
+        await ws.wait_closed()
+    again: list[WsClient | int | None] = []
+    for _ in range(50):  # the slots go back to Redis a moment after the closes
+        again = list(await asyncio.gather(*(socket(host, token) for host in (b, a) * 3)))
+        if sum(isinstance(ws, WsClient) for ws in again) == int(CAP):
+            break
+        for ws in again:
+            if isinstance(ws, WsClient):
+                ws.close()
+                await ws.wait_closed()
+        await asyncio.sleep(0.1)
+    assert sum(isinstance(ws, WsClient) for ws in again) == int(CAP), again
+
+
 async def test_the_slots_of_a_killed_process_come_back(capped: list[Any]) -> None:
     (doomed, a), (_, b) = capped
     alice = await ApiClient(f"http://{a}").register("alice")
