@@ -225,6 +225,13 @@ class AccountCommands(ServiceBase):
         ):
             raise Unauthorized("The session has ended; sign in again.")
         self.checked_sessions.remember(principal.session_id, principal.user_id)
+        # A use recorded less than SESSION_TOUCH_SECS ago (by another process, or before a
+        # restart) counts as this process's own: at most one write a minute in all, not one
+        # per process (a connect storm over several processes wrote most of its sessions).
+        if session.last_used_at is not None and principal.session_id not in self._session_touched:
+            age = (datetime.now(UTC) - session.last_used_at).total_seconds()
+            if 0 <= age < SESSION_TOUCH_SECS:
+                self._touched(principal.session_id, time.monotonic() - age)
 
     async def _start_session(self, user: User) -> Reply:
         expires_at = self.tokens.expiry()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -265,11 +266,14 @@ async def test_a_connect_storm_records_its_sessions_uses_in_a_few_writes(
 
     first = await make_server(**QUIET)
     tokens = [(await signed_in(first, f"wp-storm{i:02d}"))[1] for i in range(40)]
-    # A second process knows none of these sessions: each connect is a session's first use
-    # there, to be recorded (last used, address), as after a restart when everyone returns.
+    # A second process knows none of these sessions, each last used two minutes ago: each
+    # connect is a use to record (last used, address), as after a restart when everyone
+    # returns.
     second = await make_server(**QUIET)
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(database_uri)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(database_uri, tz_aware=True)
     sessions = client[db_name]["sessions"]
+    two_minutes_ago = datetime.now(UTC) - timedelta(minutes=2)
+    await sessions.update_many({}, {"$set": {"last_used_at": two_minutes_ago}})
     before = {d["_id"]: d["last_used_at"] async for d in sessions.find()}
     await profiler.start()
     sockets = await asyncio.gather(*(WsClient.connect(second.ws_url) for _ in tokens))
@@ -288,6 +292,37 @@ async def test_a_connect_storm_records_its_sessions_uses_in_a_few_writes(
     assert sum(len(op["command"]["updates"]) for op in session_writes) == len(tokens)
     assert len(session_writes) <= len(tokens) // 4, len(session_writes)  # together, not one each
     for ws in sockets:
+        ws.close()
+
+
+async def test_a_use_another_process_recorded_within_the_minute_is_not_written_again(
+    make_server: ServerFactory, profiler: Profiler, database_uri: str, db_name: str
+) -> None:
+    """At most one write of a session's use a minute, across processes: the second one reads
+    the recorded use with the session and takes it as its own (a connect storm over two
+    processes wrote half its sessions, and the database's CPU went to those writes)."""
+    from tests.client import WsClient
+    from tests.test_realtime import signed_in
+
+    first = await make_server(**QUIET)
+    tokens = [(await signed_in(first, f"wp-fresh{i:02d}"))[1] for i in range(10)]
+    second = await make_server(**QUIET)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(database_uri, tz_aware=True)
+    sessions = client[db_name]["sessions"]
+    before = {d["_id"]: d["last_used_at"] async for d in sessions.find()}
+    await profiler.start()
+    sockets = await asyncio.gather(*(WsClient.connect(second.ws_url) for _ in tokens))
+    await asyncio.gather(*(ws.auth(token) for ws, token in zip(sockets, tokens, strict=True)))
+    for ws in sockets:  # a second connect of each, as a page reloaded
+        ws.close()
+    again = await asyncio.gather(*(WsClient.connect(second.ws_url) for _ in tokens))
+    await asyncio.gather(*(ws.auth(token) for ws, token in zip(again, tokens, strict=True)))
+    await asyncio.sleep(0.5)  # a write would have been sent by now (test above: at once)
+    ops = await profiler.ops()
+    assert writes(ops, "sessions") == []
+    assert {d["_id"]: d["last_used_at"] async for d in sessions.find()} == before
+    await client.close()
+    for ws in again:
         ws.close()
 
 
