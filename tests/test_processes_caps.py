@@ -106,6 +106,25 @@ async def test_a_storm_of_one_users_sockets_gets_the_cap_and_no_more(capped: lis
     assert sum(isinstance(ws, WsClient) for ws in again) == int(CAP), again
 
 
+async def test_a_storm_of_one_users_queue_opens_gets_the_cap_and_no_more(
+    database_uri: str, tmp_path: Path, redis_url: str
+) -> None:
+    """Queue opens made at once go to Redis in one script call too: eight of one user, four on
+    each process, against a cap of three event queues: three open, five are refused."""
+    started = await start_processes(
+        database_uri, tmp_path, 2, "--redis-url", redis_url, "--max-queues-per-user", "3"
+    )
+    try:
+        (_, a), (_, b) = started
+        alice = await ApiClient(f"http://{a}").register("alice")
+        apis = [ApiClient(f"http://{host}", alice["token"]) for host in (a, b)]
+        opens = await asyncio.gather(*(apis[n % 2].get("/api/events") for n in range(8)))
+        assert sorted(r.status for r in opens) == [200] * 3 + [429] * 5, [r.body for r in opens]
+        assert len({r.body["queue_id"] for r in opens if r.status == 200}) == 3
+    finally:
+        stop_all(started)
+
+
 async def test_the_slots_of_a_killed_process_come_back(capped: list[Any]) -> None:
     (doomed, a), (_, b) = capped
     alice = await ApiClient(f"http://{a}").register("alice")

@@ -46,49 +46,63 @@ local function targets(mode, ids)
 end
 """
 
-# ARGV: user, session, queue_id, epoch, cursor, max_live, ttl_ms, new_id, new_epoch, origin
+# Each open is OPEN_ARGS (10, as the loop below reads them) arguments: user, session, queue_id,
+# epoch, cursor, max_live, ttl_ms, new_id, new_epoch, origin. Opens made while one is in flight
+# go together (chat/batching.py's GroupCommit), in order: two of one user in a call count one
+# after the other. One reply each: {1 (resumed), epoch, last, attachments, events} | {0 (new),
+# epoch, 0, 1, {}} | {2 (too many), epoch}.
+OPEN_ARGS = 10
 OPEN = (
     _LIB
     + """
-local user, session, qid, want = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local cursor, ttl = tonumber(ARGV[5]), tonumber(ARGV[7])
-local ep = redis.call('GET', 'chat:q-epoch')
-if not ep then ep = ARGV[9]; redis.call('SET', 'chat:q-epoch', ep) end
-if qid ~= '' then
-  local m = P .. qid
-  local f = redis.call('HMGET', m, 'user', 'session', 'epoch', 'last', 'acked', 'closed')
-  if f[1] == user and f[2] == session and f[3] == ep and (want == '' or want == ep)
-      and not f[6] then
-    local last, acked = tonumber(f[4]), tonumber(f[5])
-    if acked <= cursor and cursor <= last then
-      if cursor > acked then
-        redis.call('HSET', m, 'acked', cursor)
-        redis.call('XTRIM', m .. ':e', 'MINID', cursor + 1)
+local function open(A)
+  local user, session, qid, want = A[1], A[2], A[3], A[4]
+  local cursor, ttl = tonumber(A[5]), tonumber(A[7])
+  local ep = redis.call('GET', 'chat:q-epoch')
+  if not ep then ep = A[9]; redis.call('SET', 'chat:q-epoch', ep) end
+  if qid ~= '' then
+    local m = P .. qid
+    local f = redis.call('HMGET', m, 'user', 'session', 'epoch', 'last', 'acked', 'closed')
+    if f[1] == user and f[2] == session and f[3] == ep and (want == '' or want == ep)
+        and not f[6] then
+      local last, acked = tonumber(f[4]), tonumber(f[5])
+      if acked <= cursor and cursor <= last then
+        if cursor > acked then
+          redis.call('HSET', m, 'acked', cursor)
+          redis.call('XTRIM', m .. ':e', 'MINID', cursor + 1)
+        end
+        local att = redis.call('HINCRBY', m, 'att', 1)
+        redis.call('PEXPIRE', m, ttl)
+        redis.call('PEXPIRE', m .. ':e', ttl)
+        redis.call('PUBLISH', 'chat:queues', 'a\\n' .. A[10] .. '\\n' .. qid .. '\\n' .. att)
+        return {1, ep, last, att, redis.call('XRANGE', m .. ':e', cursor + 1, '+')}
       end
-      local att = redis.call('HINCRBY', m, 'att', 1)
-      redis.call('PEXPIRE', m, ttl)
-      redis.call('PEXPIRE', m .. ':e', ttl)
-      redis.call('PUBLISH', 'chat:queues', 'a\\n' .. ARGV[10] .. '\\n' .. qid .. '\\n' .. att)
-      return {1, ep, last, att, redis.call('XRANGE', m .. ':e', cursor + 1, '+')}
     end
   end
+  local live = 0
+  for _, q in ipairs(redis.call('SMEMBERS', 'chat:uq:' .. user)) do
+    local g = redis.call('HMGET', P .. q, 'epoch', 'closed')
+    if g[1] ~= ep then lose(q, 'chat:uq:' .. user)
+    elseif not g[2] then live = live + 1 end  -- a logged-out queue only drains
+  end
+  if live >= tonumber(A[6]) then return {2, ep} end
+  local m = P .. A[8]
+  redis.call('HSET', m, 'user', user, 'session', session, 'epoch', ep, 'last', 0, 'acked', 0,
+    'att', 1)
+  redis.call('PEXPIRE', m, ttl)
+  for _, set in ipairs({'chat:uq:' .. user, 'chat:sq:' .. session}) do
+    redis.call('SADD', set, A[8])
+    redis.call('PEXPIRE', set, ttl)
+  end
+  return {0, ep, 0, 1, {}}
 end
-local live = 0
-for _, q in ipairs(redis.call('SMEMBERS', 'chat:uq:' .. user)) do
-  local g = redis.call('HMGET', P .. q, 'epoch', 'closed')
-  if g[1] ~= ep then lose(q, 'chat:uq:' .. user)
-  elseif not g[2] then live = live + 1 end  -- a logged-out queue only drains
+local out = {}
+for i = 0, #ARGV / 10 - 1 do
+  local a = {}
+  for j = 1, 10 do a[j] = ARGV[i * 10 + j] end
+  out[#out + 1] = open(a)
 end
-if live >= tonumber(ARGV[6]) then return {2, ep} end
-local m = P .. ARGV[8]
-redis.call('HSET', m, 'user', user, 'session', session, 'epoch', ep, 'last', 0, 'acked', 0,
-  'att', 1)
-redis.call('PEXPIRE', m, ttl)
-for _, set in ipairs({'chat:uq:' .. user, 'chat:sq:' .. session}) do
-  redis.call('SADD', set, ARGV[8])
-  redis.call('PEXPIRE', set, ttl)
-end
-return {0, ep, 0, 1, {}}
+return out
 """
 )
 

@@ -35,8 +35,19 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from chat.batching import GroupCommit
 from chat.broker.redis import RECONNECT_SECS, connect, subscribe_forever
-from chat.broker.redis_queue_scripts import ACK, LOSE, OPEN, PUSH, READ, REFRESH, RELEASE
+from chat.broker.redis_presence import MAX_BATCH
+from chat.broker.redis_queue_scripts import (
+    ACK,
+    LOSE,
+    OPEN,
+    OPEN_ARGS,
+    PUSH,
+    READ,
+    REFRESH,
+    RELEASE,
+)
 from chat.errors import ChatError, RateLimited
 from chat.events import (
     EPOCH_BYTES,
@@ -126,6 +137,8 @@ class RedisQueueRegistry(QueueRegistry):
                 ("release", RELEASE),
             )
         }
+        # Opens made while one is in flight go to Redis in one call (a connect storm).
+        self._opens: GroupCommit[list[str | int], Any] = GroupCommit(self._open_many, MAX_BATCH)
         self._refresh_secs = max(0.05, min(MAX_REFRESH_SECS, grace_secs / 3))
         self._ttl_ms = int((grace_secs + 2 * self._refresh_secs) * 1000)
         # What publish() queued, sent in order by one task.
@@ -171,6 +184,7 @@ class RedisQueueRegistry(QueueRegistry):
         with contextlib.suppress(TimeoutError):
             if not self._failing:
                 await asyncio.wait_for(self._idle.wait(), TIMEOUT_SECS)
+        await self._opens.close()
         for task in list(self._tasks):
             await cancel_and_wait(task)
         await self._redis.aclose()
@@ -216,7 +230,7 @@ class RedisQueueRegistry(QueueRegistry):
                 self.origin,
             ]
             try:
-                reply = await self._scripts["open"](args=args)
+                reply = await self._opens.submit(args)
             except (RedisError, OSError) as exc:
                 log.warning("event queues: Redis is unreachable (%s)", exc)
                 raise QueuesUnavailable(
@@ -242,6 +256,12 @@ class RedisQueueRegistry(QueueRegistry):
                 queue = self._queues.get(qid)
                 if isinstance(queue, MirrorQueue):
                     self._replay(queue, buffer)
+
+    async def _open_many(self, opens: list[list[str | int]]) -> list[Any]:
+        """One call of the open script for several opens: one reply each, in order."""
+        assert all(len(args) == OPEN_ARGS for args in opens)
+        replies = await self._scripts["open"](args=[arg for args in opens for arg in args])
+        return list(replies)
 
     def _mirror(self, queue_id: str, user_id: str, session_id: str) -> MirrorQueue:
         """A new local copy, in place of an older one (whose transport is taken over)."""
