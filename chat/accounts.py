@@ -45,11 +45,6 @@ USER_CACHE_MAX = 100_000  # users kept for hello at most (least recently read dr
 # A session's last use is written at most this often: the sessions list needs the minute, and
 # a write per request (a long-poll every few seconds) would cost more than the request.
 SESSION_TOUCH_SECS = 60.0
-# Uses are written together at most this often: a connect storm's reads of sessions and users
-# go first (a restart's 5,000 returning sessions, each a write, took most of the database's
-# CPU while they connected).
-SESSION_USE_PAUSE_SECS = 10.0
-SESSION_USE_FLUSH_SECS = 2.0  # at a stop, what waits is written within this
 USER_AGENT_MAX = 256  # characters of a User-Agent kept with a session
 
 
@@ -127,7 +122,7 @@ class AccountCommands(ServiceBase):
         self._session_touched: collections.OrderedDict[str, float] = collections.OrderedDict()
         self._background: set[asyncio.Task[Any]] = set()  # writes nobody waits for
         self.session_uses: Coalescer[str, tuple[datetime, str | None]] = Coalescer(
-            self.store.sessions.touch_many, pause_secs=SESSION_USE_PAUSE_SECS
+            self.store.sessions.touch_many
         )
 
     async def run_public(

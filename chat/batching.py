@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import itertools
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
@@ -42,17 +41,10 @@ class Coalescer(Generic[K, V]):
     its value succeeded, or raises that call's exception. At most one call is in flight, so
     a burst (500 users going offline together) costs a few bulk writes instead of 500
     concurrent ones.
-
-    With `pause_secs`, each call is followed by that pause before the next: what comes
-    meanwhile waits and goes out in one call (bookkeeping that may lag, and that must not
-    compete with a storm's reads for the database).
     """
 
-    def __init__(
-        self, write_many: Callable[[dict[K, V]], Awaitable[None]], pause_secs: float = 0.0
-    ) -> None:
+    def __init__(self, write_many: Callable[[dict[K, V]], Awaitable[None]]) -> None:
         self._write_many = write_many
-        self._pause_secs = pause_secs
         self._pending: dict[K, V] = {}
         self._waiters: list[asyncio.Future[None]] = []
         self._runner: asyncio.Task[None] | None = None
@@ -91,21 +83,13 @@ class Coalescer(Generic[K, V]):
                     for waiter in waiters:
                         if not waiter.done():
                             waiter.set_result(None)
-                if self._pause_secs:
-                    await asyncio.sleep(self._pause_secs)
         finally:
             self._runner = None
 
-    async def close(self, flush_secs: float = 0.0) -> None:
-        """Stop: a call in flight is cancelled, and so is every caller still waiting. With
-        `flush_secs`, what waits (a pause's worth) is written first, within that time;
-        a failure then is dropped."""
+    async def close(self) -> None:
+        """Stop: a call in flight is cancelled, and so is every caller still waiting."""
         runner, self._runner = self._runner, None
         await _cancel(runner)
-        if flush_secs and self._pending:
-            batch, self._pending = self._pending, {}
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._write_many(batch), flush_secs)
         for waiter in self._waiters:
             waiter.cancel()
         self._pending.clear()

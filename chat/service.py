@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from chat.accounts import SESSION_USE_FLUSH_SECS
 from chat.auth import PasswordHasher, TokenCodec
 from chat.broker import GAP, Handler
 from chat.commands import Command, Principal, Reply
@@ -119,5 +118,5 @@ class ChatService(ModerationCommands, PushCommands):
         await self.close_files()
         await self.close_push()
         await self.close_realtime()
-        await self.session_uses.close(flush_secs=SESSION_USE_FLUSH_SECS)
+        await self.session_uses.close()  # a use of the last instant may be lost: no matter
         await self.bus.close()

@@ -85,54 +85,6 @@ async def test_close_cancels_the_call_in_flight_and_its_waiters() -> None:
     assert recorder.batches == [{"a": 1}]
 
 
-async def test_with_a_pause_what_comes_after_a_call_waits_and_goes_out_together() -> None:
-    recorder = Recorder()
-    recorder.release.set()
-    coalescer: Coalescer[str, int] = Coalescer(recorder.write_many, pause_secs=1.0)
-
-    async def steps() -> None:  # a few turns of the loop: a runner started has written
-        for _ in range(3):
-            await asyncio.sleep(0)
-
-    coalescer.put("a", 1)
-    await steps()
-    assert recorder.batches == [{"a": 1}]  # the first at once
-    for n, key in enumerate("bcd"):
-        coalescer.put(key, n)
-    await steps()
-    assert recorder.batches == [{"a": 1}]  # the pause is not over
-    for _ in range(50):
-        if len(recorder.batches) == 2:
-            break
-        await asyncio.sleep(0.1)
-    assert recorder.batches == [{"a": 1}, {"b": 0, "c": 1, "d": 2}]
-    await asyncio.sleep(2.5)  # quiet again, past the pause: the next goes out at once
-    coalescer.put("e", 4)
-    await steps()
-    assert recorder.batches[-1] == {"e": 4}
-    await coalescer.close()
-
-
-async def test_close_with_flush_writes_what_waits_in_the_pause() -> None:
-    recorder = Recorder()
-    recorder.release.set()
-    coalescer: Coalescer[str, int] = Coalescer(recorder.write_many, pause_secs=30)
-    coalescer.put("a", 1)
-    await asyncio.sleep(0.05)
-    coalescer.put("b", 2)
-    await coalescer.close(flush_secs=1)
-    assert recorder.batches == [{"a": 1}, {"b": 2}]
-    stuck = Recorder()  # a database that does not answer: the stop waits flush_secs at most
-    coalescer = Coalescer(stuck.write_many, pause_secs=30)
-    coalescer.put("a", 1)
-    await asyncio.sleep(0.05)
-    coalescer.put("b", 2)
-    started = asyncio.get_running_loop().time()
-    await coalescer.close(flush_secs=0.2)
-    assert asyncio.get_running_loop().time() - started < 1
-    assert stuck.batches == [{"a": 1}, {"b": 2}]
-
-
 class Reader:
     """A read_many that blocks until released, records every batch and answers key * 10
     for the keys it knows."""

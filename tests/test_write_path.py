@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
-from chat.accounts import SESSION_USE_PAUSE_SECS
 from tests.conftest import RunningServer, ServerFactory
 from tests.test_conversations import Member, join, open_dm, send
 from tests.test_processes import redis_server, redis_url
@@ -279,8 +278,7 @@ async def test_a_connect_storm_records_its_sessions_uses_in_a_few_writes(
     await profiler.start()
     sockets = await asyncio.gather(*(WsClient.connect(second.ws_url) for _ in tokens))
     await asyncio.gather(*(ws.auth(token) for ws, token in zip(sockets, tokens, strict=True)))
-    # The first use goes out at once, the others together after the pause.
-    deadline = asyncio.get_running_loop().time() + SESSION_USE_PAUSE_SECS + 5
+    deadline = asyncio.get_running_loop().time() + 5
     while True:
         used = {d["_id"]: d["last_used_at"] async for d in sessions.find()}
         fresh = [sid for sid, when in used.items() if when > before[sid]]
@@ -292,7 +290,7 @@ async def test_a_connect_storm_records_its_sessions_uses_in_a_few_writes(
     assert len(fresh) == len(tokens)  # every use recorded
     session_writes = writes(ops, "sessions")
     assert sum(len(op["command"]["updates"]) for op in session_writes) == len(tokens)
-    assert len(session_writes) <= 3, len(session_writes)  # together, not one each
+    assert len(session_writes) <= len(tokens) // 4, len(session_writes)  # together, not one each
     for ws in sockets:
         ws.close()
 
