@@ -20,11 +20,12 @@ import functools
 import json
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, RedisError
 
 from chat.broker import GAP, Handler
 from chat.broker.redis_presence import RedisPresenceBook
@@ -52,6 +53,39 @@ def connect(url: str, timeout_secs: float) -> aioredis.Redis:
         socket_connect_timeout=timeout_secs,
     )
     return aioredis.Redis.from_pool(pool)
+
+
+async def run_scripts(
+    client: aioredis.Redis, calls: Sequence[tuple[AsyncScript, Sequence[Any]]]
+) -> list[Any]:
+    """Each call (a script and its ARGV) as an EVALSHA, all in one pipeline: one round trip.
+    redis-py's scripts in a pipeline ask SCRIPT EXISTS before each execute, a second round
+    trip that every publish paid. A script Redis no longer has (restarted, SCRIPT FLUSH) is
+    loaded and the calls from the first it refused are sent again, in order; but if a later
+    one ran meanwhile (another process loaded it in between), sending again would repeat or
+    reorder it, so that raises as any failure (the caller's events are then not stored).
+    Raises the first error of the calls."""
+    results = await _evalshas(client, calls)
+    refused = next((i for i, r in enumerate(results) if isinstance(r, NoScriptError)), None)
+    if refused is not None:
+        if not all(isinstance(r, NoScriptError) for r in results[refused:]):
+            raise results[refused]
+        for script in {script for script, _ in calls[refused:]}:
+            script.sha = await client.script_load(script.script)
+        results[refused:] = await _evalshas(client, calls[refused:])
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    return results
+
+
+async def _evalshas(
+    client: aioredis.Redis, calls: Sequence[tuple[AsyncScript, Sequence[Any]]]
+) -> list[Any]:
+    async with client.pipeline(transaction=False) as pipe:
+        for script, args in calls:
+            pipe.evalsha(script.sha, 0, *args)
+        return list(await pipe.execute(raise_on_error=False))
 
 
 async def subscribe_forever(

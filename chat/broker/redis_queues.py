@@ -29,14 +29,15 @@ import contextlib
 import json
 import logging
 import secrets
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from chat.batching import GroupCommit
-from chat.broker.redis import RECONNECT_SECS, connect, subscribe_forever
+from chat.broker.redis import RECONNECT_SECS, connect, run_scripts, subscribe_forever
 from chat.broker.redis_presence import MAX_BATCH
 from chat.broker.redis_queue_scripts import (
     ACK,
@@ -411,15 +412,14 @@ class RedisQueueRegistry(QueueRegistry):
             self._debt = {"u": set(), "q": set(), "s": set()}
         if not batch and not acks and not refreshes:
             return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for args in self._pushes(batch):
-                await self._scripts["push"](args=args, client=pipe)
-            if acks:
-                flat = [x for pair in acks.items() for x in pair]
-                await self._scripts["ack"](args=flat, client=pipe)
-            if refreshes:
-                await self._scripts["refresh"](args=[self._ttl_ms, *refreshes], client=pipe)
-            results = await pipe.execute()
+        calls: list[tuple[AsyncScript, Sequence[Any]]] = [
+            (self._scripts["push"], args) for args in self._pushes(batch)
+        ]
+        if acks:
+            calls.append((self._scripts["ack"], [x for pair in acks.items() for x in pair]))
+        if refreshes:
+            calls.append((self._scripts["refresh"], [self._ttl_ms, *refreshes]))
+        results = await run_scripts(self._redis, calls)
         for queue_id in results[-1] if refreshes else ():
             # Its events can no longer reach it: its client starts anew (resumed: false).
             queue = self._queues.get(queue_id.decode())
