@@ -1,9 +1,11 @@
 """The Redis calls of publishing (chat/broker/redis_queues.py), counted by a real
 redis-server's own INFO commandstats: a batch of events is one pipeline of EVALSHAs and
-nothing more, and scripts Redis lost are loaded again without losing or reordering events."""
+nothing more, scripts Redis lost are loaded again without losing or reordering events, and
+the seq takes of sends made together are one script call (chat/broker/redis_seqs.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 
@@ -12,6 +14,7 @@ import redis.asyncio as aioredis
 
 from chat.broker.redis_queue_scripts import PUSH
 from chat.broker.redis_queues import RedisQueueRegistry
+from chat.broker.redis_seqs import RedisSeqs
 from tests.test_processes import redis_server, redis_url
 from tests.test_redis_order import new, registries, seqs
 
@@ -64,3 +67,22 @@ async def test_scripts_redis_lost_are_loaded_again_and_nothing_is_lost_or_reorde
     await a.settled()
     assert await seqs(queue, 4) == [1, 2, 3, 4]
     assert await raw.script_exists(hashlib.sha1(PUSH.encode()).hexdigest()) == [True]
+
+
+async def test_seqs_taken_together_are_one_script_and_each_seq_is_taken_once(
+    redis_url: str, raw: aioredis.Redis
+) -> None:
+    """The seq takes of sends to many conversations at once are one call; two takes of one
+    conversation in a call get one seq each, after the floor."""
+    seqs_ = RedisSeqs(redis_url)
+    try:
+        await seqs_.take("warm", 0)  # the script is loaded, the connection made
+        before = await calls(raw)
+        taken = await asyncio.gather(*(seqs_.take(f"t{n}", 0) for n in range(10)))
+        twice = await asyncio.gather(seqs_.take("t-same", 5), seqs_.take("t-same", 0))
+        after = await calls(raw)
+    finally:
+        await seqs_.close()
+    assert taken == [1] * 10
+    assert sorted(twice) == [6, 7]
+    assert after["evalsha"] - before["evalsha"] <= 3

@@ -22,7 +22,9 @@ import time
 
 from redis.exceptions import RedisError
 
+from chat.batching import GroupCommit
 from chat.broker.redis import connect
+from chat.broker.redis_presence import MAX_BATCH
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +36,22 @@ KEEP_MS = 86_400_000  # an idle conversation's keys expire: the floor restores t
 TIMEOUT_SECS = 0.5  # a Redis that does not answer within this: seqs from memory meanwhile
 RETRY_SECS = 1.0
 
-# KEYS: the counter, the last published; ARGV: floor, keep_ms. The seq after both the counter
+# Takes made while one is in flight go together (chat/batching.py's GroupCommit): one script
+# for the sends of many conversations. KEYS: each take's counter and last published; ARGV:
+# keep_ms, then each take's floor. Each take's seq, in order: the seq after both the counter
 # and the floor. A new counter (a new conversation, or one idle for KEEP_MS) also says that
 # the messages up to the floor are published, so that the first ones sent through two
 # processes at once keep their order too.
 _TAKE = """
-local last = redis.call('GET', KEYS[1])
-if not last then redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) end
-local seq = math.max(tonumber(last or '0'), tonumber(ARGV[1])) + 1
-redis.call('SET', KEYS[1], seq, 'PX', ARGV[2])
-return seq
+local out = {}
+for k = 1, #KEYS / 2 do
+  local last = redis.call('GET', KEYS[2 * k - 1])
+  if not last then redis.call('SET', KEYS[2 * k], ARGV[k + 1], 'NX', 'PX', ARGV[1]) end
+  local seq = math.max(tonumber(last or '0'), tonumber(ARGV[k + 1])) + 1
+  redis.call('SET', KEYS[2 * k - 1], seq, 'PX', ARGV[1])
+  out[k] = seq
+end
+return out
 """
 
 
@@ -55,9 +63,11 @@ class RedisSeqs:
         # cancellation, which would leave a shared connection mid-reply).
         self._redis = connect(url, TIMEOUT_SECS)
         self._take = self._redis.register_script(_TAKE)
+        self._takes: GroupCommit[tuple[str, int], int] = GroupCommit(self._take_many, MAX_BATCH)
         self._away_until = 0.0
 
     async def close(self) -> None:
+        await self._takes.close()
         await self._redis.aclose()
 
     async def take(self, conversation_id: str, floor: int) -> int | None:
@@ -66,10 +76,7 @@ class RedisSeqs:
         if time.monotonic() < self._away_until:
             return None
         try:
-            seq = await self._take(
-                keys=[PREFIX + conversation_id, PUBLISHED_PREFIX + conversation_id],
-                args=[floor, KEEP_MS],
-            )
+            seq = await self._takes.submit((conversation_id, floor))
         except (RedisError, OSError) as exc:
             if not self._away_until:
                 log.warning("seqs: Redis is unreachable (%s); seqs from memory meanwhile", exc)
@@ -78,4 +85,9 @@ class RedisSeqs:
         if self._away_until:
             log.warning("seqs: Redis answers again")
             self._away_until = 0.0
-        return int(seq)
+        return seq
+
+    async def _take_many(self, takes: list[tuple[str, int]]) -> list[int | Exception]:
+        keys = [key for cid, _ in takes for key in (PREFIX + cid, PUBLISHED_PREFIX + cid)]
+        args = [KEEP_MS, *(floor for _, floor in takes)]
+        return [int(seq) for seq in await self._take(keys=keys, args=args)]
