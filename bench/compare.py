@@ -1384,8 +1384,10 @@ class Phase:
                     lasts.append(max(got))
                 await wait_idle(self.server.pid)
 
+        gc_mark = await self.gc_mark()
         _, cpu = await self.measure(pool, body)
         profiler.stop()
+        gc_note = await self.gc_since(gc_mark)
         ms = [x * 1000 for x in latencies]
         self.result["fanout"] = {
             "rounds": self.args.rounds,
@@ -1397,10 +1399,12 @@ class Phase:
             "last_client_median_ms": percentile([x * 1000 for x in lasts], 50),
             **cpu,
         }
+        if gc_note:
+            self.result["fanout"]["gc_pauses"] = gc_note
         say(
             f"  (b) fan-out {self.args.rounds} x {self.setup.receivers:,}: p50 "
             f"{percentile(ms, 50):.1f} ms, p99 {percentile(ms, 99):.1f} ms ({missing} missing); "
-            f"{cpu_note(cpu)}"
+            f"{cpu_note(cpu)}" + (f"\n        server's collector: {gc_note}" if gc_note else "")
         )
 
     async def first_messages(self, pool: GeneratorPool, say: Callable[[str], None]) -> None:
