@@ -268,8 +268,8 @@ class HeldList:
     release: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
 
-async def hold_the_first_list(person: Person) -> HeldList:
-    """The page's next conversation list is read at once but answered only on release."""
+async def hold_the_first_list(person: Person, url: str = "**/api/conversations") -> HeldList:
+    """The page's next list at `url` is read at once but answered only on release."""
     state = HeldList()
 
     async def hold(route: Route) -> None:
@@ -281,7 +281,7 @@ async def hold_the_first_list(person: Person) -> HeldList:
         await state.release.wait()
         await route.fulfill(response=response)
 
-    await person.page.route("**/api/conversations", hold)
+    await person.page.route(url, hold)
     return state
 
 
@@ -346,6 +346,54 @@ async def test_groups_that_change_while_the_list_loads_stay_as_the_events_left_t
         await expect(conversation_row(alice.page, "Team")).to_have_count(0)
         await asyncio.sleep(0.2)
     ann.close()
+    assert alice.errors == []
+    await close_all(alice)
+
+
+async def test_friends_and_requests_that_change_while_the_lists_load_stay(
+    browser: Browser, server: RunningServer
+) -> None:
+    """Lists read before a friend event do not undo it: a request that arrives, and one
+    accepted, while the page's lists are on their way show once they come (a CI run saw the
+    first: the request's notification came, then the older list, and the badge said 0)."""
+    alice, frames, alice_id = await listening_alice(browser, server)
+    alice_api = server.client(await token_of(alice.page))
+    bob_api, carol_api = server.client(), server.client()
+    await bob_api.register("bob")
+    carol = (await carol_api.register("carol"))["user"]
+    asked = await alice_api.post("/api/friends/requests", {"user_id": carol["id"]})
+    assert asked.status == 201, asked.body
+    await expect(person_row(alice.page, "outgoing-list", "carol")).to_have_count(1)
+
+    requests = await hold_the_first_list(alice, "**/api/friends/requests")  # carol's only
+    friends = await hold_the_first_list(alice, "**/api/friends")  # nobody
+    frames.clear()
+    await alice.page.reload()  # a new queue: the page reads its lists again
+    await asyncio.wait_for(requests.held.wait(), 10)
+    await asyncio.wait_for(friends.held.wait(), 10)
+    sent = await bob_api.post("/api/friends/requests", {"user_id": alice_id})
+    assert sent.status == 201, sent.body
+    accepted = await carol_api.post(f"/api/friends/requests/{asked.body['request']['id']}/accept")
+    assert accepted.status == 200, accepted.body
+    for _ in range(100):  # the page has both events before the lists come
+        if any('"friend.request"' in f for f in frames) and any(
+            '"friend.accepted"' in f for f in frames
+        ):
+            break
+        await asyncio.sleep(0.05)
+    assert any('"friend.accepted"' in f for f in frames)
+    requests.release.set()
+    friends.release.set()
+    await tab(alice, "People")
+    for _ in range(5):
+        await expect(alice.page.locator("#requests-badge")).to_have_text("1")
+        await expect(person_row(alice.page, "incoming-list", "bob")).to_have_count(1)
+        await expect(alice.page.locator("#outgoing-list li")).to_have_count(0)
+        await expect(person_row(alice.page, "friend-list", "carol")).to_have_count(1)
+        await asyncio.sleep(0.2)
+    bob_api.close()
+    carol_api.close()
+    alice_api.close()
     assert alice.errors == []
     await close_all(alice)
 

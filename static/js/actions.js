@@ -81,7 +81,7 @@ export class Actions extends PeopleActions {
 
   async loadConversations() {
     const store = this.store;
-    const asked = store.conversationClock;
+    const asked = store.clock;
     const reply = await this.guard(this.api.get('/api/conversations'), 'Could not load conversations');
     if (!reply) return;
     // What an event (or another answer) changed while this one was on its way is newer than
@@ -497,14 +497,14 @@ export class Actions extends PeopleActions {
         const wasMine = event.request && store.outgoing.has(event.request.id);
         if (event.request) this.forgetRequest(event.request.id);
         store.upsertUser(event.user);
-        store.friends.add(event.user.id);
+        store.setFriend(event.user.id, true);
         store.emit('friends');
         store.emit('users');
         if (wasMine) toast(`${store.nameOf(event.user.id)} accepted your friend request.`, 'success');
         break;
       }
       case 'friend.removed':
-        store.friends.delete(event.user.id);
+        store.setFriend(event.user.id, false);
         store.emit('friends');
         store.emit('users');
         break;

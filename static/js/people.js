@@ -14,41 +14,51 @@ export class PeopleActions extends OutboxActions {
     this.blocking = new Set(); // users this tab is blocking right now
   }
 
+  // A list answer read before an event (a request accepted while it was on its way) does not
+  // undo it: store.merged keeps what changed after the list was asked for.
+
   async loadFriends() {
+    const store = this.store;
+    const asked = store.clock;
     const reply = await this.guard(this.api.get('/api/friends'), 'Could not load friends');
     if (!reply) return;
-    const store = this.store;
-    store.friends = new Set();
-    for (const friend of reply.friends || []) {
-      const user = friend.user || friend;
-      store.upsertUser(user);
-      store.friends.add(user.id);
-    }
+    const users = (reply.friends || []).map((friend) => friend.user || friend);
+    for (const user of users) store.upsertUser(user);
+    const loaded = users.map((user) => [user.id, user.id]);
+    store.friends = new Set(store.merged('friend', store.friends.entries(), loaded, asked).keys());
     store.friendsLoaded = true;
     store.emit('friends');
     store.emit('users');
   }
 
   async loadRequests() {
+    const store = this.store;
+    const asked = store.clock;
     const reply = await this.guard(this.api.get('/api/friends/requests'), 'Could not load friend requests');
     if (!reply) return;
-    const store = this.store;
-    store.incoming = new Map();
-    store.outgoing = new Map();
-    for (const r of reply.requests?.incoming || []) this.noteRequest(r);
-    for (const r of reply.requests?.outgoing || []) this.noteRequest(r);
+    const incoming = new Map();
+    const outgoing = new Map();
+    for (const r of [...(reply.requests?.incoming || []), ...(reply.requests?.outgoing || [])]) {
+      for (const key of ['from_user', 'to_user']) if (r[key]) store.upsertUser(r[key]);
+      (this.isMine(r) ? outgoing : incoming).set(r.id, r);
+    }
+    store.incoming = store.merged('request', store.incoming, incoming, asked);
+    store.outgoing = store.merged('request', store.outgoing, outgoing, asked);
     store.requestsLoaded = true;
     store.emit('requests');
     store.emit('users');
   }
 
-  /** File a request under incoming or outgoing; remember the users it names. */
+  /** File a request an event or a reply brought under incoming or outgoing; remember its users. */
   noteRequest(request) {
     const store = this.store;
     for (const key of ['from_user', 'to_user']) if (request[key]) store.upsertUser(request[key]);
-    const fromId = request.from_user_id ?? request.from_user?.id;
-    if (fromId === this.me?.id) store.outgoing.set(request.id, request);
-    else store.incoming.set(request.id, request);
+    store.touch(`request:${request.id}`);
+    (this.isMine(request) ? store.outgoing : store.incoming).set(request.id, request);
+  }
+
+  isMine(request) {
+    return (request.from_user_id ?? request.from_user?.id) === this.me?.id;
   }
 
   /** The other person of a request, from our side. */
@@ -60,21 +70,24 @@ export class PeopleActions extends OutboxActions {
 
   forgetRequest(requestId) {
     const store = this.store;
+    store.touch(`request:${requestId}`);
     const removed = store.incoming.delete(requestId) || store.outgoing.delete(requestId);
     if (removed) store.emit('requests');
     return removed;
   }
 
   async loadBlocks() {
+    const store = this.store;
+    const asked = store.clock;
     const reply = await this.guard(this.api.get('/api/blocks'), 'Could not load blocked users');
     if (!reply) return;
-    const store = this.store;
-    store.blocked = new Set();
+    const loaded = [];
     for (const entry of reply.blocks || []) {
       store.upsertUser(entry.user);
-      store.blocked.add(entry.user.id);
-      store.blockedBy.delete(entry.user.id); // my own block: the notice offers Unblock
+      loaded.push([entry.user.id, entry.user.id]);
     }
+    store.blocked = new Set(store.merged('block', store.blocked.entries(), loaded, asked).keys());
+    for (const id of store.blocked) store.blockedBy.delete(id); // my own block: the notice offers Unblock
     store.emit('blocks');
     store.emit('users');
   }
@@ -144,7 +157,7 @@ export class PeopleActions extends OutboxActions {
     if (reply.user) {
       // Asking someone who had asked us makes us friends at once.
       this.store.upsertUser(reply.user);
-      this.store.friends.add(reply.user.id);
+      this.store.setFriend(reply.user.id, true);
       this.forgetRequest(reply.request.id);
       this.store.emit('friends');
     } else {
@@ -159,7 +172,7 @@ export class PeopleActions extends OutboxActions {
     if (!reply) return;
     this.forgetRequest(requestId);
     this.store.upsertUser(reply.user);
-    this.store.friends.add(reply.user.id);
+    this.store.setFriend(reply.user.id, true);
     this.store.emit('friends');
     this.store.emit('users');
   }
@@ -179,7 +192,7 @@ export class PeopleActions extends OutboxActions {
   async removeFriend(userId) {
     const reply = await this.guard(this.api.del(path`/api/friends/${userId}`), 'Could not remove the friend');
     if (!reply) return;
-    this.store.friends.delete(userId);
+    this.store.setFriend(userId, false);
     this.store.emit('friends');
     this.store.emit('users');
   }
@@ -193,9 +206,9 @@ export class PeopleActions extends OutboxActions {
       this.blocking.delete(userId);
     }
     if (!reply) return false;
-    this.store.blocked.add(userId);
+    this.store.setBlocked(userId, true);
     this.store.blockedBy.delete(userId);
-    this.store.friends.delete(userId);
+    this.store.setFriend(userId, false);
     for (const [id, r] of [...this.store.incoming, ...this.store.outgoing]) {
       if (this.requestPeer(r) === userId) this.forgetRequest(id);
     }
@@ -208,7 +221,7 @@ export class PeopleActions extends OutboxActions {
   async unblock(userId) {
     const reply = await this.guard(this.api.del(path`/api/blocks/${userId}`), 'Could not unblock');
     if (!reply) return;
-    this.store.blocked.delete(userId);
+    this.store.setBlocked(userId, false);
     this.store.emit('blocks');
     this.store.emit('users');
   }

@@ -74,10 +74,10 @@ export class Store {
     this.users = new Map(); // id -> {id, username, last_seen, status}
     this.conversations = new Map();
     this.conversationsLoaded = false;
-    // Each change of a conversation (an event, a reply) ticks the clock: a list answer asked
-    // for before a change does not undo it (see changedSince).
-    this.conversationClock = 0;
-    this.conversationChanged = new Map(); // id -> clock at its last change
+    // Each change an event or a reply makes (to a conversation, a friend, a request, a block)
+    // ticks the clock: a list answer asked for before a change does not undo it (changedSince).
+    this.clock = 0;
+    this.changed = new Map(); // key (a conversation id, `friend:<user id>`, ...) -> clock
     this.timelines = new Map();
     this.friends = new Set();
     this.friendsLoaded = false;
@@ -176,13 +176,41 @@ export class Store {
   }
 
   touchConversation(id) {
-    this.conversationClock += 1;
-    this.conversationChanged.set(id, this.conversationClock);
+    this.touch(id);
   }
 
-  /** Whether the conversation changed after the clock read `mark`. */
-  changedSince(id, mark) {
-    return (this.conversationChanged.get(id) || 0) > mark;
+  touch(key) {
+    this.clock += 1;
+    this.changed.set(key, this.clock);
+  }
+
+  /** Whether `key` (a conversation id, `friend:<user id>`, ...) changed after the clock read `mark`. */
+  changedSince(key, mark) {
+    return (this.changed.get(key) || 0) > mark;
+  }
+
+  /**
+   * What a list answer asked for when the clock read `asked` leaves of `current`: the answer's
+   * [id, value] entries, except those an event or a reply changed since (keys `kind:id`), which
+   * stay as that change left them. Returns a Map.
+   */
+  merged(kind, current, loaded, asked) {
+    const changed = (id) => this.changedSince(`${kind}:${id}`, asked);
+    const next = new Map([...loaded].filter(([id]) => !changed(id)));
+    for (const [id, value] of current) if (changed(id)) next.set(id, value);
+    return next;
+  }
+
+  setFriend(userId, friend) {
+    this.touch(`friend:${userId}`);
+    if (friend) this.friends.add(userId);
+    else this.friends.delete(userId);
+  }
+
+  setBlocked(userId, blocked) {
+    this.touch(`block:${userId}`);
+    if (blocked) this.blocked.add(userId);
+    else this.blocked.delete(userId);
   }
 
   activity(conv) {
