@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 from collections.abc import AsyncIterator
 
 import pytest
@@ -268,7 +269,9 @@ class HeldList:
     release: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
 
-async def hold_the_first_list(person: Person, url: str = "**/api/conversations") -> HeldList:
+async def hold_the_first_list(
+    person: Person, url: str | re.Pattern[str] = "**/api/conversations"
+) -> HeldList:
     """The page's next list at `url` is read at once but answered only on release."""
     state = HeldList()
 
@@ -354,8 +357,9 @@ async def test_friends_and_requests_that_change_while_the_lists_load_stay(
     browser: Browser, server: RunningServer
 ) -> None:
     """Lists read before a friend event do not undo it: a request that arrives, and one
-    accepted, while the page's lists are on their way show once they come (a CI run saw the
-    first: the request's notification came, then the older list, and the badge said 0)."""
+    accepted, while the page's lists are on their way show once they come, and so do their
+    notifications (a CI run saw the first: the request's notification came, then the older
+    list, and the badge said 0)."""
     alice, frames, alice_id = await listening_alice(browser, server)
     alice_api = server.client(await token_of(alice.page))
     bob_api, carol_api = server.client(), server.client()
@@ -367,10 +371,11 @@ async def test_friends_and_requests_that_change_while_the_lists_load_stay(
 
     requests = await hold_the_first_list(alice, "**/api/friends/requests")  # carol's only
     friends = await hold_the_first_list(alice, "**/api/friends")  # nobody
+    notes = await hold_the_first_list(alice, re.compile(r".*/api/notifications\?.*"))  # none
     frames.clear()
     await alice.page.reload()  # a new queue: the page reads its lists again
-    await asyncio.wait_for(requests.held.wait(), 10)
-    await asyncio.wait_for(friends.held.wait(), 10)
+    for held in (requests, friends, notes):
+        await asyncio.wait_for(held.held.wait(), 10)
     sent = await bob_api.post("/api/friends/requests", {"user_id": alice_id})
     assert sent.status == 201, sent.body
     accepted = await carol_api.post(f"/api/friends/requests/{asked.body['request']['id']}/accept")
@@ -382,10 +387,12 @@ async def test_friends_and_requests_that_change_while_the_lists_load_stay(
             break
         await asyncio.sleep(0.05)
     assert any('"friend.accepted"' in f for f in frames)
-    requests.release.set()
-    friends.release.set()
+    for held in (requests, friends, notes):
+        held.release.set()
     await tab(alice, "People")
+    bell = alice.page.locator("#notifications-bell")
     for _ in range(5):
+        await expect(bell).to_have_attribute("aria-label", "Notifications, 2 unread")
         await expect(alice.page.locator("#requests-badge")).to_have_text("1")
         await expect(person_row(alice.page, "incoming-list", "bob")).to_have_count(1)
         await expect(alice.page.locator("#outgoing-list li")).to_have_count(0)

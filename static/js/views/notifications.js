@@ -40,6 +40,7 @@ export function setupNotifications({ api, openConversation }) {
   let items = []; // newest first
   let unread = 0;
   let hasMore = false;
+  let changes = 0; // events applied: an answer asked for before one is older than they are
 
   function showCount() {
     badge.hidden = unread === 0;
@@ -76,9 +77,23 @@ export function setupNotifications({ api, openConversation }) {
 
   async function load(before = null) {
     try {
-      const page = await api.get('/api/notifications', { limit: PAGE, before });
-      items = before ? [...items, ...page.notifications] : page.notifications;
-      unread = page.unread_count;
+      let asked;
+      let page;
+      // An event that came while the page was on its way is newer than it: ask again (a new
+      // notification would be missing, the count too low).
+      for (let tries = 0; tries < 3 && asked !== changes; tries += 1) {
+        asked = changes;
+        page = await api.get('/api/notifications', { limit: PAGE, before });
+      }
+      const fresh = asked === changes; // else still changing after three: the events' word stands
+      if (before) {
+        const have = new Set(items.map((n) => n.id));
+        items = [...items, ...page.notifications.filter((n) => !have.has(n.id))];
+      } else {
+        const shown = new Set(page.notifications.map((n) => n.id));
+        items = [...(fresh ? [] : items.filter((n) => !shown.has(n.id))), ...page.notifications];
+      }
+      if (fresh) unread = page.unread_count;
       hasMore = page.has_more;
       render();
     } catch (err) {
@@ -124,11 +139,13 @@ export function setupNotifications({ api, openConversation }) {
     load,
     onEvent(event) {
       if (event.type === 'notification.new') {
+        changes += 1;
         const n = event.notification;
         if (!items.some((i) => i.id === n.id)) items.unshift(n);
         unread = event.unread_count;
         render();
       } else if (event.type === 'notifications.read') {
+        changes += 1;
         unread = event.unread_count;
         if (unread === 0) for (const n of items) n.read = true;
         render();
