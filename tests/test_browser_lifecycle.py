@@ -127,3 +127,35 @@ async def test_an_open_menu_keeps_its_focus_while_an_earlier_message_redraws(
     await expect(page.get_by_role("menuitem", name="Reply")).to_be_focused()
     assert alice.errors == [] and bob.errors == []
     await close_all(alice, bob)
+
+
+async def test_typing_into_the_editor_before_its_first_frame_replaces_the_text(
+    browser: Browser, server: RunningServer
+) -> None:
+    """The editor put its caret at the end one frame after it opened, even when the user (or
+    Playwright's fill) had already focused it and selected the text: what was then typed went
+    after the old text (a CI run saved "teh typothe typo, fixed")."""
+    alice, bob, _, _ = await dm_pair(browser, server)  # bob wrote "first"
+    page = bob.page
+    mine = bubble(page, "first")
+    await mine.hover()
+    await mine.get_by_role("button", name="Message actions").click()
+    # Open the editor, focus it and select its text in the same task, then let two frames
+    # pass before typing: the steps of a fill, with the editor's first frame in between.
+    body = await page.evaluate(
+        """async () => {
+            const items = [...document.querySelectorAll('[role=menuitem]')];
+            items.find((b) => b.textContent === 'Edit').click();
+            const input = document.querySelector('textarea.msg-editor');
+            input.focus();
+            input.select();
+            for (let i = 0; i < 2; i += 1) await new Promise((r) => requestAnimationFrame(r));
+            document.execCommand('insertText', false, 'replaced');
+            return input.value;
+        }"""
+    )
+    assert body == "replaced"
+    await page.get_by_label("Edit message").press("Enter")
+    await expect(bubble(alice.page, "replaced")).to_be_visible()
+    assert alice.errors == [] and bob.errors == []
+    await close_all(alice, bob)

@@ -137,8 +137,10 @@ export function messageEditor({ m, onSave, onCancel }) {
       if (!saved) input.focus();
     }
   });
-  // Focus once it is in the page, the caret at the end.
+  // Focus once it is in the page, the caret at the end; unless it already has the focus
+  // (the user, or a test's fill, got there first: their selection stays).
   requestAnimationFrame(() => {
+    if (document.activeElement === input) return;
     input.focus();
     input.setSelectionRange(input.value.length, input.value.length);
   });
